@@ -1,0 +1,276 @@
+//! Atlas authentication: OAuth 2.0 client credentials for service accounts (token cached until
+//! shortly before expiry, refreshed single-flight) and HTTP Digest (MD5, qop=auth) for legacy
+//! API keys (CONTRACT §5).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use md5::{Digest as _, Md5};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+
+/// Refresh a token this long before Atlas says it expires.
+const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// A cached bearer token.
+pub(crate) struct CachedToken {
+    pub(crate) value: SecretString,
+    pub(crate) refresh_at: Instant,
+}
+
+/// The OAuth side: holds the current token. The mutex is held across the token request on
+/// purpose, so that concurrent callers wait for one refresh instead of each starting their own.
+pub(crate) struct TokenCache {
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretString,
+    pub(crate) slot: Mutex<Option<CachedToken>>,
+}
+
+impl TokenCache {
+    pub(crate) fn new(client_id: String, client_secret: SecretString) -> Self {
+        Self {
+            client_id,
+            client_secret,
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// Makes the cached token unusable (after a 401), unless another caller already replaced it.
+    pub(crate) async fn invalidate(&self, used: &str) {
+        let mut slot = self.slot.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|t| t.value.expose_secret() == used)
+        {
+            *slot = None;
+        }
+    }
+}
+
+/// When a token should be refreshed, given `expires_in` seconds.
+pub(crate) fn refresh_deadline(expires_in: Option<u64>) -> Instant {
+    let lifetime = Duration::from_secs(expires_in.unwrap_or(3600));
+    // Short-lived tokens (tests, odd servers) are refreshed at half their life instead.
+    let margin = TOKEN_REFRESH_MARGIN.min(lifetime / 2);
+    Instant::now() + lifetime.saturating_sub(margin)
+}
+
+/// A Digest challenge from `WWW-Authenticate`.
+#[derive(Debug, Clone)]
+pub(crate) struct DigestChallenge {
+    realm: String,
+    nonce: String,
+    opaque: Option<String>,
+    qop_auth: bool,
+}
+
+impl DigestChallenge {
+    /// Parses `Digest realm="…", nonce="…", algorithm=MD5, qop="auth"`. Only MD5 is supported,
+    /// which is what Atlas sends.
+    pub(crate) fn parse(header: &str) -> Option<Self> {
+        let rest = header.trim().strip_prefix("Digest")?.trim_start();
+        let params = parse_params(rest);
+        if let Some(alg) = params.get("algorithm")
+            && !alg.eq_ignore_ascii_case("MD5")
+        {
+            return None;
+        }
+        Some(Self {
+            realm: params.get("realm")?.clone(),
+            nonce: params.get("nonce")?.clone(),
+            opaque: params.get("opaque").cloned(),
+            qop_auth: params
+                .get("qop")
+                .is_some_and(|q| q.split(',').any(|v| v.trim() == "auth")),
+        })
+    }
+}
+
+/// Splits `k=v, k="v, with comma"` into a map.
+pub(crate) fn parse_params(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let value = if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut v = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            v.push(n);
+                        }
+                    }
+                    '"' => break,
+                    _ => v.push(c),
+                }
+            }
+            v
+        } else {
+            chars.by_ref().take_while(|c| *c != ',').collect::<String>()
+        };
+        out.insert(key.trim().to_ascii_lowercase(), value.trim().to_owned());
+    }
+    out
+}
+
+fn md5_hex(text: &str) -> String {
+    hex::encode(Md5::digest(text.as_bytes()))
+}
+
+/// The legacy API-key side: remembers the last challenge so that later requests authenticate
+/// up front (with an increasing nonce count) instead of paying a 401 round trip each time.
+pub(crate) struct DigestState {
+    pub(crate) username: String,
+    pub(crate) password: SecretString,
+    pub(crate) challenge: std::sync::Mutex<Option<(DigestChallenge, u32)>>,
+}
+
+impl DigestState {
+    pub(crate) fn new(username: String, password: SecretString) -> Self {
+        Self {
+            username,
+            password,
+            challenge: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn remember(&self, challenge: DigestChallenge) {
+        if let Ok(mut slot) = self.challenge.lock() {
+            *slot = Some((challenge, 0));
+        }
+    }
+
+    /// The `Authorization` header for `method uri`, if a challenge is known.
+    pub(crate) fn authorization(&self, method: &str, uri: &str) -> Option<String> {
+        let mut slot = self.challenge.lock().ok()?;
+        let (challenge, count) = slot.as_mut()?;
+        *count += 1;
+        let cnonce = format!("{:016x}", rand::rng().random::<u64>());
+        Some(digest_authorization(
+            &self.username,
+            self.password.expose_secret(),
+            challenge,
+            method,
+            uri,
+            *count,
+            &cnonce,
+        ))
+    }
+}
+
+/// RFC 2617 Digest response.
+fn digest_authorization(
+    username: &str,
+    password: &str,
+    c: &DigestChallenge,
+    method: &str,
+    uri: &str,
+    count: u32,
+    cnonce: &str,
+) -> String {
+    let ha1 = md5_hex(&format!("{username}:{}:{password}", c.realm));
+    let ha2 = md5_hex(&format!("{method}:{uri}"));
+    let nc = format!("{count:08x}");
+    let mut header = if c.qop_auth {
+        let response = md5_hex(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", c.nonce));
+        format!(
+            "Digest username=\"{username}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"{cnonce}\", response=\"{response}\"",
+            c.realm, c.nonce
+        )
+    } else {
+        let response = md5_hex(&format!("{ha1}:{}:{ha2}", c.nonce));
+        format!(
+            "Digest username=\"{username}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", algorithm=MD5, response=\"{response}\"",
+            c.realm, c.nonce
+        )
+    };
+    if let Some(opaque) = &c.opaque {
+        header.push_str(&format!(", opaque=\"{opaque}\""));
+    }
+    header
+}
+
+/// One parameter of a Digest `Authorization` header (the simulator checks `nonce` and `uri`).
+pub fn digest_param(header: &str, name: &str) -> Option<String> {
+    let rest = header.trim().strip_prefix("Digest")?;
+    parse_params(rest).remove(name)
+}
+
+/// Checks a Digest `Authorization` header against a password: used by the simulator, kept here
+/// beside the client so that both sides agree on RFC 2617.
+pub fn verify_digest(header: &str, method: &str, password_for: impl Fn(&str) -> Option<String>) -> bool {
+    let Some(rest) = header.trim().strip_prefix("Digest") else {
+        return false;
+    };
+    let p = parse_params(rest);
+    let (Some(user), Some(realm), Some(nonce), Some(uri), Some(response)) = (
+        p.get("username"),
+        p.get("realm"),
+        p.get("nonce"),
+        p.get("uri"),
+        p.get("response"),
+    ) else {
+        return false;
+    };
+    let Some(password) = password_for(user) else {
+        return false;
+    };
+    let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));
+    let ha2 = md5_hex(&format!("{method}:{uri}"));
+    let expected = match (p.get("qop"), p.get("nc"), p.get("cnonce")) {
+        (Some(qop), Some(nc), Some(cnonce)) => md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")),
+        _ => md5_hex(&format!("{ha1}:{nonce}:{ha2}")),
+    };
+    expected == *response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worked example of RFC 2617 §3.5.
+    #[test]
+    fn rfc2617_example() {
+        let challenge = DigestChallenge::parse(
+            r#"Digest realm="testrealm@host.com", qop="auth,auth-int", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41""#,
+        );
+        let Some(challenge) = challenge else {
+            panic!("challenge should parse")
+        };
+        let header = digest_authorization(
+            "Mufasa",
+            "Circle Of Life",
+            &challenge,
+            "GET",
+            "/dir/index.html",
+            1,
+            "0a4f113b",
+        );
+        assert!(header.contains(r#"response="6629fae49393a05397450978507c4ef1""#), "{header}");
+        assert!(verify_digest(&header, "GET", |u| (u == "Mufasa").then(|| "Circle Of Life".to_owned())));
+        assert!(!verify_digest(&header, "GET", |_| Some("wrong".to_owned())));
+        assert!(!verify_digest(&header, "POST", |_| Some("Circle Of Life".to_owned())));
+    }
+
+    #[test]
+    fn atlas_challenge_parses_and_other_algorithms_are_refused() {
+        let atlas = r#"Digest realm="MMS Public API", domain="", nonce="abc/def+1==", algorithm=MD5, qop="auth", stale=false"#;
+        let Some(c) = DigestChallenge::parse(atlas) else {
+            panic!("Atlas challenge should parse")
+        };
+        assert_eq!(c.realm, "MMS Public API");
+        assert_eq!(c.nonce, "abc/def+1==");
+        assert!(c.qop_auth);
+        assert!(DigestChallenge::parse(r#"Digest realm="x", nonce="y", algorithm=SHA-256"#).is_none());
+        assert!(DigestChallenge::parse("Bearer realm=\"x\"").is_none());
+    }
+}

@@ -1,0 +1,197 @@
+//! Atlas response bodies, parsed leniently: every field optional, unknown fields ignored, enums
+//! compared case-insensitively with a catch-all (CONTRACT §1, §9).
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+/// `Paginated…View`: `{ links, results, totalCount }`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    /// The items of this page.
+    #[serde(default = "Vec::new")]
+    pub results: Vec<T>,
+    /// `self`, `next`, … links.
+    #[serde(default)]
+    pub links: Vec<Link>,
+    /// An estimate, when `includeCount=true`.
+    pub total_count: Option<u64>,
+}
+
+impl<T> Page<T> {
+    /// Whether Atlas says there is a next page.
+    pub fn has_next_link(&self) -> bool {
+        self.links.iter().any(|l| l.rel.as_deref() == Some("next"))
+    }
+}
+
+/// `Link`.
+#[derive(Debug, Deserialize)]
+pub struct Link {
+    /// Target.
+    pub href: Option<String>,
+    /// Relation (`self`, `next`, `previous`).
+    pub rel: Option<String>,
+}
+
+/// `status` of snapshots and restore jobs (`PENDING, QUEUED, RUNNING, FAILED, COMPLETED`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting to start.
+    Pending,
+    /// Queued.
+    Queued,
+    /// In progress.
+    Running,
+    /// Done.
+    Completed,
+    /// Failed.
+    Failed,
+    /// Anything this version does not know (kept, never fatal).
+    Unknown(String),
+}
+
+impl Phase {
+    fn parse(value: Option<&str>) -> Self {
+        let Some(v) = value else {
+            return Self::Unknown(String::new());
+        };
+        match v.to_ascii_uppercase().as_str() {
+            "PENDING" => Self::Pending,
+            "QUEUED" => Self::Queued,
+            "RUNNING" | "INPROGRESS" | "IN_PROGRESS" => Self::Running,
+            "COMPLETED" => Self::Completed,
+            "FAILED" => Self::Failed,
+            _ => Self::Unknown(v.to_owned()),
+        }
+    }
+
+    /// The name as Atlas writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Queued => "QUEUED",
+            Self::Running => "RUNNING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Unknown(s) => s,
+        }
+    }
+}
+
+/// `FlexBackupSnapshot20241113`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// 24-hex id.
+    pub id: Option<String>,
+    /// Raw status text; see [`Snapshot::phase`].
+    pub status: Option<String>,
+    /// Note the capital DB.
+    #[serde(rename = "mongoDBVersion")]
+    pub mongodb_version: Option<String>,
+    /// When it was scheduled.
+    pub scheduled_time: Option<DateTime<Utc>>,
+    /// When it started.
+    pub start_time: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finish_time: Option<DateTime<Utc>>,
+    /// When Atlas deletes it.
+    pub expiration: Option<DateTime<Utc>>,
+}
+
+impl Snapshot {
+    /// Parsed status.
+    pub fn phase(&self) -> Phase {
+        Phase::parse(self.status.as_deref())
+    }
+}
+
+/// `FlexBackupRestoreJob20241113`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreJob {
+    /// 24-hex id.
+    pub id: Option<String>,
+    /// `RESTORE` or `DOWNLOAD`.
+    pub delivery_type: Option<String>,
+    /// Raw status text; see [`RestoreJob::phase`].
+    pub status: Option<String>,
+    /// Pre-signed download URL (a bearer secret: never log it).
+    pub snapshot_url: Option<String>,
+    /// When the URL stops working.
+    pub expiration_date: Option<DateTime<Utc>>,
+    /// The snapshot it serves.
+    pub snapshot_id: Option<String>,
+}
+
+impl RestoreJob {
+    /// Parsed status.
+    pub fn phase(&self) -> Phase {
+        Phase::parse(self.status.as_deref())
+    }
+
+    /// Whether this is a download (not a restore into another cluster).
+    pub fn is_download(&self) -> bool {
+        self.delivery_type
+            .as_deref()
+            .is_none_or(|t| t.eq_ignore_ascii_case("DOWNLOAD"))
+    }
+}
+
+/// The Atlas error envelope `ApiError`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiErrorBody {
+    /// HTTP status.
+    pub error: Option<u16>,
+    /// Machine-readable code, e.g. `CLUSTER_NOT_FOUND`.
+    pub error_code: Option<String>,
+    /// Human text.
+    pub detail: Option<String>,
+    /// HTTP reason phrase.
+    pub reason: Option<String>,
+}
+
+/// OAuth token response.
+#[derive(Debug, Deserialize)]
+pub struct TokenResponse {
+    /// The bearer token.
+    pub access_token: String,
+    /// Lifetime in seconds (Atlas: 3600).
+    pub expires_in: Option<u64>,
+}
+
+/// OAuth error response (`invalid_client`, …).
+#[derive(Debug, Default, Deserialize)]
+pub struct OAuthErrorBody {
+    /// Error code.
+    pub error: Option<String>,
+    /// Human text.
+    pub error_description: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_and_values_do_not_break_parsing() {
+        let json = r#"{"results":[
+            {"id":"6a6f78e0cab84da5c4476b25","status":"COMPLETED","mongoDBVersion":"8.0.29",
+             "finishTime":"2026-08-02T17:06:56Z","frequencyType":"ondemand","newField":{"x":1}},
+            {"id":"6a6f78e0cab84da5c4476b26","status":"ARCHIVING"},
+            {"status":"completed"}
+        ],"totalCount":3,"links":[{"rel":"self","href":"x"}]}"#;
+        let page: Page<Snapshot> = match serde_json::from_str(json) {
+            Ok(p) => p,
+            Err(e) => panic!("lenient parse failed: {e}"),
+        };
+        assert_eq!(page.results.len(), 3);
+        assert_eq!(page.results[0].phase(), Phase::Completed);
+        assert_eq!(page.results[0].mongodb_version.as_deref(), Some("8.0.29"));
+        assert_eq!(page.results[1].phase(), Phase::Unknown("ARCHIVING".into()));
+        assert_eq!(page.results[2].phase(), Phase::Completed);
+        assert!(!page.has_next_link());
+    }
+}

@@ -1,0 +1,74 @@
+//! Raw command-line flags (clap). Validation happens in the handlers, against the config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Archives MongoDB Atlas Flex backup snapshots into S3-compatible storage, exactly once and verified.
+#[derive(Debug, Parser)]
+#[command(name = "atlas-archiver", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Human, global = true)]
+    pub log_format: LogFormatArg,
+    /// Log level for atlas-archiver's own messages: error, warn, info, debug [default: info; warn for demo]. RUST_LOG overrides it.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable.
+    Human,
+    /// JSON lines.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive every completed snapshot not yet archived, then exit (0: all archived, 1: some failed, 2: bad config).
+    Once {
+        /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Only this target (PROJECT_ID/CLUSTER, as in the config); repeatable.
+        #[arg(long = "target", value_name = "PROJECT_ID/CLUSTER")]
+        targets: Vec<String>,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load and validate the config, check the journal path, and print the effective config (secrets as ***).
+    CheckConfig {
+        /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Show what the journal knows: per target, each snapshot's state, size, SHA-256, key and last error.
+    Status {
+        /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try it with no Atlas account and no cloud: archive simulated snapshots into a local S3 server.
+    Demo {
+        /// Where to put the demo's bucket, journal and config [default: a new temporary directory].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Serve the built-in Atlas simulator until stopped (to try storage settings without Atlas).
+    Simulate {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        listen: SocketAddr,
+    },
+}

@@ -1,0 +1,120 @@
+//! The command line: flags ([`args`]), then one handler per subcommand. Maps failures to exit
+//! codes: 0 success, 1 a snapshot or run failed, 2 usage or configuration errors.
+//! Must not: contain archiving logic (that is `pipeline`).
+
+mod args;
+mod demo;
+mod once;
+mod status;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::{Config, ConfigError, Secrets, config_path};
+use crate::telemetry::{self, LogFormat};
+use args::{Cli, Command, LogFormatArg};
+
+/// A failure at the edge, with its exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad usage or configuration: exit 2.
+    Usage(String),
+    /// The work failed: exit 1.
+    Runtime(String),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self::Usage(e.to_string())
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(
+        match cli.log_format {
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+        cli.log_level.as_deref().unwrap_or(match cli.command {
+            // The demo tells its story on stdout; routine progress would bury it.
+            Command::Demo { .. } => "warn",
+            _ => "info",
+        }),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let result = runtime.block_on(dispatch(cli.command, env));
+    match result {
+        Ok(code) => code,
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Once { config, targets, json } => {
+            let path = config_path(config.as_deref(), &env);
+            once::run(&path, &env, &targets, json).await
+        }
+        Command::CheckConfig { config } => {
+            let path = config_path(config.as_deref(), &env);
+            check_config(&path, &env)
+        }
+        Command::Status { config, json } => {
+            let path = config_path(config.as_deref(), &env);
+            status::run(&path, &env, json).await
+        }
+        Command::Demo { dir } => demo::run(dir).await,
+        Command::Simulate { listen } => demo::simulate(listen).await,
+    }
+}
+
+fn check_config(path: &Path, env: &HashMap<String, String>) -> Result<ExitCode, Failure> {
+    let config = Config::load(path, env, Secrets::Load)?;
+    check_journal_writable(&config)?;
+    println!("# {} is valid; effective configuration (secrets shown as ***):\n", path.display());
+    print!("{}", config.redacted_summary());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The journal's directory must exist (or be creatable) and accept a new file.
+fn check_journal_writable(config: &Config) -> Result<(), Failure> {
+    let journal = &config.journal.path;
+    let dir = journal.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let fail = |what: String| {
+        Failure::Usage(format!(
+            "config file {}: `journal.path`: {} is not writable: {what}",
+            config.source.display(),
+            journal.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    let probe = dir.join(format!(".atlas-archiver-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"probe").map_err(|e| fail(e.to_string()))?;
+    let _ = std::fs::remove_file(&probe);
+    if journal.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(journal)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(())
+}

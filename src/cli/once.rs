@@ -1,0 +1,136 @@
+//! `once`: archive every target's new snapshots, print a summary, exit 0 or 1.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::Failure;
+use crate::atlas::AtlasClient;
+use crate::config::{Config, Secrets, Target};
+use crate::config::units::format_bytes;
+use crate::journal::Journal;
+use crate::pipeline::{Archiver, PipelineSettings, SnapshotOutcome, TargetReport};
+use crate::store::ObjectStore;
+
+pub(super) async fn run(path: &Path, env: &HashMap<String, String>, target_args: &[String], json: bool) -> Result<ExitCode, Failure> {
+    let config = Config::load(path, env, Secrets::Load)?;
+    let targets = select_targets(&config, target_args)?;
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    let reports = execute(&config, &targets, "once", cancel).await?;
+    if json {
+        let text = serde_json::to_string_pretty(&reports).map_err(|e| Failure::Runtime(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print_reports(&reports);
+    }
+    Ok(if reports.iter().all(TargetReport::succeeded) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `--target` values must name configured targets.
+fn select_targets(config: &Config, args: &[String]) -> Result<Vec<Target>, Failure> {
+    if args.is_empty() {
+        return Ok(config.targets.clone());
+    }
+    args.iter()
+        .map(|a| {
+            let t = Target::parse(a).map_err(|m| Failure::Usage(format!("--target: {m}")))?;
+            if config.targets.contains(&t) {
+                Ok(t)
+            } else {
+                Err(Failure::Usage(format!(
+                    "--target {t} is not in {}; configured targets: {}",
+                    config.source.display(),
+                    config.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                )))
+            }
+        })
+        .collect()
+}
+
+/// Opens the journal, connects to Atlas and the store, and runs the pipeline over `targets`.
+/// Shared by `once` and `demo`.
+pub(super) async fn execute(config: &Config, targets: &[Target], kind: &str, cancel: CancellationToken) -> Result<Vec<TargetReport>, Failure> {
+    let journal = Journal::open(&config.journal.path).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let atlas = AtlasClient::new(&config.atlas).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let store = ObjectStore::connect(&config.storage).await;
+    store
+        .check_bucket()
+        .await
+        .map_err(|e| Failure::Runtime(format!("cannot reach bucket {}: {e}", config.storage.bucket)))?;
+    let archiver = Archiver::new(atlas, store, journal, PipelineSettings::from_config(config), cancel)
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    archiver
+        .run(kind, targets)
+        .await
+        .map_err(|e| Failure::Runtime(format!("run aborted: {e}")))
+}
+
+/// First SIGINT/SIGTERM: cancel transfers cleanly (uploads aborted, journal rows resumable).
+pub(super) fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        warn!("signal received: stopping; transfers in flight are aborted cleanly");
+        cancel.cancel();
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub(super) fn print_reports(reports: &[TargetReport]) {
+    for r in reports {
+        println!("{}", r.target);
+        if let Some(e) = &r.error {
+            println!("  FAILED: {e}");
+        }
+        for s in &r.snapshots {
+            match s {
+                SnapshotOutcome::Archived { snapshot_id, object_key, size_bytes, sha256 } => {
+                    println!("  archived  {snapshot_id}  {:>10}  sha256 {sha256}  -> {object_key}", format_bytes(*size_bytes));
+                }
+                SnapshotOutcome::Adopted { snapshot_id, object_key } => {
+                    println!("  adopted   {snapshot_id}  already in the bucket at {object_key}");
+                }
+                SnapshotOutcome::AlreadyArchived { snapshot_id } => {
+                    println!("  ok        {snapshot_id}  archived earlier");
+                }
+                SnapshotOutcome::Failed { snapshot_id, reason, error } => {
+                    println!("  FAILED    {snapshot_id}  {reason}: {error}");
+                }
+                SnapshotOutcome::Lost { snapshot_id } => {
+                    println!("  LOST      {snapshot_id}  Atlas no longer holds it and it was never archived");
+                }
+            }
+        }
+        if r.snapshots.is_empty() && r.error.is_none() {
+            println!("  no completed snapshots listed");
+        }
+    }
+}

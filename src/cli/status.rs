@@ -1,0 +1,93 @@
+//! `status`: what the journal knows, per target.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::Failure;
+use crate::config::units::format_bytes;
+use crate::config::{Config, Secrets, Target};
+use crate::journal::{Journal, RunRecord, SnapshotRecord};
+
+#[derive(Serialize)]
+struct TargetStatus {
+    project_id: String,
+    cluster: String,
+    snapshots: Vec<SnapshotRecord>,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    journal: String,
+    targets: Vec<TargetStatus>,
+    recent_runs: Vec<RunRecord>,
+}
+
+pub(super) async fn run(path: &Path, env: &HashMap<String, String>, json: bool) -> Result<ExitCode, Failure> {
+    let config = Config::load(path, env, Secrets::Skip)?;
+    let journal = Journal::open_read_only(&config.journal.path).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let all = journal.snapshots(None).await.map_err(|e| Failure::Runtime(e.to_string()))?;
+    let mut targets: Vec<Target> = config.targets.clone();
+    // Targets removed from the config still show, so that nothing archived is hidden.
+    for r in &all {
+        let t = Target {
+            project_id: r.project_id.clone(),
+            cluster: r.cluster.clone(),
+        };
+        if !targets.contains(&t) {
+            targets.push(t);
+        }
+    }
+    let report = StatusReport {
+        journal: config.journal.path.display().to_string(),
+        targets: targets
+            .into_iter()
+            .map(|t| TargetStatus {
+                snapshots: all
+                    .iter()
+                    .filter(|r| r.project_id == t.project_id && r.cluster == t.cluster)
+                    .cloned()
+                    .collect(),
+                project_id: t.project_id,
+                cluster: t.cluster,
+            })
+            .collect(),
+        recent_runs: journal.recent_runs(5).await.map_err(|e| Failure::Runtime(e.to_string()))?,
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Runtime(e.to_string()))?;
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("journal: {}", report.journal);
+    for t in &report.targets {
+        println!("\n{}/{}", t.project_id, t.cluster);
+        if t.snapshots.is_empty() {
+            println!("  (nothing recorded yet)");
+        }
+        for s in &t.snapshots {
+            println!(
+                "  {:<24} {:<18} {:>10}  {}  {}",
+                s.snapshot_id,
+                s.state.as_str(),
+                s.size_bytes.map(format_bytes).unwrap_or_default(),
+                s.sha256.as_deref().unwrap_or("-"),
+                s.object_key.as_deref().unwrap_or("-"),
+            );
+            if let Some(e) = &s.last_error
+                && s.state != crate::journal::SnapshotState::Archived
+            {
+                println!("      last error ({} attempts): {e}", s.attempts);
+            }
+        }
+    }
+    if let Some(last) = report.recent_runs.first() {
+        println!(
+            "\nlast run #{} ({}) started {}: {} (archived {}, already archived {}, failed {})",
+            last.id, last.kind, last.started_at, last.status, last.archived, last.skipped, last.failed
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,105 @@
+//! The configuration exactly as written: TOML file plus `ATLAS_ARCHIVER__…` environment overrides.
+//! Every field here is documented; these comments are the configuration reference
+//! (README "Configuration" and `config/atlas-archiver.example.toml` repeat them).
+
+use serde::Deserialize;
+
+/// Top level of `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[atlas]`: how to reach the Atlas Administration API.
+    #[serde(default)]
+    pub atlas: RawAtlas,
+    /// `[storage]`: the S3-compatible bucket that receives the archives.
+    pub storage: Option<RawStorage>,
+    /// `[journal]`: where the local state lives.
+    #[serde(default)]
+    pub journal: RawJournal,
+    /// `[[target]]`: one table per (project, Flex cluster) pair to archive.
+    #[serde(default, rename = "target")]
+    pub targets: Vec<RawTarget>,
+}
+
+/// `[atlas]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAtlas {
+    /// API host, default `https://cloud.mongodb.com` (Atlas for Government: `https://cloud.mongodbgov.com`).
+    pub base_url: Option<String>,
+    /// Service account client id (`mdb_sa_id_…`); falls back to `MONGODB_ATLAS_CLIENT_ID`.
+    pub client_id: Option<String>,
+    /// Service account secret. Prefer `client_secret_file`; falls back to `MONGODB_ATLAS_CLIENT_SECRET`.
+    pub client_secret: Option<String>,
+    /// File holding the service account secret (relative paths resolve in `$CREDENTIALS_DIRECTORY`).
+    pub client_secret_file: Option<String>,
+    /// Legacy programmatic API key, public part; falls back to `MONGODB_ATLAS_PUBLIC_API_KEY`.
+    pub public_key: Option<String>,
+    /// Legacy programmatic API key, private part; falls back to `MONGODB_ATLAS_PRIVATE_API_KEY`.
+    pub private_key: Option<String>,
+    /// File holding the private API key.
+    pub private_key_file: Option<String>,
+    /// How often to poll a restore job for its download URL (default `5s`).
+    pub poll_interval: Option<String>,
+    /// How long to wait for Atlas to prepare a download before giving up on this run (default `30m`).
+    pub restore_timeout: Option<String>,
+    /// Attempts per Atlas API call for 429, 5xx and connection errors (default 6).
+    pub max_attempts: Option<u32>,
+    /// First backoff delay between attempts (default `1s`), doubled each time with jitter.
+    pub retry_base_delay: Option<String>,
+    /// Longest single backoff delay, also the cap for `Retry-After` (default `2m`).
+    pub retry_max_delay: Option<String>,
+    /// Timeout of one Atlas API request (default `60s`).
+    pub request_timeout: Option<String>,
+    /// A snapshot download fails when no byte arrives for this long (default `120s`).
+    pub download_read_timeout: Option<String>,
+}
+
+/// `[storage]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// Bucket name (required).
+    pub bucket: Option<String>,
+    /// Endpoint of a non-AWS store (`https://s3.example.net`); falls back to `AWS_ENDPOINT_URL`. Omit for AWS S3.
+    pub endpoint: Option<String>,
+    /// Region; falls back to `AWS_REGION`, then `us-east-1`.
+    pub region: Option<String>,
+    /// Key prefix for every object, e.g. `atlas/` (default empty).
+    pub prefix: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`); default true when `endpoint` is set.
+    pub force_path_style: Option<bool>,
+    /// Static access key; otherwise the standard AWS credential chain.
+    pub access_key_id: Option<String>,
+    /// Static secret key. Prefer `secret_access_key_file`.
+    pub secret_access_key: Option<String>,
+    /// File holding the secret key (relative paths resolve in `$CREDENTIALS_DIRECTORY`).
+    pub secret_access_key_file: Option<String>,
+    /// Multipart part size: `"auto"` (default) or a size between 5MiB and 5GiB such as `"16MiB"`.
+    pub part_size: Option<String>,
+    /// Parts uploaded concurrently per transfer (default 3). Memory ≈ part_size × (parts_in_flight + 1).
+    pub parts_in_flight: Option<u32>,
+    /// `"auto"` (default: `when_required` for custom endpoints, `when_supported` for AWS),
+    /// `"when_supported"` or `"when_required"`: when the SDK adds request checksums.
+    pub request_checksum_calculation: Option<String>,
+    /// Object key template. Default `{prefix}{project_id}/{cluster}/{date}/{snapshot_id}.tar.gz`.
+    pub key_template: Option<String>,
+}
+
+/// `[journal]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJournal {
+    /// SQLite file (default `/var/lib/atlas-archiver/journal.sqlite`).
+    pub path: Option<String>,
+}
+
+/// `[[target]]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// Atlas project (group) id: 24 lowercase hex digits.
+    pub project_id: Option<String>,
+    /// Flex cluster name.
+    pub cluster: Option<String>,
+}

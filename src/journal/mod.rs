@@ -1,0 +1,618 @@
+//! The journal: a local SQLite file (WAL, `synchronous=FULL`) holding every run and the state of
+//! every snapshot. States change only through [`Journal::transition`], which refuses impossible
+//! moves, and every change is also appended to an event log. One process at a time holds a
+//! journal (a lock file with the holder's pid). The only user of `rusqlite`.
+//! Must not: call Atlas or S3.
+
+mod lock;
+mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::config::Target;
+pub use lock::JournalLock;
+
+/// Journal failures, each with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Another process holds the lock.
+    #[error("journal {path} is in use by another atlas-archiver process{holder}; stop it first, or point journal.path elsewhere")]
+    Locked {
+        /// Journal path.
+        path: String,
+        /// " (pid N)" when known.
+        holder: String,
+    },
+    /// The file was written by a newer atlas-archiver.
+    #[error("journal {path} has schema version {found}, newer than this atlas-archiver understands ({supported}); upgrade atlas-archiver, or move the file aside (the next run re-adopts archived snapshots from the manifests in the bucket)")]
+    NewerSchema {
+        /// Journal path.
+        path: String,
+        /// Version in the file.
+        found: i64,
+        /// Version we write.
+        supported: i64,
+    },
+    /// The file is damaged.
+    #[error("journal {path} is damaged ({detail}); move it aside and run again: archived snapshots are re-adopted from the manifests in the bucket, nothing is downloaded twice")]
+    Corrupt {
+        /// Journal path.
+        path: String,
+        /// SQLite's words.
+        detail: String,
+    },
+    /// The disk is full.
+    #[error("journal {path}: the disk is full; free space on its filesystem (nothing was lost: the last state change was not recorded and will be retried)")]
+    DiskFull {
+        /// Journal path.
+        path: String,
+    },
+    /// Any other I/O or SQLite failure.
+    #[error("journal {path}: {detail}")]
+    Io {
+        /// Journal path.
+        path: String,
+        /// What failed.
+        detail: String,
+    },
+    /// A state change that the state machine forbids.
+    #[error("journal: snapshot {snapshot} cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// Snapshot id.
+        snapshot: String,
+        /// Current state.
+        from: String,
+        /// Requested state.
+        to: String,
+    },
+    /// A snapshot the journal does not know.
+    #[error("journal: unknown snapshot {0}")]
+    UnknownSnapshot(String),
+}
+
+/// Where a snapshot is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotState {
+    /// Seen in Atlas's list, nothing done yet.
+    Discovered,
+    /// A download was asked of Atlas (the job id is recorded once Atlas answered).
+    DownloadRequested,
+    /// Streaming into the store (the upload id is recorded once the store answered).
+    Uploading,
+    /// In the bucket, size confirmed, manifest written. Final.
+    Archived,
+    /// The last attempt failed; the next run tries again while Atlas holds the snapshot.
+    Failed,
+}
+
+impl SnapshotState {
+    /// Name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Discovered => "discovered",
+            Self::DownloadRequested => "download_requested",
+            Self::Uploading => "uploading",
+            Self::Archived => "archived",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "discovered" => Self::Discovered,
+            "download_requested" => Self::DownloadRequested,
+            "uploading" => Self::Uploading,
+            "archived" => Self::Archived,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+
+    /// The state machine: which states may follow `self`.
+    pub fn may_become(self, next: Self) -> bool {
+        use SnapshotState::{Archived, Discovered, DownloadRequested, Failed, Uploading};
+        match (self, next) {
+            (Archived, _) | (_, Discovered) => false,
+            // A new download after an expired URL or a failed attempt; a fresh one after a crash.
+            (Discovered | DownloadRequested | Uploading | Failed, DownloadRequested) => true,
+            (DownloadRequested | Uploading, Uploading) => true,
+            // Adopted from the bucket (manifest found), or finished.
+            (_, Archived) => true,
+            (_, Failed) => true,
+            (Discovered | Failed, Uploading) => false,
+        }
+    }
+}
+
+impl fmt::Display for SnapshotState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies one snapshot of one target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SnapshotKey {
+    /// Project id.
+    pub project_id: String,
+    /// Cluster.
+    pub cluster: String,
+    /// Snapshot id.
+    pub snapshot_id: String,
+}
+
+impl SnapshotKey {
+    /// For a target.
+    pub fn new(target: &Target, snapshot_id: &str) -> Self {
+        Self {
+            project_id: target.project_id.clone(),
+            cluster: target.cluster.clone(),
+            snapshot_id: snapshot_id.to_owned(),
+        }
+    }
+}
+
+/// What Atlas told us about a snapshot when we first saw it.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFacts {
+    /// Scheduled time.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Finish time.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// MongoDB version.
+    pub mongodb_version: Option<String>,
+    /// When Atlas deletes it.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One journal row.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotRecord {
+    /// Project id.
+    pub project_id: String,
+    /// Cluster.
+    pub cluster: String,
+    /// Snapshot id.
+    pub snapshot_id: String,
+    /// State.
+    pub state: SnapshotState,
+    /// Scheduled time.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Finish time.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// MongoDB version.
+    pub mongodb_version: Option<String>,
+    /// When Atlas deletes it.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Atlas restore (download) job.
+    pub restore_job_id: Option<String>,
+    /// Multipart upload id while uploading.
+    pub upload_id: Option<String>,
+    /// Object key.
+    pub object_key: Option<String>,
+    /// Size in bytes, once archived.
+    pub size_bytes: Option<u64>,
+    /// SHA-256 (hex), once archived.
+    pub sha256: Option<String>,
+    /// CRC32C (hex), once archived.
+    pub crc32c: Option<String>,
+    /// Attempts that failed so far.
+    pub attempts: u32,
+    /// The last failure, in words.
+    pub last_error: Option<String>,
+    /// The last failure, as a short reason code.
+    pub last_reason: Option<String>,
+    /// When it was archived.
+    pub archived_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl SnapshotRecord {
+    /// Its key.
+    pub fn key(&self) -> SnapshotKey {
+        SnapshotKey {
+            project_id: self.project_id.clone(),
+            cluster: self.cluster.clone(),
+            snapshot_id: self.snapshot_id.clone(),
+        }
+    }
+}
+
+/// The data a transition records. Fields left `None` keep their stored value.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// Restore job id.
+    pub restore_job_id: Option<String>,
+    /// Upload id (`Some("")` clears it).
+    pub upload_id: Option<String>,
+    /// Object key.
+    pub object_key: Option<String>,
+    /// Size.
+    pub size_bytes: Option<u64>,
+    /// SHA-256.
+    pub sha256: Option<String>,
+    /// CRC32C.
+    pub crc32c: Option<String>,
+    /// Failure text (only with `Failed`).
+    pub error: Option<String>,
+    /// Failure reason code (only with `Failed`).
+    pub reason: Option<String>,
+    /// A note for the event log.
+    pub note: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    /// Snapshots archived in this run.
+    pub archived: u32,
+    /// Snapshots already archived before.
+    pub skipped: u32,
+    /// Snapshots that failed.
+    pub failed: u32,
+    /// A run-level error (Atlas unreachable, …).
+    pub error: Option<String>,
+}
+
+/// A handle on the journal. Clones share one connection; SQLite calls run on the blocking pool.
+#[derive(Clone)]
+pub struct Journal {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    _lock: Option<Arc<JournalLock>>,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+impl Journal {
+    /// Opens (creating if needed) for writing, taking the lock.
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(path, &format!("cannot create directory {}: {e}", dir.display())))?;
+        }
+        let lock = JournalLock::acquire(path)?;
+        let conn = Connection::open(path).map_err(|e| sql_error(path, &e))?;
+        schema::prepare(&conn, path)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+            _lock: Some(Arc::new(lock)),
+        })
+    }
+
+    /// Opens read-only without the lock (for `status` while the daemon runs).
+    pub fn open_read_only(path: &Path) -> Result<Self, JournalError> {
+        if !path.exists() {
+            return Err(io_error(path, "does not exist yet (no run has happened with this config)"));
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| sql_error(path, &e))?;
+        schema::check_readable(&conn, path)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+            _lock: None,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection on the blocking pool. The std mutex is never held across an await.
+    async fn with<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Path) -> Result<T, JournalError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| io_error(&path, "journal connection poisoned by an earlier panic"))?;
+            f(&mut guard, &path)
+        })
+        .await
+        .map_err(|e| io_error(&self.path, &format!("journal task failed: {e}")))?
+    }
+
+    /// Records the start of a run.
+    pub async fn start_run(&self, kind: &str) -> Result<i64, JournalError> {
+        let kind = kind.to_owned();
+        self.with(move |c, p| {
+            c.execute(
+                "INSERT INTO runs (kind, started_at, status) VALUES (?1, ?2, 'running')",
+                params![kind, now()],
+            )
+            .map_err(|e| sql_error(p, &e))?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// Records the end of a run.
+    pub async fn finish_run(&self, run_id: i64, summary: RunSummary) -> Result<(), JournalError> {
+        self.with(move |c, p| {
+            let status = if summary.failed > 0 || summary.error.is_some() { "failed" } else { "ok" };
+            c.execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3, archived = ?4, skipped = ?5, failed = ?6, error = ?7 WHERE id = ?1",
+                params![run_id, now(), status, summary.archived, summary.skipped, summary.failed, summary.error],
+            )
+            .map_err(|e| sql_error(p, &e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Adds a snapshot in state `discovered` unless known, refreshes its facts, and returns its row.
+    pub async fn discover(&self, key: SnapshotKey, facts: SnapshotFacts) -> Result<SnapshotRecord, JournalError> {
+        self.with(move |c, p| {
+            let tx = c.transaction().map_err(|e| sql_error(p, &e))?;
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO snapshots (project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version, expires_at, attempts, updated_at)
+                     VALUES (?1, ?2, ?3, 'discovered', ?4, ?5, ?6, ?7, 0, ?8)",
+                    params![
+                        key.project_id,
+                        key.cluster,
+                        key.snapshot_id,
+                        facts.scheduled_at.map(|t| t.to_rfc3339()),
+                        facts.finished_at.map(|t| t.to_rfc3339()),
+                        facts.mongodb_version,
+                        facts.expires_at.map(|t| t.to_rfc3339()),
+                        now()
+                    ],
+                )
+                .map_err(|e| sql_error(p, &e))?;
+            if inserted == 1 {
+                log_event(&tx, p, &key, None, SnapshotState::Discovered, None)?;
+            }
+            let record = fetch(&tx, p, &key)?.ok_or_else(|| JournalError::UnknownSnapshot(key.snapshot_id.clone()))?;
+            tx.commit().map_err(|e| sql_error(p, &e))?;
+            Ok(record)
+        })
+        .await
+    }
+
+    /// Moves a snapshot to `to`, recording `change`, if the state machine allows it. Durable
+    /// (fsynced) when this returns.
+    pub async fn transition(&self, key: &SnapshotKey, to: SnapshotState, change: Change) -> Result<SnapshotRecord, JournalError> {
+        let key = key.clone();
+        self.with(move |c, p| {
+            let tx = c.transaction().map_err(|e| sql_error(p, &e))?;
+            let current = fetch(&tx, p, &key)?.ok_or_else(|| JournalError::UnknownSnapshot(key.snapshot_id.clone()))?;
+            if !current.state.may_become(to) {
+                return Err(JournalError::InvalidTransition {
+                    snapshot: key.snapshot_id.clone(),
+                    from: current.state.to_string(),
+                    to: to.to_string(),
+                });
+            }
+            let failed = to == SnapshotState::Failed;
+            let archived = to == SnapshotState::Archived;
+            tx.execute(
+                "UPDATE snapshots SET
+                    state = ?4,
+                    restore_job_id = COALESCE(?5, restore_job_id),
+                    upload_id = CASE WHEN ?6 IS NULL THEN upload_id WHEN ?6 = '' THEN NULL ELSE ?6 END,
+                    object_key = COALESCE(?7, object_key),
+                    size_bytes = COALESCE(?8, size_bytes),
+                    sha256 = COALESCE(?9, sha256),
+                    crc32c = COALESCE(?10, crc32c),
+                    attempts = attempts + ?11,
+                    last_error = CASE WHEN ?12 THEN NULL WHEN ?13 IS NULL THEN last_error ELSE ?13 END,
+                    last_reason = CASE WHEN ?12 THEN NULL WHEN ?14 IS NULL THEN last_reason ELSE ?14 END,
+                    archived_at = CASE WHEN ?12 THEN ?15 ELSE archived_at END,
+                    updated_at = ?15
+                 WHERE project_id = ?1 AND cluster = ?2 AND snapshot_id = ?3",
+                params![
+                    key.project_id,
+                    key.cluster,
+                    key.snapshot_id,
+                    to.as_str(),
+                    change.restore_job_id,
+                    change.upload_id,
+                    change.object_key,
+                    change.size_bytes.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                    change.sha256,
+                    change.crc32c,
+                    i64::from(failed),
+                    archived,
+                    change.error,
+                    change.reason,
+                    now(),
+                ],
+            )
+            .map_err(|e| sql_error(p, &e))?;
+            let note = change.note.or(change.error);
+            log_event(&tx, p, &key, Some(current.state), to, note.as_deref())?;
+            let record = fetch(&tx, p, &key)?.ok_or_else(|| JournalError::UnknownSnapshot(key.snapshot_id.clone()))?;
+            tx.commit().map_err(|e| sql_error(p, &e))?;
+            Ok(record)
+        })
+        .await
+    }
+
+    /// One snapshot's row.
+    pub async fn get(&self, key: &SnapshotKey) -> Result<Option<SnapshotRecord>, JournalError> {
+        let key = key.clone();
+        self.with(move |c, p| fetch(c, p, &key)).await
+    }
+
+    /// Every row, optionally of one target, ordered by target and finish time.
+    pub async fn snapshots(&self, target: Option<Target>) -> Result<Vec<SnapshotRecord>, JournalError> {
+        self.with(move |c, p| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {COLUMNS} FROM snapshots WHERE (?1 IS NULL OR (project_id = ?1 AND cluster = ?2))
+                     ORDER BY project_id, cluster, finished_at, snapshot_id"
+                ))
+                .map_err(|e| sql_error(p, &e))?;
+            let (project, cluster) = target.map(|t| (Some(t.project_id), Some(t.cluster))).unwrap_or_default();
+            let rows = stmt
+                .query_map(params![project, cluster], row_to_record)
+                .map_err(|e| sql_error(p, &e))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql_error(p, &e))
+        })
+        .await
+    }
+
+    /// The most recent runs, newest first.
+    pub async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, JournalError> {
+        self.with(move |c, p| {
+            let mut stmt = c
+                .prepare("SELECT id, kind, started_at, finished_at, status, archived, skipped, failed, error FROM runs ORDER BY id DESC LIMIT ?1")
+                .map_err(|e| sql_error(p, &e))?;
+            let rows = stmt
+                .query_map(params![limit], |r| {
+                    Ok(RunRecord {
+                        id: r.get(0)?,
+                        kind: r.get(1)?,
+                        started_at: r.get(2)?,
+                        finished_at: r.get(3)?,
+                        status: r.get(4)?,
+                        archived: r.get(5)?,
+                        skipped: r.get(6)?,
+                        failed: r.get(7)?,
+                        error: r.get(8)?,
+                    })
+                })
+                .map_err(|e| sql_error(p, &e))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql_error(p, &e))
+        })
+        .await
+    }
+
+    /// The event log of one snapshot, oldest first: `(time, from, to, note)`.
+    pub async fn events(&self, key: &SnapshotKey) -> Result<Vec<(String, Option<String>, String, Option<String>)>, JournalError> {
+        let key = key.clone();
+        self.with(move |c, p| {
+            let mut stmt = c
+                .prepare("SELECT at, from_state, to_state, note FROM snapshot_events WHERE project_id = ?1 AND cluster = ?2 AND snapshot_id = ?3 ORDER BY id")
+                .map_err(|e| sql_error(p, &e))?;
+            let rows = stmt
+                .query_map(params![key.project_id, key.cluster, key.snapshot_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(|e| sql_error(p, &e))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql_error(p, &e))
+        })
+        .await
+    }
+}
+
+/// One row of `runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: i64,
+    /// `once`, `run`, `demo`.
+    pub kind: String,
+    /// Start time (RFC 3339).
+    pub started_at: String,
+    /// End time, if it ended.
+    pub finished_at: Option<String>,
+    /// `running`, `ok` or `failed`.
+    pub status: String,
+    /// Archived in this run.
+    pub archived: u32,
+    /// Already archived before.
+    pub skipped: u32,
+    /// Failed.
+    pub failed: u32,
+    /// Run-level error.
+    pub error: Option<String>,
+}
+
+const COLUMNS: &str = "project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version, expires_at, restore_job_id, upload_id, object_key, size_bytes, sha256, crc32c, attempts, last_error, last_reason, archived_at, updated_at";
+
+fn fetch(c: &Connection, p: &Path, key: &SnapshotKey) -> Result<Option<SnapshotRecord>, JournalError> {
+    c.query_row(
+        &format!("SELECT {COLUMNS} FROM snapshots WHERE project_id = ?1 AND cluster = ?2 AND snapshot_id = ?3"),
+        params![key.project_id, key.cluster, key.snapshot_id],
+        row_to_record,
+    )
+    .optional()
+    .map_err(|e| sql_error(p, &e))
+}
+
+fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
+    text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc))
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
+    let state_text: String = r.get(3)?;
+    let state = SnapshotState::parse(&state_text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, format!("unknown state {state_text}").into())
+    })?;
+    Ok(SnapshotRecord {
+        project_id: r.get(0)?,
+        cluster: r.get(1)?,
+        snapshot_id: r.get(2)?,
+        state,
+        scheduled_at: parse_time(r.get(4)?),
+        finished_at: parse_time(r.get(5)?),
+        mongodb_version: r.get(6)?,
+        expires_at: parse_time(r.get(7)?),
+        restore_job_id: r.get(8)?,
+        upload_id: r.get(9)?,
+        object_key: r.get(10)?,
+        size_bytes: r.get::<_, Option<i64>>(11)?.and_then(|n| u64::try_from(n).ok()),
+        sha256: r.get(12)?,
+        crc32c: r.get(13)?,
+        attempts: r.get(14)?,
+        last_error: r.get(15)?,
+        last_reason: r.get(16)?,
+        archived_at: parse_time(r.get(17)?),
+        updated_at: parse_time(r.get(18)?).unwrap_or_else(Utc::now),
+    })
+}
+
+fn log_event(c: &Connection, p: &Path, key: &SnapshotKey, from: Option<SnapshotState>, to: SnapshotState, note: Option<&str>) -> Result<(), JournalError> {
+    c.execute(
+        "INSERT INTO snapshot_events (project_id, cluster, snapshot_id, at, from_state, to_state, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![key.project_id, key.cluster, key.snapshot_id, now(), from.map(SnapshotState::as_str), to.as_str(), note],
+    )
+    .map_err(|e| sql_error(p, &e))?;
+    Ok(())
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn io_error(path: &Path, detail: &str) -> JournalError {
+    JournalError::Io {
+        path: path.display().to_string(),
+        detail: detail.to_owned(),
+    }
+}
+
+/// Maps SQLite's error codes to errors that say what to do.
+fn sql_error(path: &Path, error: &rusqlite::Error) -> JournalError {
+    use rusqlite::ErrorCode;
+    let p = path.display().to_string();
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => JournalError::DiskFull { path: p },
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => JournalError::Corrupt {
+            path: p,
+            detail: error.to_string(),
+        },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => JournalError::Locked { path: p, holder: String::new() },
+        _ => JournalError::Io { path: p, detail: error.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! Journal schema, versioned with `PRAGMA user_version` and migrated on open.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::{JournalError, sql_error};
+
+/// The version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations; entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: [&str; 1] = [r"
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    archived INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+);
+CREATE TABLE snapshots (
+    project_id TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('discovered','download_requested','uploading','archived','failed')),
+    scheduled_at TEXT,
+    finished_at TEXT,
+    mongodb_version TEXT,
+    expires_at TEXT,
+    restore_job_id TEXT,
+    upload_id TEXT,
+    object_key TEXT,
+    size_bytes INTEGER,
+    sha256 TEXT,
+    crc32c TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_reason TEXT,
+    archived_at TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (project_id, cluster, snapshot_id)
+);
+CREATE TABLE snapshot_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    note TEXT
+);
+CREATE INDEX snapshot_events_by_snapshot ON snapshot_events (project_id, cluster, snapshot_id);
+"];
+
+/// Sets durability pragmas, checks integrity and version, and migrates.
+pub fn prepare(conn: &Connection, path: &Path) -> Result<(), JournalError> {
+    // WAL: a torn write never corrupts committed data; FULL: a commit survives power loss.
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| sql_error(path, &e))?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| sql_error(path, &e))?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| sql_error(path, &e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| sql_error(path, &e))?;
+    check_readable(conn, path)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| sql_error(path, &e))?;
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(usize::MAX)) {
+        let to = i64::try_from(from).unwrap_or(i64::MAX) + 1;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;"))
+            .map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK;");
+                sql_error(path, &e)
+            })?;
+    }
+    Ok(())
+}
+
+/// Refuses damaged files and files from a newer version.
+pub fn check_readable(conn: &Connection, path: &Path) -> Result<(), JournalError> {
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| sql_error(path, &e))?;
+    if check != "ok" {
+        return Err(JournalError::Corrupt {
+            path: path.display().to_string(),
+            detail: check,
+        });
+    }
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| sql_error(path, &e))?;
+    if version > SCHEMA_VERSION {
+        return Err(JournalError::NewerSchema {
+            path: path.display().to_string(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}

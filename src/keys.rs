@@ -1,0 +1,121 @@
+//! Object key naming: renders `storage.key_template` for one snapshot, and names its manifest.
+//! Must not: do I/O.
+
+use chrono::{DateTime, Utc};
+
+const PLACEHOLDERS: [&str; 8] = [
+    "prefix",
+    "project_id",
+    "cluster",
+    "snapshot_id",
+    "date",
+    "year",
+    "month",
+    "day",
+];
+
+/// Suffix of the manifest object written beside each archive.
+pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+
+/// Checks that a template only uses known placeholders and includes `{snapshot_id}`, so that
+/// two snapshots can never share a key.
+pub fn validate_template(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    let mut has_snapshot = false;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("`{template}` has a '{{' without a matching '}}'"))?;
+        let name = &after[..close];
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "unknown placeholder {{{name}}}; valid ones are {}",
+                PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+            ));
+        }
+        has_snapshot |= name == "snapshot_id";
+        rest = &after[close + 1..];
+    }
+    if !has_snapshot {
+        return Err(format!(
+            "`{template}` must contain {{snapshot_id}} so that every snapshot gets its own key"
+        ));
+    }
+    if template.starts_with('/') {
+        return Err(format!("`{template}` starts with '/': S3 keys are relative"));
+    }
+    Ok(())
+}
+
+/// What a key is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyParts<'a> {
+    /// `storage.prefix`.
+    pub prefix: &'a str,
+    /// Atlas project id.
+    pub project_id: &'a str,
+    /// Cluster name.
+    pub cluster: &'a str,
+    /// Snapshot id.
+    pub snapshot_id: &'a str,
+    /// When the snapshot finished (its date names the folder).
+    pub finished: DateTime<Utc>,
+}
+
+/// Renders a (validated) template.
+pub fn render(template: &str, parts: &KeyParts<'_>) -> String {
+    let date = parts.finished.format("%Y-%m-%d").to_string();
+    template
+        .replace("{prefix}", parts.prefix)
+        .replace("{project_id}", parts.project_id)
+        .replace("{cluster}", parts.cluster)
+        .replace("{snapshot_id}", parts.snapshot_id)
+        .replace("{date}", &date)
+        .replace("{year}", &parts.finished.format("%Y").to_string())
+        .replace("{month}", &parts.finished.format("%m").to_string())
+        .replace("{day}", &parts.finished.format("%d").to_string())
+}
+
+/// The manifest key for an archive key.
+pub fn manifest_key(archive_key: &str) -> String {
+    format!("{archive_key}{MANIFEST_SUFFIX}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn default_template_renders_the_documented_layout() {
+        let finished = Utc.with_ymd_and_hms(2026, 8, 2, 17, 6, 56).single();
+        let Some(finished) = finished else {
+            panic!("valid date")
+        };
+        let key = render(
+            "{prefix}{project_id}/{cluster}/{date}/{snapshot_id}.tar.gz",
+            &KeyParts {
+                prefix: "atlas/",
+                project_id: "32b6e34b3d91647abb20e7b8",
+                cluster: "orders-flex",
+                snapshot_id: "6a6f78e0cab84da5c4476b25",
+                finished,
+            },
+        );
+        assert_eq!(
+            key,
+            "atlas/32b6e34b3d91647abb20e7b8/orders-flex/2026-08-02/6a6f78e0cab84da5c4476b25.tar.gz"
+        );
+        assert_eq!(manifest_key(&key), format!("{key}.manifest.json"));
+    }
+
+    #[test]
+    fn templates_are_checked() {
+        assert!(validate_template("{prefix}{snapshot_id}").is_ok());
+        assert!(validate_template("{prefix}{cluster}.tgz").is_err());
+        assert!(validate_template("{prefix}{snapshot}.tgz").is_err());
+        assert!(validate_template("{prefix{snapshot_id}").is_err());
+        assert!(validate_template("/{snapshot_id}").is_err());
+    }
+}

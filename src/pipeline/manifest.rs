@@ -1,0 +1,50 @@
+//! The manifest written beside each archive (`{key}.manifest.json`): what the archive is, and the
+//! checksums to verify it by, readable without atlas-archiver.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Identifies the manifest format.
+pub const MANIFEST_FORMAT: &str = "atlas-archiver-manifest/1";
+
+/// Contents of `{archive}.manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// Atlas project id.
+    pub project_id: String,
+    /// Flex cluster.
+    pub cluster: String,
+    /// Snapshot id.
+    pub snapshot_id: String,
+    /// Snapshot scheduled time.
+    pub snapshot_scheduled_at: Option<DateTime<Utc>>,
+    /// Snapshot finish time.
+    pub snapshot_finished_at: Option<DateTime<Utc>>,
+    /// MongoDB version of the cluster.
+    pub mongodb_version: Option<String>,
+    /// Key of the archive object.
+    pub object_key: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// SHA-256 of the whole archive, hex.
+    pub sha256: String,
+    /// CRC32C (Castagnoli) of the whole archive, hex.
+    pub crc32c: String,
+    /// The Atlas download job that produced it.
+    pub restore_job_id: Option<String>,
+    /// When it was archived.
+    pub archived_at: DateTime<Utc>,
+    /// `atlas-archiver`.
+    pub tool: String,
+    /// Version of the tool.
+    pub tool_version: String,
+}
+
+impl Manifest {
+    /// Whether this manifest describes the given snapshot of the given target.
+    pub fn describes(&self, project_id: &str, cluster: &str, snapshot_id: &str) -> bool {
+        self.project_id == project_id && self.cluster == cluster && self.snapshot_id == snapshot_id
+    }
+}

@@ -1,0 +1,271 @@
+//! A built-in Atlas simulator on loopback: the Flex backup endpoints, OAuth token endpoint and
+//! Digest challenges, paging, restore jobs that move PENDING → RUNNING → COMPLETED over polls,
+//! the error envelope, and a snapshot URL that serves deterministic bytes. It follows
+//! `../shared/atlas-api/CONTRACT.md` and the OpenAPI fragments, including their odd cases, and
+//! can inject faults (429 bursts, 5xx, FAILED jobs, cut connections, expired URLs) for tests.
+//! Used by `demo`, `simulate` and the test suites; never by `once` or `run` against real Atlas.
+//! Must not: depend on the pipeline, store or journal.
+
+pub mod content;
+mod routes;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Service-account id the simulator accepts.
+pub const SIM_CLIENT_ID: &str = "mdb_sa_id_simulator";
+/// Service-account secret the simulator accepts (not a real secret).
+pub const SIM_CLIENT_SECRET: &str = "mdb_sa_sk_simulator-secret";
+/// Legacy API public key the simulator accepts.
+pub const SIM_PUBLIC_KEY: &str = "simpubkey";
+/// Legacy API private key the simulator accepts (not a real secret).
+pub const SIM_PRIVATE_KEY: &str = "sim-private-key-0000";
+
+/// One simulated snapshot.
+#[derive(Debug, Clone)]
+pub struct SimSnapshot {
+    /// 24-hex id.
+    pub id: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// `COMPLETED` normally.
+    pub status: String,
+    /// Scheduled time.
+    pub scheduled: DateTime<Utc>,
+    /// Finish time.
+    pub finished: DateTime<Utc>,
+}
+
+impl SimSnapshot {
+    /// SHA-256 of the bytes the simulator serves for it.
+    pub fn sha256(&self) -> String {
+        content::sha256_of(&self.id, self.size)
+    }
+}
+
+/// A simulated Flex cluster.
+#[derive(Debug, Clone)]
+pub struct SimCluster {
+    /// Project id.
+    pub project_id: String,
+    /// Cluster name.
+    pub name: String,
+    /// Its snapshots, oldest first.
+    pub snapshots: Vec<SimSnapshot>,
+    /// A dedicated (non-Flex) cluster: the Flex API refuses it.
+    pub dedicated: bool,
+}
+
+/// Faults to inject. Counters (`*_burst`) count down as requests consume them.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// The next N Atlas API calls answer 429.
+    pub api_429_burst: u32,
+    /// `Retry-After` seconds sent with those 429s (none when `None`).
+    pub retry_after_secs: Option<u64>,
+    /// The next N Atlas API calls answer 500.
+    pub api_500_burst: u32,
+    /// The next N Atlas API calls answer 503.
+    pub api_503_burst: u32,
+    /// Restore jobs for these snapshots end FAILED.
+    pub fail_jobs_for: HashSet<String>,
+    /// Restore jobs never complete.
+    pub jobs_never_complete: bool,
+    /// Polls a job needs before COMPLETED (default 2: PENDING, RUNNING, COMPLETED).
+    pub polls_until_complete: Option<u32>,
+    /// The download POST answers with the URL at once (a COMPLETED job).
+    pub url_in_post: bool,
+    /// Downloads of these snapshots cut the connection after N bytes (each time, or `cut_times` times).
+    pub cut_after: HashMap<String, u64>,
+    /// How many downloads the cut applies to (0 = every one).
+    pub cut_times: u32,
+    /// Serve without Content-Length (chunked).
+    pub chunked: bool,
+    /// Snapshot URLs answer 403, as if expired (the next N downloads; 0 = none).
+    pub expired_url_burst: u32,
+    /// Snapshots that vanish (404) when a download is requested.
+    pub vanished: HashSet<String>,
+    /// Access tokens live this many seconds (default 3600).
+    pub token_lifetime_secs: Option<u64>,
+}
+
+/// What the simulator saw, for assertions.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// OAuth token requests.
+    pub token_requests: u32,
+    /// Token requests with bad credentials.
+    pub rejected_logins: u32,
+    /// Atlas API requests (all endpoints but the token and the snapshot URL).
+    pub api_requests: u32,
+    /// Download POSTs.
+    pub download_requests: u32,
+    /// GETs of snapshot URLs.
+    pub snapshot_downloads: u32,
+    /// Snapshot URL requests that carried an `Authorization` header (must stay 0).
+    pub credentials_sent_to_snapshot_url: u32,
+    /// API requests that lacked the versioned `Accept` header.
+    pub missing_accept: u32,
+    /// Requests answered 429.
+    pub throttled: u32,
+    /// Digest-authenticated requests that passed.
+    pub digest_ok: u32,
+}
+
+/// A restore job.
+#[derive(Debug, Clone)]
+pub(crate) struct SimJob {
+    pub(crate) id: String,
+    pub(crate) project_id: String,
+    pub(crate) cluster: String,
+    pub(crate) snapshot_id: String,
+    pub(crate) polls: u32,
+    pub(crate) created: DateTime<Utc>,
+    pub(crate) token: String,
+    pub(crate) failed: bool,
+}
+
+/// Everything the simulator holds.
+#[derive(Debug, Default)]
+pub(crate) struct SimState {
+    pub(crate) clusters: Vec<SimCluster>,
+    pub(crate) faults: Faults,
+    pub(crate) observed: Observed,
+    pub(crate) jobs: Vec<SimJob>,
+    pub(crate) tokens: HashMap<String, DateTime<Utc>>,
+    pub(crate) nonces: HashSet<String>,
+    pub(crate) next_id: u64,
+}
+
+impl SimState {
+    pub(crate) fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{:024x}", 0x5e00_0000_0000_0000_u64 + self.next_id)
+    }
+}
+
+/// A running simulator. Dropping the handle does not stop it; call [`Simulator::stop`].
+#[derive(Clone)]
+pub struct Simulator {
+    addr: SocketAddr,
+    state: Arc<Mutex<SimState>>,
+    stop: CancellationToken,
+}
+
+impl Simulator {
+    /// Serves `clusters` on `listen` (use port 0 for any free port).
+    pub async fn start(listen: SocketAddr, clusters: Vec<SimCluster>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(SimState {
+            clusters,
+            ..SimState::default()
+        }));
+        let stop = CancellationToken::new();
+        let router = routes::router(Arc::clone(&state), addr);
+        let shutdown = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+        });
+        Ok(Self { addr, state, stop })
+    }
+
+    /// Base URL to put in `atlas.base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        // A panic inside a handler must not hide the state from the test that inspects it.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Changes the faults.
+    pub fn set_faults(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.lock().faults);
+    }
+
+    /// What it saw so far.
+    pub fn observed(&self) -> Observed {
+        self.lock().observed.clone()
+    }
+
+    /// The clusters and their snapshots.
+    pub fn clusters(&self) -> Vec<SimCluster> {
+        self.lock().clusters.clone()
+    }
+
+    /// Adds a snapshot to a cluster (a new day's snapshot).
+    pub fn add_snapshot(&self, project_id: &str, cluster: &str, snapshot: SimSnapshot) {
+        if let Some(c) = self
+            .lock()
+            .clusters
+            .iter_mut()
+            .find(|c| c.project_id == project_id && c.name == cluster)
+        {
+            c.snapshots.push(snapshot);
+        }
+    }
+
+    /// Removes a snapshot, as Atlas's retention does after about 8 days.
+    pub fn expire_snapshot(&self, snapshot_id: &str) {
+        for c in &mut self.lock().clusters {
+            c.snapshots.retain(|s| s.id != snapshot_id);
+        }
+    }
+
+    /// Stops serving.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// A scenario: `clusters` Flex clusters in one project, each with `per_cluster` daily snapshots
+/// of sizes cycling through `sizes`.
+pub fn scenario(project_id: &str, cluster_names: &[&str], per_cluster: usize, sizes: &[u64]) -> Vec<SimCluster> {
+    let now = Utc::now();
+    let mut counter: u64 = 0;
+    cluster_names
+        .iter()
+        .enumerate()
+        .map(|(ci, name)| SimCluster {
+            project_id: project_id.to_owned(),
+            name: (*name).to_owned(),
+            dedicated: false,
+            snapshots: (0..per_cluster)
+                .map(|day| {
+                    counter += 1;
+                    let age = i64::try_from(per_cluster - day).unwrap_or(0);
+                    let scheduled = now - ChronoDuration::days(age) - ChronoDuration::hours(2);
+                    SimSnapshot {
+                        id: format!("{:08x}{:016x}", 0x6a6f_78e0_u32 + u32::try_from(ci).unwrap_or(0), counter),
+                        size: sizes[(counter as usize) % sizes.len().max(1)],
+                        status: "COMPLETED".to_owned(),
+                        scheduled,
+                        finished: scheduled + ChronoDuration::seconds(106),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The project id the demo uses.
+pub const DEMO_PROJECT_ID: &str = "32b6e34b3d91647abb20e7b8";
+
+/// The demo's clusters: two Flex clusters with three snapshots of a few MiB each.
+pub fn demo_clusters() -> Vec<SimCluster> {
+    scenario(DEMO_PROJECT_ID, &["orders-flex", "billing-flex"], 3, &[3 << 20, 5 << 20, (2 << 20) + 12_345])
+}

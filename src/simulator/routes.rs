@@ -1,0 +1,452 @@
+//! HTTP handlers of the simulator.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
+use rand::Rng;
+use serde_json::{Value, json};
+
+use super::content::SnapshotBytes;
+use super::{SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, SimCluster, SimJob, SimState};
+use crate::atlas::{FLEX_MEDIA_TYPE, digest_param, verify_digest};
+
+#[derive(Clone)]
+struct App {
+    state: Arc<Mutex<SimState>>,
+    addr: SocketAddr,
+}
+
+impl App {
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+pub(super) fn router(state: Arc<Mutex<SimState>>, addr: SocketAddr) -> Router {
+    let base = "/api/atlas/v2/groups/{group}/flexClusters/{name}/backup";
+    Router::new()
+        .route("/api/oauth/token", post(token))
+        .route(&format!("{base}/snapshots"), get(list_snapshots))
+        .route(&format!("{base}/snapshots/{{id}}"), get(get_snapshot))
+        .route(&format!("{base}/download"), post(request_download))
+        .route(&format!("{base}/restoreJobs"), get(list_jobs))
+        .route(&format!("{base}/restoreJobs/{{id}}"), get(get_job))
+        .route("/backup/download/{token}/{file}", get(download))
+        .fallback(not_found)
+        .with_state(App { state, addr })
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The Atlas error envelope, as `application/json` with `X-Error-Code`.
+fn envelope(status: StatusCode, code: &str, detail: &str) -> Response {
+    let body = json!({
+        "detail": detail,
+        "error": status.as_u16(),
+        "errorCode": code,
+        "parameters": [],
+        "reason": status.canonical_reason().unwrap_or(""),
+    });
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    if let Ok(v) = HeaderValue::from_str(code) {
+        response.headers_mut().insert("x-error-code", v);
+    }
+    response
+}
+
+fn ok_json(value: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, format!("{FLEX_MEDIA_TYPE};charset=utf-8")),
+            (header::HeaderName::from_static("ratelimit-limit"), "1200".to_owned()),
+            (header::HeaderName::from_static("ratelimit-remaining"), "1199".to_owned()),
+        ],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    envelope(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "Cannot find resource.")
+}
+
+fn unauthorized(s: &mut SimState) -> Response {
+    let nonce: String = format!("{:032x}", rand::rng().random::<u128>());
+    s.nonces.insert(nonce.clone());
+    let mut r = envelope(StatusCode::UNAUTHORIZED, "UNEXPECTED_ERROR", "You are not authorized for this resource.");
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        r#"Digest realm="MMS Public API", domain="", nonce="{nonce}", algorithm=MD5, qop="auth", stale=false"#
+    )) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// Faults, the versioned media type and authentication, shared by every API route.
+fn gate(app: &App, method: &Method, headers: &HeaderMap, uri_path: &str) -> Result<(), Response> {
+    let mut s = app.lock();
+    s.observed.api_requests += 1;
+    if s.faults.api_429_burst > 0 {
+        s.faults.api_429_burst -= 1;
+        s.observed.throttled += 1;
+        let mut r = envelope(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED_TOKEN_BUCKET",
+            "Rate limit exceeded for api/atlas/v2/groups. Please retry after 1 seconds. Request capacity: 10. Refill rate: 5 per 60 seconds.",
+        );
+        if let Some(secs) = s.faults.retry_after_secs
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(r);
+    }
+    if s.faults.api_500_burst > 0 {
+        s.faults.api_500_burst -= 1;
+        return Err(envelope(StatusCode::INTERNAL_SERVER_ERROR, "UNEXPECTED_ERROR", "Unexpected error."));
+    }
+    if s.faults.api_503_burst > 0 {
+        s.faults.api_503_burst -= 1;
+        return Err(envelope(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service unavailable."));
+    }
+    let accept_ok = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(FLEX_MEDIA_TYPE));
+    if !accept_ok {
+        s.observed.missing_accept += 1;
+        return Err(envelope(
+            StatusCode::NOT_ACCEPTABLE,
+            "INVALID_VERSION_DATE",
+            "This resource requires Accept: application/vnd.atlas.2024-11-13+json.",
+        ));
+    }
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if let Some(token) = auth.strip_prefix("Bearer ") {
+        let valid = s.tokens.get(token).is_some_and(|exp| *exp > Utc::now());
+        return if valid { Ok(()) } else { Err(unauthorized(&mut s)) };
+    }
+    if auth.starts_with("Digest") {
+        let nonce_known = digest_param(auth, "nonce").is_some_and(|n| s.nonces.contains(&n));
+        let uri_ok = digest_param(auth, "uri").is_some_and(|u| u.split('?').next() == Some(uri_path));
+        if nonce_known && uri_ok && verify_digest(auth, method.as_str(), |u| (u == SIM_PUBLIC_KEY).then(|| SIM_PRIVATE_KEY.to_owned())) {
+            s.observed.digest_ok += 1;
+            return Ok(());
+        }
+    }
+    Err(unauthorized(&mut s))
+}
+
+/// Finds the cluster, or answers as Atlas does.
+fn cluster<'a>(s: &'a SimState, group: &str, name: &str) -> Result<&'a SimCluster, Response> {
+    if crate::config::validate_project_id(group).is_err() {
+        return Err(envelope(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &format!("Invalid groupId {group}.")));
+    }
+    if !s.clusters.iter().any(|c| c.project_id == group) {
+        return Err(envelope(StatusCode::NOT_FOUND, "GROUP_NOT_FOUND", &format!("No group with ID {group} exists.")));
+    }
+    let c = s
+        .clusters
+        .iter()
+        .find(|c| c.project_id == group && c.name == name)
+        .ok_or_else(|| envelope(StatusCode::NOT_FOUND, "CLUSTER_NOT_FOUND", &format!("No cluster named {name} exists in group {group}.")))?;
+    if c.dedicated {
+        return Err(envelope(
+            StatusCode::BAD_REQUEST,
+            "CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API",
+            &format!("Cannot use non-flex cluster {name} in the flex API."),
+        ));
+    }
+    Ok(c)
+}
+
+async fn token(State(app): State<App>, headers: HeaderMap, body: String) -> Response {
+    let mut s = app.lock();
+    s.observed.token_requests += 1;
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let expected = format!("{SIM_CLIENT_ID}:{SIM_CLIENT_SECRET}");
+    if !body.split('&').any(|kv| kv == "grant_type=client_credentials") {
+        return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"unsupported_grant_type"}"#).into_response();
+    }
+    if basic.as_deref() != Some(expected.as_str()) {
+        s.observed.rejected_logins += 1;
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"invalid_client","error_description":"Invalid client credentials"}"#,
+        )
+            .into_response();
+    }
+    let lifetime = s.faults.token_lifetime_secs.unwrap_or(3600);
+    let token = format!("sim-token-{:032x}", rand::rng().random::<u128>());
+    s.tokens.insert(token.clone(), Utc::now() + ChronoDuration::seconds(i64::try_from(lifetime).unwrap_or(3600)));
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"access_token": token, "token_type": "Bearer", "expires_in": lifetime}).to_string(),
+    )
+        .into_response()
+}
+
+fn snapshot_json(snap: &super::SimSnapshot) -> Value {
+    json!({
+        "id": snap.id,
+        "status": snap.status,
+        "mongoDBVersion": "8.0.29",
+        "scheduledTime": time(snap.scheduled),
+        "startTime": time(snap.scheduled + ChronoDuration::seconds(27)),
+        "finishTime": time(snap.finished),
+        "expiration": time(snap.scheduled + ChronoDuration::days(8)),
+        // Fields the schema does not list appear in real responses; clients must ignore them.
+        "frequencyType": "daily",
+    })
+}
+
+fn page(items: Vec<Value>, query: &HashMap<String, String>, path: &str, base: &str) -> Value {
+    let per_page: usize = query.get("itemsPerPage").and_then(|v| v.parse().ok()).unwrap_or(100).clamp(1, 500);
+    let page_num: usize = query.get("pageNum").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let total = items.len();
+    let start = (page_num - 1) * per_page;
+    let results: Vec<Value> = items.into_iter().skip(start).take(per_page).collect();
+    let mut links = vec![json!({"rel": "self", "href": format!("{base}{path}?includeCount=true&pageNum={page_num}&itemsPerPage={per_page}")})];
+    if start + per_page < total {
+        links.push(json!({"rel": "next", "href": format!("{base}{path}?includeCount=true&pageNum={}&itemsPerPage={per_page}", page_num + 1)}));
+    }
+    json!({ "links": links, "results": results, "totalCount": total })
+}
+
+async fn list_snapshots(State(app): State<App>, Path((group, name)): Path<(String, String)>, Query(q): Query<HashMap<String, String>>, method: Method, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    if let Err(r) = gate(&app, &method, &headers, uri.path()) {
+        return r;
+    }
+    let s = app.lock();
+    let c = match cluster(&s, &group, &name) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    // Newest first, as Atlas lists them.
+    let items = c.snapshots.iter().rev().map(snapshot_json).collect();
+    ok_json(&page(items, &q, uri.path(), &format!("http://{}", app.addr)))
+}
+
+async fn get_snapshot(State(app): State<App>, Path((group, name, id)): Path<(String, String, String)>, method: Method, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    if let Err(r) = gate(&app, &method, &headers, uri.path()) {
+        return r;
+    }
+    let s = app.lock();
+    let c = match cluster(&s, &group, &name) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match c.snapshots.iter().find(|x| x.id == id) {
+        Some(snap) => ok_json(&snapshot_json(snap)),
+        None => envelope(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", &format!("Cannot find resource snapshot {id}.")),
+    }
+}
+
+fn job_phase(s: &SimState, job: &SimJob) -> &'static str {
+    if job.failed {
+        return "FAILED";
+    }
+    let needed = s.faults.polls_until_complete.unwrap_or(2);
+    if s.faults.jobs_never_complete {
+        return if job.polls == 0 { "PENDING" } else { "RUNNING" };
+    }
+    if job.polls >= needed || s.faults.url_in_post {
+        "COMPLETED"
+    } else if job.polls == 0 {
+        "PENDING"
+    } else {
+        "RUNNING"
+    }
+}
+
+fn job_json(app: &App, s: &SimState, job: &SimJob) -> Value {
+    let phase = job_phase(s, job);
+    let mut v = json!({
+        "id": job.id,
+        "deliveryType": "DOWNLOAD",
+        "status": phase,
+        "snapshotId": job.snapshot_id,
+        "instanceName": job.cluster,
+        "projectId": job.project_id,
+        "expirationDate": time(job.created + ChronoDuration::hours(4)),
+        "restoreScheduledDate": time(job.created),
+        "links": [],
+    });
+    if phase == "COMPLETED" {
+        v["snapshotUrl"] = json!(format!(
+            "http://{}/backup/download/{}/{}.tar.gz?sig={}",
+            app.addr, job.token, job.snapshot_id, job.token
+        ));
+        v["restoreFinishedDate"] = json!(time(Utc::now()));
+    }
+    v
+}
+
+async fn request_download(State(app): State<App>, Path((group, name)): Path<(String, String)>, method: Method, headers: HeaderMap, uri: axum::http::Uri, body: Bytes) -> Response {
+    if let Err(r) = gate(&app, &method, &headers, uri.path()) {
+        return r;
+    }
+    let content_type_ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(FLEX_MEDIA_TYPE));
+    if !content_type_ok {
+        return envelope(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/vnd.atlas.2024-11-13+json.");
+    }
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return envelope(StatusCode::BAD_REQUEST, "INVALID_JSON", "Request body is not valid JSON."),
+    };
+    let Some(snapshot_id) = request.get("snapshotId").and_then(Value::as_str).map(str::to_owned) else {
+        return envelope(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "snapshotId is required.");
+    };
+    let mut s = app.lock();
+    s.observed.download_requests += 1;
+    let exists = match cluster(&s, &group, &name) {
+        Ok(c) => c.snapshots.iter().any(|x| x.id == snapshot_id),
+        Err(r) => return r,
+    };
+    if !exists || s.faults.vanished.contains(&snapshot_id) {
+        return envelope(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", &format!("Cannot find resource snapshot {snapshot_id}."));
+    }
+    let in_progress = s.jobs.iter().any(|j| {
+        j.snapshot_id == snapshot_id && !j.failed && matches!(job_phase(&s, j), "PENDING" | "RUNNING" | "QUEUED")
+    });
+    if in_progress {
+        return envelope(StatusCode::CONFLICT, "CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY", "A download of this snapshot is already in progress.");
+    }
+    let id = s.new_id();
+    let job = SimJob {
+        id,
+        project_id: group,
+        cluster: name,
+        failed: s.faults.fail_jobs_for.contains(&snapshot_id),
+        snapshot_id,
+        polls: 0,
+        created: Utc::now(),
+        token: format!("{:032x}", rand::rng().random::<u128>()),
+    };
+    let v = job_json(&app, &s, &job);
+    s.jobs.push(job);
+    ok_json(&v)
+}
+
+async fn list_jobs(State(app): State<App>, Path((group, name)): Path<(String, String)>, Query(q): Query<HashMap<String, String>>, method: Method, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    if let Err(r) = gate(&app, &method, &headers, uri.path()) {
+        return r;
+    }
+    let s = app.lock();
+    if let Err(r) = cluster(&s, &group, &name) {
+        return r;
+    }
+    let items = s
+        .jobs
+        .iter()
+        .filter(|j| j.project_id == group && j.cluster == name)
+        .map(|j| job_json(&app, &s, j))
+        .collect();
+    ok_json(&page(items, &q, uri.path(), &format!("http://{}", app.addr)))
+}
+
+async fn get_job(State(app): State<App>, Path((group, name, id)): Path<(String, String, String)>, method: Method, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    if let Err(r) = gate(&app, &method, &headers, uri.path()) {
+        return r;
+    }
+    let mut s = app.lock();
+    if let Err(r) = cluster(&s, &group, &name) {
+        return r;
+    }
+    let Some(index) = s.jobs.iter().position(|j| j.id == id && j.project_id == group && j.cluster == name) else {
+        return envelope(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", &format!("Cannot find resource restore job {id}."));
+    };
+    s.jobs[index].polls += 1;
+    let job = s.jobs[index].clone();
+    ok_json(&job_json(&app, &s, &job))
+}
+
+/// The pre-signed snapshot URL: no Atlas auth, a token in the path and the query.
+async fn download(State(app): State<App>, Path((token, file)): Path<(String, String)>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let (size, snapshot_id, cut) = {
+        let mut s = app.lock();
+        s.observed.snapshot_downloads += 1;
+        if headers.contains_key(header::AUTHORIZATION) {
+            s.observed.credentials_sent_to_snapshot_url += 1;
+            return (StatusCode::BAD_REQUEST, "credentials must not be sent to a snapshot URL").into_response();
+        }
+        if s.faults.expired_url_burst > 0 {
+            s.faults.expired_url_burst -= 1;
+            return (StatusCode::FORBIDDEN, "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>").into_response();
+        }
+        let Some(job) = s.jobs.iter().find(|j| j.token == token).cloned() else {
+            return (StatusCode::FORBIDDEN, "unknown or expired link").into_response();
+        };
+        if q.get("sig") != Some(&token) || file != format!("{}.tar.gz", job.snapshot_id) || Utc::now() > job.created + ChronoDuration::hours(4) {
+            return (StatusCode::FORBIDDEN, "unknown or expired link").into_response();
+        }
+        let Some(snap) = s.clusters.iter().flat_map(|c| c.snapshots.iter()).find(|x| x.id == job.snapshot_id).cloned() else {
+            return (StatusCode::NOT_FOUND, "snapshot no longer exists").into_response();
+        };
+        let mut cut = s.faults.cut_after.get(&snap.id).copied();
+        if cut.is_some() && s.faults.cut_times > 0 {
+            s.faults.cut_times -= 1;
+            if s.faults.cut_times == 0 {
+                s.faults.cut_after.remove(&snap.id);
+            }
+        }
+        if cut.is_some_and(|c| c >= snap.size) {
+            cut = None;
+        }
+        (snap.size, snap.id, cut)
+    };
+    let chunked = app.lock().faults.chunked;
+    let generator = SnapshotBytes::new(&snapshot_id, size);
+    // State: (bytes left to generate, bytes sent, cut point, finished).
+    let stream = futures_util::stream::unfold((generator, 0u64, cut, false), |(mut generator, sent, cut, finished)| async move {
+        const CHUNK: usize = 64 << 10;
+        if finished {
+            return None;
+        }
+        if cut.is_some_and(|limit| sent >= limit) {
+            let cut_error = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated connection cut");
+            return Some((Err(cut_error), (generator, sent, cut, true)));
+        }
+        if generator.remaining() == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; CHUNK];
+        let mut n = generator.fill(&mut buf);
+        if let Some(limit) = cut {
+            // Serve exactly the bytes before the cut point, then fail.
+            n = n.min(usize::try_from(limit - sent).unwrap_or(usize::MAX));
+        }
+        buf.truncate(n);
+        Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), (generator, sent + n as u64, cut, false)))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    if !chunked && let Ok(v) = HeaderValue::from_str(&size.to_string()) {
+        h.insert(header::CONTENT_LENGTH, v);
+    }
+    response
+}

@@ -1,0 +1,357 @@
+//! S3-compatible object store through `aws-sdk-s3`: client setup for AWS and other stores, small
+//! objects (manifests), HEAD, and multipart uploads ([`multipart`]). Part sizing lives here too.
+//! Must not: know about Atlas or the journal.
+
+mod multipart;
+
+use std::time::Duration;
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+use crate::config::{ChecksumCalculation, PartSize, StorageConfig, expose};
+pub use multipart::{CompletedPartInfo, MultipartUpload};
+
+/// S3 allows at most this many parts in one upload.
+pub const MAX_PARTS: u64 = 10_000;
+/// Parts planned from a known length leave this many parts of headroom below [`MAX_PARTS`].
+const PLANNED_PARTS: u64 = 9_000;
+/// Smallest part chosen by `auto`: big enough for throughput, small enough for a sidecar's memory.
+const AUTO_MIN_PART: u64 = 8 << 20;
+/// `auto` part size when the download has no `Content-Length`: 10,000 × 32 MiB ≈ 312 GiB.
+const AUTO_UNKNOWN_LENGTH_PART: u64 = 32 << 20;
+
+/// An object store failure, naming the operation and key.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store answered with an error (or could not be reached).
+    #[error("S3 {operation} of {key} failed: {message}")]
+    Request {
+        /// Which S3 operation.
+        operation: &'static str,
+        /// Object key (or bucket).
+        key: String,
+        /// S3 error code, if the store gave one (`NoSuchBucket`, `SlowDown`, …).
+        code: Option<String>,
+        /// Full error text.
+        message: String,
+    },
+    /// The snapshot is too large for the chosen part size.
+    #[error("the snapshot needs more than {MAX_PARTS} parts of {part_size} bytes; set storage.part_size to a larger value (up to 5GiB)")]
+    TooManyParts {
+        /// The part size in use.
+        part_size: u64,
+    },
+    /// What the store holds differs from what we sent.
+    #[error("S3 object {key} has {found} bytes after upload, expected {expected}")]
+    SizeMismatch {
+        /// Key.
+        key: String,
+        /// Bytes we streamed.
+        expected: u64,
+        /// Bytes HEAD reports.
+        found: u64,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn from_sdk<E, R>(operation: &'static str, key: &str, error: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let code = error.code().map(str::to_owned);
+        let mut message = DisplayErrorContext(&error).to_string();
+        if code.as_deref() == Some("NoSuchBucket") {
+            message.push_str(" (create the bucket, or fix storage.bucket)");
+        } else if matches!(code.as_deref(), Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")) {
+            message.push_str(" (check the storage credentials and the bucket policy)");
+        }
+        Self::Request {
+            operation,
+            key: key.to_owned(),
+            code,
+            message,
+        }
+    }
+
+    /// A short reason for journal rows and metrics.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Request { code: Some(c), .. } => format!("S3_{c}"),
+            Self::Request { operation, .. } => format!("S3_{}", operation.replace(' ', "_").to_uppercase()),
+            Self::TooManyParts { .. } => "TOO_MANY_PARTS".into(),
+            Self::SizeMismatch { .. } => "SIZE_MISMATCH".into(),
+        }
+    }
+}
+
+/// What HEAD says about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag as returned.
+    pub etag: Option<String>,
+}
+
+/// A handle on one bucket. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ObjectStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl ObjectStore {
+    /// Builds the client. Credentials come from the config or the standard AWS chain.
+    pub async fn connect(config: &StorageConfig) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::v2026_01_12())
+            .region(Region::new(config.region.clone()));
+        if let Some((id, secret)) = &config.static_credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                id.clone(),
+                expose(secret).to_owned(),
+                None,
+                None,
+                "atlas-archiver-config",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.force_path_style)
+            // Part bodies are in memory, so the SDK can retry them itself.
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(5)
+                    .with_initial_backoff(Duration::from_millis(200)),
+            );
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint.as_str().trim_end_matches('/'));
+        }
+        match config.checksum_calculation {
+            Some(ChecksumCalculation::WhenRequired) => {
+                builder = builder
+                    .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                    .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            }
+            Some(ChecksumCalculation::WhenSupported) => {
+                builder = builder
+                    .request_checksum_calculation(RequestChecksumCalculation::WhenSupported);
+            }
+            None => {}
+        }
+        Self {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: config.bucket.clone(),
+        }
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Checks that the bucket exists and the credentials reach it.
+    pub async fn check_bucket(&self) -> Result<(), StoreError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_sdk("HeadBucket", &self.bucket, e))
+    }
+
+    /// HEAD; `None` when the object does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => Ok(Some(ObjectInfo {
+                size: out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                etag: out.e_tag().map(str::to_owned),
+            })),
+            Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(None),
+            Err(e) => Err(StoreError::from_sdk("HeadObject", key, e)),
+        }
+    }
+
+    /// Writes a small object in one PUT.
+    pub async fn put_small(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_sdk("PutObject", key, e))
+    }
+
+    /// Reads a small object whole; `None` when it does not exist.
+    pub async fn get_small(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => out
+                .body
+                .collect()
+                .await
+                .map(|b| Some(b.into_bytes()))
+                .map_err(|e| StoreError::Request {
+                    operation: "GetObject",
+                    key: key.to_owned(),
+                    code: None,
+                    message: e.to_string(),
+                }),
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(None),
+            Err(e) => Err(StoreError::from_sdk("GetObject", key, e)),
+        }
+    }
+
+    /// Streams an object to `sink` chunk by chunk (for `verify` and tests).
+    pub async fn read_chunks(&self, key: &str, mut sink: impl FnMut(&[u8])) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("GetObject", key, e))?;
+        let mut body = out.body;
+        let mut total = 0u64;
+        while let Some(chunk) = body.try_next().await.map_err(|e| StoreError::Request {
+            operation: "GetObject",
+            key: key.to_owned(),
+            code: None,
+            message: e.to_string(),
+        })? {
+            total += chunk.len() as u64;
+            sink(&chunk);
+        }
+        Ok(total)
+    }
+
+    /// Starts a multipart upload.
+    pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<MultipartUpload, StoreError> {
+        MultipartUpload::create(self.client.clone(), &self.bucket, key, content_type).await
+    }
+
+    /// Aborts an upload by id (after a crash, or when cleaning up).
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        multipart::abort(&self.client, &self.bucket, key, upload_id).await
+    }
+
+    /// Lists multipart uploads in progress under `prefix`: `(key, upload_id)`.
+    pub async fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| StoreError::from_sdk("ListMultipartUploads", prefix, e))?;
+            for u in page.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    out.push((k.to_owned(), id.to_owned()));
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keys under `prefix` (for `status`, tests and `verify`).
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| StoreError::from_sdk("ListObjectsV2", prefix, e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    out.push((k.to_owned(), o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0)));
+                }
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if page.is_truncated() != Some(true) || token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes one object (tests and cleanup).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_sdk("DeleteObject", key, e))
+    }
+}
+
+/// Chooses the part size for one upload. With a known length: big enough to stay under 9,000
+/// parts (headroom below S3's 10,000), at least 8 MiB, rounded up to a whole MiB. Without one:
+/// 32 MiB. A fixed size is used as configured. Every part but the last has this size
+/// (R2 requires equal parts).
+pub fn plan_part_size(policy: PartSize, content_length: Option<u64>) -> u64 {
+    match policy {
+        PartSize::Fixed(n) => n,
+        PartSize::Auto => match content_length {
+            None => AUTO_UNKNOWN_LENGTH_PART,
+            Some(len) => {
+                let needed = len.div_ceil(PLANNED_PARTS);
+                let mib = 1u64 << 20;
+                needed.div_ceil(mib).saturating_mul(mib).clamp(AUTO_MIN_PART, crate::config::MAX_PART_SIZE)
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_part_size_stays_under_the_part_limit() {
+        assert_eq!(plan_part_size(PartSize::Auto, Some(3 << 20)), 8 << 20);
+        assert_eq!(plan_part_size(PartSize::Auto, None), 32 << 20);
+        for gib in [1u64, 8, 32, 100, 500, 2_000, 5_000] {
+            let len = gib << 30;
+            let part = plan_part_size(PartSize::Auto, Some(len));
+            assert!(len.div_ceil(part) <= PLANNED_PARTS, "{gib} GiB -> {part}");
+            assert_eq!(part % (1 << 20), 0);
+            assert!(part >= 8 << 20);
+        }
+        assert_eq!(plan_part_size(PartSize::Fixed(16 << 20), Some(1 << 40)), 16 << 20);
+    }
+}
