@@ -102,6 +102,17 @@ impl AtlasError {
         }
     }
 
+    /// Whether a later attempt may succeed: network trouble, Atlas's own errors, rate limits.
+    /// (A 5xx on the download POST lands here too; the next attempt's POST is answered 409 if
+    /// the first one did create a job, and the pipeline then reuses that job.)
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport { .. } => true,
+            Self::Api { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
     /// Whether this says the snapshot (or cluster) no longer exists.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Api { status: 404, .. })

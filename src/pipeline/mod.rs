@@ -68,7 +68,7 @@ impl ArchiveError {
     fn is_retryable(&self) -> bool {
         match self {
             Self::Transfer(e) => e.is_retryable(),
-            Self::Atlas(AtlasError::Transport { .. }) => true,
+            Self::Atlas(e) => e.is_transient(),
             _ => false,
         }
     }

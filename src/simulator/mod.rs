@@ -226,6 +226,11 @@ impl Simulator {
         }
     }
 
+    /// Invalidates every issued access token (the next API call gets a 401).
+    pub fn revoke_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
     /// Stops serving.
     pub fn stop(&self) {
         self.stop.cancel();

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): on a fresh machine it installs and starts the two real
+# S3-compatible servers the suite runs against, moto (PyPI) and Garage (crates.io), then runs
+# the whole suite against moto and the S3 suites again against Garage. Servers are stopped at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+
+echo "== building tests"
+cargo build --all-targets --locked
+
+echo "== starting moto"
+eval "$(scripts/start-moto.sh)"
+pids+=("$ATLAS_ARCHIVER_TEST_S3_PID")
+echo "== cargo test (all suites, S3 server: moto)"
+cargo test --locked --all-targets
+
+echo "== starting Garage"
+eval "$(scripts/start-garage.sh)"
+pids+=("$ATLAS_ARCHIVER_TEST_S3_PID")
+echo "== cargo test (S3 end-to-end suites, S3 server: Garage)"
+cargo test --locked --test e2e

@@ -1,0 +1,301 @@
+//! End to end through the real binary: the Atlas simulator on loopback, a real S3-compatible
+//! server (moto or Garage via scripts/test.sh), a real SQLite journal.
+
+mod common;
+
+use atlas_archiver::simulator::{SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, SimSnapshot, scenario};
+use common::{World, parse_json};
+
+const PROJECT: &str = "5f0a1b2c3d4e5f60718293a4";
+
+fn two_targets() -> Vec<atlas_archiver::simulator::SimCluster> {
+    // Sizes: one that spans three 5 MiB parts, one smaller than a part, one odd size.
+    scenario(PROJECT, &["orders-flex", "billing-flex"], 3, &[(12 << 20) + 7, 3 << 20, 777_777])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_archives_every_snapshot_of_two_targets_exactly_once() {
+    let w = World::new("all", two_targets()).await;
+    let config = w.write_config("", "part_size = \"5MiB\"\nparts_in_flight = 2");
+    let cfg = config.to_string_lossy().into_owned();
+
+    let first = w.run(&["once", "--config", &cfg], &[]).await;
+    first.assert_code(0);
+    first.assert_no_secrets(&w.secrets());
+
+    let keys = w.keys().await;
+    let mut archives = 0;
+    for cluster in w.sim.clusters() {
+        for snap in &cluster.snapshots {
+            let (key, size) = keys
+                .iter()
+                .find(|(k, _)| k.ends_with(&format!("{}.tar.gz", snap.id)))
+                .unwrap_or_else(|| panic!("no archive for {} in {keys:?}", snap.id));
+            let date = snap.finished.format("%Y-%m-%d").to_string();
+            assert_eq!(key, &format!("{}{PROJECT}/{}/{date}/{}.tar.gz", w.prefix, cluster.name, snap.id));
+            assert_eq!(*size, snap.size, "{key}");
+            assert_eq!(w.sha256_of_object(key).await, snap.sha256(), "bytes of {key}");
+            let manifest = w.s3.client().await.get_small(&format!("{key}.manifest.json")).await;
+            let manifest = parse_json(&String::from_utf8_lossy(&manifest.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no manifest for {key}"))));
+            assert_eq!(manifest["snapshot_id"], snap.id.as_str());
+            assert_eq!(manifest["project_id"], PROJECT);
+            assert_eq!(manifest["cluster"], cluster.name.as_str());
+            assert_eq!(manifest["size_bytes"], snap.size);
+            assert_eq!(manifest["sha256"], snap.sha256().as_str());
+            assert_eq!(manifest["mongodb_version"], "8.0.29");
+            assert_eq!(manifest["crc32c"].as_str().map(str::len), Some(8));
+            assert!(manifest["restore_job_id"].is_string());
+            assert!(manifest["tool_version"].is_string());
+            archives += 1;
+        }
+    }
+    assert_eq!(archives, 6);
+    assert_eq!(keys.len(), 12, "six archives and six manifests, nothing else: {keys:?}");
+    assert!(w.open_uploads().await.is_empty(), "no multipart upload may stay open");
+    let seen = w.sim.observed();
+    assert_eq!(seen.credentials_sent_to_snapshot_url, 0);
+    assert_eq!(seen.missing_accept, 0);
+    assert_eq!(seen.snapshot_downloads, 6);
+    assert_eq!(seen.token_requests, 1, "the token is cached across calls");
+
+    let second = w.run(&["once", "--config", &cfg], &[]).await;
+    second.assert_code(0);
+    let again = w.sim.observed();
+    assert_eq!(again.download_requests, seen.download_requests, "a second run requests nothing");
+    assert_eq!(again.snapshot_downloads, seen.snapshot_downloads, "a second run downloads nothing");
+    assert!(second.stdout.contains("archived earlier"), "{}", second.stdout);
+
+    let status = w.run(&["status", "--config", &cfg, "--json"], &[]).await;
+    status.assert_code(0);
+    let report = parse_json(&status.stdout);
+    let targets = report["targets"].as_array().unwrap_or_else(|| panic!("targets: {report}"));
+    assert_eq!(targets.len(), 2);
+    for t in targets {
+        let snaps = t["snapshots"].as_array().unwrap_or_else(|| panic!("snapshots: {t}"));
+        assert_eq!(snaps.len(), 3);
+        for s in snaps {
+            assert_eq!(s["state"], "archived");
+            assert_eq!(s["sha256"].as_str().map(str::len), Some(64));
+            assert!(s["object_key"].as_str().is_some_and(|k| k.starts_with(&w.prefix)));
+            assert!(s["last_error"].is_null());
+        }
+    }
+    let human = w.run(&["status", "--config", &cfg], &[]).await;
+    human.assert_code(0);
+    assert!(human.stdout.contains("archived") && human.stdout.contains("orders-flex"), "{}", human.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_flag_limits_the_run() {
+    let w = World::new("target", two_targets()).await;
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    let run = w.run(&["once", "--config", &cfg, "--target", &format!("{PROJECT}/billing-flex")], &[]).await;
+    run.assert_code(0);
+    let keys = w.keys().await;
+    assert_eq!(keys.len(), 6);
+    assert!(keys.keys().all(|k| k.contains("/billing-flex/")), "{keys:?}");
+    let unknown = w.run(&["once", "--config", &cfg, "--target", &format!("{PROJECT}/nope")], &[]).await;
+    unknown.assert_code(2);
+    assert!(unknown.stderr.contains("not in"), "{}", unknown.stderr);
+}
+
+async fn truncated_download_leaves_nothing_behind(chunked: bool) {
+    let w = World::new(if chunked { "cut-chunked" } else { "cut" }, two_targets()).await;
+    let victim = w.sim.clusters()[0].snapshots.iter().max_by_key(|s| s.size).cloned().unwrap_or_else(|| panic!("snapshots"));
+    assert!(victim.size > 6 << 20);
+    w.sim.set_faults(|f| {
+        f.cut_after.insert(victim.id.clone(), 6 << 20);
+        f.chunked = chunked;
+    });
+    let cfg = w.write_config("", "part_size = \"5MiB\"").to_string_lossy().into_owned();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(1);
+    run.assert_no_secrets(&w.secrets());
+    let keys = w.keys().await;
+    assert_eq!(keys.len(), 10, "the five other snapshots and their manifests: {keys:?}");
+    assert!(!keys.keys().any(|k| k.contains(&victim.id)), "nothing of the cut snapshot: {keys:?}");
+    assert!(w.open_uploads().await.is_empty(), "the multipart upload was aborted");
+    assert_eq!(w.sim.observed().snapshot_downloads, 5 + 3, "three attempts for the cut one");
+
+    let status = parse_json(&w.run(&["status", "--config", &cfg, "--json"], &[]).await.stdout);
+    let row = status["targets"][0]["snapshots"]
+        .as_array()
+        .and_then(|s| s.iter().find(|r| r["snapshot_id"] == victim.id.as_str()))
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for the victim: {status}"));
+    assert_eq!(row["state"], "failed");
+    assert_eq!(row["attempts"], 3);
+    let reason = row["last_reason"].as_str().unwrap_or_default();
+    assert!(matches!(reason, "DOWNLOAD_INTERRUPTED" | "TRUNCATED_DOWNLOAD"), "reason {reason}");
+    assert!(row["upload_id"].is_null());
+
+    // The fault clears: the next run archives it, and only it.
+    w.sim.set_faults(|f| f.cut_after.clear());
+    let next = w.run(&["once", "--config", &cfg], &[]).await;
+    next.assert_code(0);
+    let key = w.keys().await.into_keys().find(|k| k.ends_with(&format!("{}.tar.gz", victim.id)));
+    let key = key.unwrap_or_else(|| panic!("victim archived on the next run"));
+    assert_eq!(w.sha256_of_object(&key).await, victim.sha256());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_connection_with_content_length_leaves_no_object_and_no_orphan_upload() {
+    truncated_download_leaves_nothing_behind(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_chunked_download_leaves_no_object_and_no_orphan_upload() {
+    truncated_download_leaves_nothing_behind(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_restore_job_is_reported_and_retried_on_the_next_run() {
+    let w = World::new("jobfail", scenario(PROJECT, &["one-flex"], 2, &[1 << 20])).await;
+    let victim = w.sim.clusters()[0].snapshots[1].id.clone();
+    w.sim.set_faults(|f| {
+        f.fail_jobs_for.insert(victim.clone());
+    });
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(1);
+    assert!(run.stdout.contains("RESTORE_JOB_FAILED"), "{}", run.stdout);
+    assert_eq!(w.keys().await.len(), 2);
+    w.sim.set_faults(|f| f.fail_jobs_for.clear());
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    assert_eq!(w.keys().await.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_exit_1_with_a_clear_message_and_no_retry_storm() {
+    let w = World::new("badcreds", two_targets()).await;
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    let wrong = "definitely-not-the-secret-1234";
+    std::fs::write(w.path("atlas_secret"), wrong).unwrap_or_else(|e| panic!("{e}"));
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(1);
+    assert!(run.all().contains("rejected the credentials"), "{}", run.all());
+    assert!(!run.all().contains(wrong), "the wrong secret is not echoed");
+    let seen = w.sim.observed();
+    assert_eq!(seen.token_requests, 1, "one login attempt for the whole run, not one per target or retry");
+    assert_eq!(seen.api_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_api_key_with_digest_auth_archives() {
+    let w = World::new("digest", scenario(PROJECT, &["key-flex"], 1, &[2 << 20])).await;
+    w.write_config("", "");
+    std::fs::write(w.path("private_key"), SIM_PRIVATE_KEY).unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(w.path("config.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let text = text
+        .replace("client_id = \"mdb_sa_id_simulator\"\n", &format!("public_key = \"{SIM_PUBLIC_KEY}\"\n"))
+        .replace("client_secret_file = \"atlas_secret\"\n", "private_key_file = \"private_key\"\n");
+    std::fs::write(w.path("config.toml"), text).unwrap_or_else(|e| panic!("{e}"));
+    let run = w.run(&["once", "--config", &w.path("config.toml").to_string_lossy()], &[]).await;
+    run.assert_code(0);
+    assert!(!run.all().contains(SIM_PRIVATE_KEY));
+    let seen = w.sim.observed();
+    assert!(seen.digest_ok >= 3, "list, request, poll went through Digest: {seen:?}");
+    assert_eq!(seen.token_requests, 0);
+    assert_eq!(w.keys().await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_server_errors_are_retried() {
+    let w = World::new("throttle", scenario(PROJECT, &["busy-flex"], 2, &[1 << 20])).await;
+    w.sim.set_faults(|f| {
+        f.api_429_burst = 3;
+        f.retry_after_secs = Some(1);
+        f.api_500_burst = 0;
+    });
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    assert_eq!(w.sim.observed().throttled, 3);
+    assert!(run.stderr.contains("429"), "retries are logged: {}", run.stderr);
+    // 5xx runs on reads and 503 on the POST, without Retry-After.
+    w.sim.add_snapshot(PROJECT, "busy-flex", SimSnapshot {
+        id: "6a6f78e0ffffffffffff0001".into(),
+        size: 1 << 20,
+        status: "COMPLETED".into(),
+        scheduled: chrono::Utc::now(),
+        finished: chrono::Utc::now(),
+    });
+    w.sim.set_faults(|f| {
+        f.retry_after_secs = None;
+        f.api_429_burst = 2;
+        f.api_500_burst = 2;
+        f.api_503_burst = 1;
+    });
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    assert_eq!(w.keys().await.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_journal_does_not_cause_a_second_copy() {
+    let w = World::new("adopt", scenario(PROJECT, &["adopt-flex"], 2, &[1 << 20])).await;
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    let downloads = w.sim.observed().snapshot_downloads;
+    std::fs::remove_dir_all(w.path("state")).unwrap_or_else(|e| panic!("{e}"));
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    assert_eq!(w.sim.observed().snapshot_downloads, downloads, "adopted, not downloaded again");
+    assert_eq!(run.stdout.matches("adopted").count(), 2, "{}", run.stdout);
+    let status = parse_json(&w.run(&["status", "--config", &cfg, "--json"], &[]).await.stdout);
+    assert_eq!(status["targets"][0]["snapshots"][0]["state"], "archived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_statuses_and_pending_snapshots_are_skipped_not_fatal() {
+    let mut clusters = scenario(PROJECT, &["odd-flex"], 1, &[1 << 20]);
+    let now = chrono::Utc::now();
+    for (id, status) in [("6a6f78e0eeeeeeeeeeee0001", "ARCHIVING"), ("6a6f78e0eeeeeeeeeeee0002", "RUNNING")] {
+        clusters[0].snapshots.push(SimSnapshot { id: id.into(), size: 10, status: status.into(), scheduled: now, finished: now });
+    }
+    let w = World::new("odd", clusters).await;
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    assert!(run.stderr.contains("ARCHIVING"), "the unknown status is logged: {}", run.stderr);
+    assert_eq!(w.keys().await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_vanishes_is_reported_lost() {
+    let w = World::new("lost", scenario(PROJECT, &["gone-flex"], 2, &[1 << 20])).await;
+    let gone = w.sim.clusters()[0].snapshots[0].id.clone();
+    w.sim.set_faults(|f| {
+        f.vanished.insert(gone.clone());
+    });
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(1);
+    assert!(run.stdout.contains("LOST") && run.stdout.contains(&gone), "{}", run.stdout);
+    assert!(run.stderr.contains("ERROR") && run.stderr.contains("LOST"), "an error-level log line: {}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_variables_override_the_file() {
+    let w = World::new("env", scenario(PROJECT, &["env-flex"], 1, &[1 << 20])).await;
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    // Credentials only from the variables Atlas users already have; the prefix from ATLAS_ARCHIVER__.
+    let text = std::fs::read_to_string(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let text = text.replace("client_id = \"mdb_sa_id_simulator\"\n", "").replace("client_secret_file = \"atlas_secret\"\n", "");
+    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
+    let other_prefix = format!("{}moved/", w.prefix);
+    let run = w
+        .run(
+            &["once", "--config", &cfg],
+            &[
+                ("MONGODB_ATLAS_CLIENT_ID", atlas_archiver::simulator::SIM_CLIENT_ID),
+                ("MONGODB_ATLAS_CLIENT_SECRET", atlas_archiver::simulator::SIM_CLIENT_SECRET),
+                ("ATLAS_ARCHIVER__STORAGE__PREFIX", &other_prefix),
+            ],
+        )
+        .await;
+    run.assert_code(0);
+    run.assert_no_secrets(&w.secrets());
+    let keys = w.keys().await;
+    assert_eq!(keys.len(), 2);
+    assert!(keys.keys().all(|k| k.starts_with(&other_prefix)), "{keys:?}");
+}
