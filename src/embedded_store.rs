@@ -29,7 +29,8 @@ impl EmbeddedStore {
     /// Serves `root` on `127.0.0.1` (any free port), with `bucket` created.
     pub async fn start(root: &Path, bucket: &str) -> std::io::Result<Self> {
         std::fs::create_dir_all(root.join(bucket))?;
-        let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        let fs =
+            s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let service = {
             let mut builder = S3ServiceBuilder::new(fs);
             builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
@@ -49,7 +50,9 @@ impl EmbeddedStore {
                     },
                     () = stopped.cancelled() => break,
                 };
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+                let conn = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });

@@ -43,7 +43,9 @@ pub fn validate_template(template: &str) -> Result<(), String> {
         ));
     }
     if template.starts_with('/') {
-        return Err(format!("`{template}` starts with '/': S3 keys are relative"));
+        return Err(format!(
+            "`{template}` starts with '/': S3 keys are relative"
+        ));
     }
     Ok(())
 }

@@ -10,7 +10,12 @@ const PROJECT: &str = "5f0a1b2c3d4e5f60718293a4";
 
 fn two_targets() -> Vec<atlas_archiver::simulator::SimCluster> {
     // Sizes: one that spans three 5 MiB parts, one smaller than a part, one odd size.
-    scenario(PROJECT, &["orders-flex", "billing-flex"], 3, &[(12 << 20) + 7, 3 << 20, 777_777])
+    scenario(
+        PROJECT,
+        &["orders-flex", "billing-flex"],
+        3,
+        &[(12 << 20) + 7, 3 << 20, 777_777],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,11 +37,29 @@ async fn once_archives_every_snapshot_of_two_targets_exactly_once() {
                 .find(|(k, _)| k.ends_with(&format!("{}.tar.gz", snap.id)))
                 .unwrap_or_else(|| panic!("no archive for {} in {keys:?}", snap.id));
             let date = snap.finished.format("%Y-%m-%d").to_string();
-            assert_eq!(key, &format!("{}{PROJECT}/{}/{date}/{}.tar.gz", w.prefix, cluster.name, snap.id));
+            assert_eq!(
+                key,
+                &format!(
+                    "{}{PROJECT}/{}/{date}/{}.tar.gz",
+                    w.prefix, cluster.name, snap.id
+                )
+            );
             assert_eq!(*size, snap.size, "{key}");
-            assert_eq!(w.sha256_of_object(key).await, snap.sha256(), "bytes of {key}");
-            let manifest = w.s3.client().await.get_small(&format!("{key}.manifest.json")).await;
-            let manifest = parse_json(&String::from_utf8_lossy(&manifest.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no manifest for {key}"))));
+            assert_eq!(
+                w.sha256_of_object(key).await,
+                snap.sha256(),
+                "bytes of {key}"
+            );
+            let manifest =
+                w.s3.client()
+                    .await
+                    .get_small(&format!("{key}.manifest.json"))
+                    .await;
+            let manifest = parse_json(&String::from_utf8_lossy(
+                &manifest
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap_or_else(|| panic!("no manifest for {key}")),
+            ));
             assert_eq!(manifest["snapshot_id"], snap.id.as_str());
             assert_eq!(manifest["project_id"], PROJECT);
             assert_eq!(manifest["cluster"], cluster.name.as_str());
@@ -50,8 +73,15 @@ async fn once_archives_every_snapshot_of_two_targets_exactly_once() {
         }
     }
     assert_eq!(archives, 6);
-    assert_eq!(keys.len(), 12, "six archives and six manifests, nothing else: {keys:?}");
-    assert!(w.open_uploads().await.is_empty(), "no multipart upload may stay open");
+    assert_eq!(
+        keys.len(),
+        12,
+        "six archives and six manifests, nothing else: {keys:?}"
+    );
+    assert!(
+        w.open_uploads().await.is_empty(),
+        "no multipart upload may stay open"
+    );
     let seen = w.sim.observed();
     assert_eq!(seen.credentials_sent_to_snapshot_url, 0);
     assert_eq!(seen.missing_accept, 0);
@@ -61,63 +91,136 @@ async fn once_archives_every_snapshot_of_two_targets_exactly_once() {
     let second = w.run(&["once", "--config", &cfg], &[]).await;
     second.assert_code(0);
     let again = w.sim.observed();
-    assert_eq!(again.download_requests, seen.download_requests, "a second run requests nothing");
-    assert_eq!(again.snapshot_downloads, seen.snapshot_downloads, "a second run downloads nothing");
-    assert!(second.stdout.contains("archived earlier"), "{}", second.stdout);
+    assert_eq!(
+        again.download_requests, seen.download_requests,
+        "a second run requests nothing"
+    );
+    assert_eq!(
+        again.snapshot_downloads, seen.snapshot_downloads,
+        "a second run downloads nothing"
+    );
+    assert!(
+        second.stdout.contains("archived earlier"),
+        "{}",
+        second.stdout
+    );
 
     let status = w.run(&["status", "--config", &cfg, "--json"], &[]).await;
     status.assert_code(0);
     let report = parse_json(&status.stdout);
-    let targets = report["targets"].as_array().unwrap_or_else(|| panic!("targets: {report}"));
+    let targets = report["targets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("targets: {report}"));
     assert_eq!(targets.len(), 2);
     for t in targets {
-        let snaps = t["snapshots"].as_array().unwrap_or_else(|| panic!("snapshots: {t}"));
+        let snaps = t["snapshots"]
+            .as_array()
+            .unwrap_or_else(|| panic!("snapshots: {t}"));
         assert_eq!(snaps.len(), 3);
         for s in snaps {
             assert_eq!(s["state"], "archived");
             assert_eq!(s["sha256"].as_str().map(str::len), Some(64));
-            assert!(s["object_key"].as_str().is_some_and(|k| k.starts_with(&w.prefix)));
+            assert!(
+                s["object_key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with(&w.prefix))
+            );
             assert!(s["last_error"].is_null());
         }
     }
     let human = w.run(&["status", "--config", &cfg], &[]).await;
     human.assert_code(0);
-    assert!(human.stdout.contains("archived") && human.stdout.contains("orders-flex"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("archived") && human.stdout.contains("orders-flex"),
+        "{}",
+        human.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_flag_limits_the_run() {
     let w = World::new("target", two_targets()).await;
     let cfg = w.write_config("", "").to_string_lossy().into_owned();
-    let run = w.run(&["once", "--config", &cfg, "--target", &format!("{PROJECT}/billing-flex")], &[]).await;
+    let run = w
+        .run(
+            &[
+                "once",
+                "--config",
+                &cfg,
+                "--target",
+                &format!("{PROJECT}/billing-flex"),
+            ],
+            &[],
+        )
+        .await;
     run.assert_code(0);
     let keys = w.keys().await;
     assert_eq!(keys.len(), 6);
-    assert!(keys.keys().all(|k| k.contains("/billing-flex/")), "{keys:?}");
-    let unknown = w.run(&["once", "--config", &cfg, "--target", &format!("{PROJECT}/nope")], &[]).await;
+    assert!(
+        keys.keys().all(|k| k.contains("/billing-flex/")),
+        "{keys:?}"
+    );
+    let unknown = w
+        .run(
+            &[
+                "once",
+                "--config",
+                &cfg,
+                "--target",
+                &format!("{PROJECT}/nope"),
+            ],
+            &[],
+        )
+        .await;
     unknown.assert_code(2);
     assert!(unknown.stderr.contains("not in"), "{}", unknown.stderr);
 }
 
 async fn truncated_download_leaves_nothing_behind(chunked: bool) {
     let w = World::new(if chunked { "cut-chunked" } else { "cut" }, two_targets()).await;
-    let victim = w.sim.clusters()[0].snapshots.iter().max_by_key(|s| s.size).cloned().unwrap_or_else(|| panic!("snapshots"));
+    let victim = w.sim.clusters()[0]
+        .snapshots
+        .iter()
+        .max_by_key(|s| s.size)
+        .cloned()
+        .unwrap_or_else(|| panic!("snapshots"));
     assert!(victim.size > 6 << 20);
     w.sim.set_faults(|f| {
         f.cut_after.insert(victim.id.clone(), 6 << 20);
         f.chunked = chunked;
     });
-    let cfg = w.write_config("", "part_size = \"5MiB\"").to_string_lossy().into_owned();
+    let cfg = w
+        .write_config("", "part_size = \"5MiB\"")
+        .to_string_lossy()
+        .into_owned();
     let run = w.run(&["once", "--config", &cfg], &[]).await;
     run.assert_code(1);
     run.assert_no_secrets(&w.secrets());
     let keys = w.keys().await;
-    assert_eq!(keys.len(), 10, "the five other snapshots and their manifests: {keys:?}");
-    assert!(!keys.keys().any(|k| k.contains(&victim.id)), "nothing of the cut snapshot: {keys:?}");
-    assert!(w.open_uploads().await.is_empty(), "the multipart upload was aborted");
-    assert_eq!(w.sim.observed().snapshot_downloads, 5 + 3, "three attempts for the cut one");
+    assert_eq!(
+        keys.len(),
+        10,
+        "the five other snapshots and their manifests: {keys:?}"
+    );
+    assert!(
+        !keys.keys().any(|k| k.contains(&victim.id)),
+        "nothing of the cut snapshot: {keys:?}"
+    );
+    assert!(
+        w.open_uploads().await.is_empty(),
+        "the multipart upload was aborted"
+    );
+    assert_eq!(
+        w.sim.observed().snapshot_downloads,
+        5 + 3,
+        "three attempts for the cut one"
+    );
 
-    let status = parse_json(&w.run(&["status", "--config", &cfg, "--json"], &[]).await.stdout);
+    let status = parse_json(
+        &w.run(&["status", "--config", &cfg, "--json"], &[])
+            .await
+            .stdout,
+    );
     let row = status["targets"][0]["snapshots"]
         .as_array()
         .and_then(|s| s.iter().find(|r| r["snapshot_id"] == victim.id.as_str()))
@@ -126,14 +229,21 @@ async fn truncated_download_leaves_nothing_behind(chunked: bool) {
     assert_eq!(row["state"], "failed");
     assert_eq!(row["attempts"], 3);
     let reason = row["last_reason"].as_str().unwrap_or_default();
-    assert!(matches!(reason, "DOWNLOAD_INTERRUPTED" | "TRUNCATED_DOWNLOAD"), "reason {reason}");
+    assert!(
+        matches!(reason, "DOWNLOAD_INTERRUPTED" | "TRUNCATED_DOWNLOAD"),
+        "reason {reason}"
+    );
     assert!(row["upload_id"].is_null());
 
     // The fault clears: the next run archives it, and only it.
     w.sim.set_faults(|f| f.cut_after.clear());
     let next = w.run(&["once", "--config", &cfg], &[]).await;
     next.assert_code(0);
-    let key = w.keys().await.into_keys().find(|k| k.ends_with(&format!("{}.tar.gz", victim.id)));
+    let key = w
+        .keys()
+        .await
+        .into_keys()
+        .find(|k| k.ends_with(&format!("{}.tar.gz", victim.id)));
     let key = key.unwrap_or_else(|| panic!("victim archived on the next run"));
     assert_eq!(w.sha256_of_object(&key).await, victim.sha256());
 }
@@ -173,10 +283,17 @@ async fn bad_credentials_exit_1_with_a_clear_message_and_no_retry_storm() {
     std::fs::write(w.path("atlas_secret"), wrong).unwrap_or_else(|e| panic!("{e}"));
     let run = w.run(&["once", "--config", &cfg], &[]).await;
     run.assert_code(1);
-    assert!(run.all().contains("rejected the credentials"), "{}", run.all());
+    assert!(
+        run.all().contains("rejected the credentials"),
+        "{}",
+        run.all()
+    );
     assert!(!run.all().contains(wrong), "the wrong secret is not echoed");
     let seen = w.sim.observed();
-    assert_eq!(seen.token_requests, 1, "one login attempt for the whole run, not one per target or retry");
+    assert_eq!(
+        seen.token_requests, 1,
+        "one login attempt for the whole run, not one per target or retry"
+    );
     assert_eq!(seen.api_requests, 0);
 }
 
@@ -187,14 +304,28 @@ async fn legacy_api_key_with_digest_auth_archives() {
     std::fs::write(w.path("private_key"), SIM_PRIVATE_KEY).unwrap_or_else(|e| panic!("{e}"));
     let text = std::fs::read_to_string(w.path("config.toml")).unwrap_or_else(|e| panic!("{e}"));
     let text = text
-        .replace("client_id = \"mdb_sa_id_simulator\"\n", &format!("public_key = \"{SIM_PUBLIC_KEY}\"\n"))
-        .replace("client_secret_file = \"atlas_secret\"\n", "private_key_file = \"private_key\"\n");
+        .replace(
+            "client_id = \"mdb_sa_id_simulator\"\n",
+            &format!("public_key = \"{SIM_PUBLIC_KEY}\"\n"),
+        )
+        .replace(
+            "client_secret_file = \"atlas_secret\"\n",
+            "private_key_file = \"private_key\"\n",
+        );
     std::fs::write(w.path("config.toml"), text).unwrap_or_else(|e| panic!("{e}"));
-    let run = w.run(&["once", "--config", &w.path("config.toml").to_string_lossy()], &[]).await;
+    let run = w
+        .run(
+            &["once", "--config", &w.path("config.toml").to_string_lossy()],
+            &[],
+        )
+        .await;
     run.assert_code(0);
     assert!(!run.all().contains(SIM_PRIVATE_KEY));
     let seen = w.sim.observed();
-    assert!(seen.digest_ok >= 3, "list, request, poll went through Digest: {seen:?}");
+    assert!(
+        seen.digest_ok >= 3,
+        "list, request, poll went through Digest: {seen:?}"
+    );
     assert_eq!(seen.token_requests, 0);
     assert_eq!(w.keys().await.len(), 2);
 }
@@ -211,15 +342,23 @@ async fn rate_limits_and_server_errors_are_retried() {
     let run = w.run(&["once", "--config", &cfg], &[]).await;
     run.assert_code(0);
     assert_eq!(w.sim.observed().throttled, 3);
-    assert!(run.stderr.contains("429"), "retries are logged: {}", run.stderr);
+    assert!(
+        run.stderr.contains("429"),
+        "retries are logged: {}",
+        run.stderr
+    );
     // 5xx runs on reads and 503 on the POST, without Retry-After.
-    w.sim.add_snapshot(PROJECT, "busy-flex", SimSnapshot {
-        id: "6a6f78e0ffffffffffff0001".into(),
-        size: 1 << 20,
-        status: "COMPLETED".into(),
-        scheduled: chrono::Utc::now(),
-        finished: chrono::Utc::now(),
-    });
+    w.sim.add_snapshot(
+        PROJECT,
+        "busy-flex",
+        SimSnapshot {
+            id: "6a6f78e0ffffffffffff0001".into(),
+            size: 1 << 20,
+            status: "COMPLETED".into(),
+            scheduled: chrono::Utc::now(),
+            finished: chrono::Utc::now(),
+        },
+    );
     w.sim.set_faults(|f| {
         f.retry_after_secs = None;
         f.api_429_burst = 2;
@@ -239,9 +378,17 @@ async fn a_lost_journal_does_not_cause_a_second_copy() {
     std::fs::remove_dir_all(w.path("state")).unwrap_or_else(|e| panic!("{e}"));
     let run = w.run(&["once", "--config", &cfg], &[]).await;
     run.assert_code(0);
-    assert_eq!(w.sim.observed().snapshot_downloads, downloads, "adopted, not downloaded again");
+    assert_eq!(
+        w.sim.observed().snapshot_downloads,
+        downloads,
+        "adopted, not downloaded again"
+    );
     assert_eq!(run.stdout.matches("adopted").count(), 2, "{}", run.stdout);
-    let status = parse_json(&w.run(&["status", "--config", &cfg, "--json"], &[]).await.stdout);
+    let status = parse_json(
+        &w.run(&["status", "--config", &cfg, "--json"], &[])
+            .await
+            .stdout,
+    );
     assert_eq!(status["targets"][0]["snapshots"][0]["state"], "archived");
 }
 
@@ -249,14 +396,27 @@ async fn a_lost_journal_does_not_cause_a_second_copy() {
 async fn unknown_statuses_and_pending_snapshots_are_skipped_not_fatal() {
     let mut clusters = scenario(PROJECT, &["odd-flex"], 1, &[1 << 20]);
     let now = chrono::Utc::now();
-    for (id, status) in [("6a6f78e0eeeeeeeeeeee0001", "ARCHIVING"), ("6a6f78e0eeeeeeeeeeee0002", "RUNNING")] {
-        clusters[0].snapshots.push(SimSnapshot { id: id.into(), size: 10, status: status.into(), scheduled: now, finished: now });
+    for (id, status) in [
+        ("6a6f78e0eeeeeeeeeeee0001", "ARCHIVING"),
+        ("6a6f78e0eeeeeeeeeeee0002", "RUNNING"),
+    ] {
+        clusters[0].snapshots.push(SimSnapshot {
+            id: id.into(),
+            size: 10,
+            status: status.into(),
+            scheduled: now,
+            finished: now,
+        });
     }
     let w = World::new("odd", clusters).await;
     let cfg = w.write_config("", "").to_string_lossy().into_owned();
     let run = w.run(&["once", "--config", &cfg], &[]).await;
     run.assert_code(0);
-    assert!(run.stderr.contains("ARCHIVING"), "the unknown status is logged: {}", run.stderr);
+    assert!(
+        run.stderr.contains("ARCHIVING"),
+        "the unknown status is logged: {}",
+        run.stderr
+    );
     assert_eq!(w.keys().await.len(), 2);
 }
 
@@ -270,8 +430,16 @@ async fn a_snapshot_that_vanishes_is_reported_lost() {
     let cfg = w.write_config("", "").to_string_lossy().into_owned();
     let run = w.run(&["once", "--config", &cfg], &[]).await;
     run.assert_code(1);
-    assert!(run.stdout.contains("LOST") && run.stdout.contains(&gone), "{}", run.stdout);
-    assert!(run.stderr.contains("ERROR") && run.stderr.contains("LOST"), "an error-level log line: {}", run.stderr);
+    assert!(
+        run.stdout.contains("LOST") && run.stdout.contains(&gone),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("ERROR") && run.stderr.contains("LOST"),
+        "an error-level log line: {}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,15 +448,23 @@ async fn environment_variables_override_the_file() {
     let cfg = w.write_config("", "").to_string_lossy().into_owned();
     // Credentials only from the variables Atlas users already have; the prefix from ATLAS_ARCHIVER__.
     let text = std::fs::read_to_string(&cfg).unwrap_or_else(|e| panic!("{e}"));
-    let text = text.replace("client_id = \"mdb_sa_id_simulator\"\n", "").replace("client_secret_file = \"atlas_secret\"\n", "");
+    let text = text
+        .replace("client_id = \"mdb_sa_id_simulator\"\n", "")
+        .replace("client_secret_file = \"atlas_secret\"\n", "");
     std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
     let other_prefix = format!("{}moved/", w.prefix);
     let run = w
         .run(
             &["once", "--config", &cfg],
             &[
-                ("MONGODB_ATLAS_CLIENT_ID", atlas_archiver::simulator::SIM_CLIENT_ID),
-                ("MONGODB_ATLAS_CLIENT_SECRET", atlas_archiver::simulator::SIM_CLIENT_SECRET),
+                (
+                    "MONGODB_ATLAS_CLIENT_ID",
+                    atlas_archiver::simulator::SIM_CLIENT_ID,
+                ),
+                (
+                    "MONGODB_ATLAS_CLIENT_SECRET",
+                    atlas_archiver::simulator::SIM_CLIENT_SECRET,
+                ),
                 ("ATLAS_ARCHIVER__STORAGE__PREFIX", &other_prefix),
             ],
         )
@@ -297,5 +473,8 @@ async fn environment_variables_override_the_file() {
     run.assert_no_secrets(&w.secrets());
     let keys = w.keys().await;
     assert_eq!(keys.len(), 2);
-    assert!(keys.keys().all(|k| k.starts_with(&other_prefix)), "{keys:?}");
+    assert!(
+        keys.keys().all(|k| k.starts_with(&other_prefix)),
+        "{keys:?}"
+    );
 }

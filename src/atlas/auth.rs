@@ -207,7 +207,11 @@ pub fn digest_param(header: &str, name: &str) -> Option<String> {
 
 /// Checks a Digest `Authorization` header against a password: used by the simulator, kept here
 /// beside the client so that both sides agree on RFC 2617.
-pub fn verify_digest(header: &str, method: &str, password_for: impl Fn(&str) -> Option<String>) -> bool {
+pub fn verify_digest(
+    header: &str,
+    method: &str,
+    password_for: impl Fn(&str) -> Option<String>,
+) -> bool {
     let Some(rest) = header.trim().strip_prefix("Digest") else {
         return false;
     };
@@ -227,7 +231,9 @@ pub fn verify_digest(header: &str, method: &str, password_for: impl Fn(&str) -> 
     let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));
     let ha2 = md5_hex(&format!("{method}:{uri}"));
     let expected = match (p.get("qop"), p.get("nc"), p.get("cnonce")) {
-        (Some(qop), Some(nc), Some(cnonce)) => md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")),
+        (Some(qop), Some(nc), Some(cnonce)) => {
+            md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}"))
+        }
         _ => md5_hex(&format!("{ha1}:{nonce}:{ha2}")),
     };
     expected == *response
@@ -255,10 +261,16 @@ mod tests {
             1,
             "0a4f113b",
         );
-        assert!(header.contains(r#"response="6629fae49393a05397450978507c4ef1""#), "{header}");
-        assert!(verify_digest(&header, "GET", |u| (u == "Mufasa").then(|| "Circle Of Life".to_owned())));
+        assert!(
+            header.contains(r#"response="6629fae49393a05397450978507c4ef1""#),
+            "{header}"
+        );
+        assert!(verify_digest(&header, "GET", |u| (u == "Mufasa")
+            .then(|| "Circle Of Life".to_owned())));
         assert!(!verify_digest(&header, "GET", |_| Some("wrong".to_owned())));
-        assert!(!verify_digest(&header, "POST", |_| Some("Circle Of Life".to_owned())));
+        assert!(!verify_digest(&header, "POST", |_| Some(
+            "Circle Of Life".to_owned()
+        )));
     }
 
     #[test]
@@ -270,7 +282,9 @@ mod tests {
         assert_eq!(c.realm, "MMS Public API");
         assert_eq!(c.nonce, "abc/def+1==");
         assert!(c.qop_auth);
-        assert!(DigestChallenge::parse(r#"Digest realm="x", nonce="y", algorithm=SHA-256"#).is_none());
+        assert!(
+            DigestChallenge::parse(r#"Digest realm="x", nonce="y", algorithm=SHA-256"#).is_none()
+        );
         assert!(DigestChallenge::parse("Bearer realm=\"x\"").is_none());
     }
 }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{debug, warn};
@@ -18,8 +20,8 @@ use url::Url;
 
 use crate::config::{AtlasConfig, AtlasCredentials};
 use crate::retry::Backoff;
-pub use auth::{digest_param, verify_digest};
 use auth::{CachedToken, DigestChallenge, DigestState, TokenCache, refresh_deadline};
+pub use auth::{digest_param, verify_digest};
 use models::{ApiErrorBody, OAuthErrorBody, Page, RestoreJob, Snapshot, TokenResponse};
 
 /// The only resource version the Flex endpoints accept (CONTRACT §1).
@@ -32,7 +34,9 @@ const MAX_PAGES: u32 = 500;
 #[derive(Debug, thiserror::Error)]
 pub enum AtlasError {
     /// Credentials rejected. Never retried beyond one token refresh.
-    #[error("Atlas rejected the credentials ({detail}): check atlas.client_id/client_secret or public_key/private_key, and that the key's IP access list allows this host")]
+    #[error(
+        "Atlas rejected the credentials ({detail}): check atlas.client_id/client_secret or public_key/private_key, and that the key's IP access list allows this host"
+    )]
     Unauthorized {
         /// What Atlas said.
         detail: String,
@@ -70,7 +74,9 @@ pub enum AtlasError {
         message: String,
     },
     /// The restore job ended in FAILED.
-    #[error("Atlas restore job {job_id} for snapshot {snapshot_id} FAILED; a later run requests a new download")]
+    #[error(
+        "Atlas restore job {job_id} for snapshot {snapshot_id} FAILED; a later run requests a new download"
+    )]
     RestoreFailed {
         /// Job id.
         job_id: String,
@@ -78,7 +84,9 @@ pub enum AtlasError {
         snapshot_id: String,
     },
     /// The restore job did not produce a URL in time.
-    #[error("Atlas restore job {job_id} produced no download URL within {waited:?} (last status {status}); raise atlas.restore_timeout if Atlas is slow")]
+    #[error(
+        "Atlas restore job {job_id} produced no download URL within {waited:?} (last status {status}); raise atlas.restore_timeout if Atlas is slow"
+    )]
     RestoreTimeout {
         /// Job id.
         job_id: String,
@@ -120,9 +128,9 @@ impl AtlasError {
 }
 
 enum Auth {
-    OAuth(TokenCache),
-    Digest(DigestState),
-    None,
+    ServiceAccount(TokenCache),
+    ApiKey(DigestState),
+    Anonymous,
 }
 
 /// A cheap-to-clone handle on the Atlas API.
@@ -167,12 +175,12 @@ impl AtlasClient {
             AtlasCredentials::ServiceAccount {
                 client_id,
                 client_secret,
-            } => Auth::OAuth(TokenCache::new(client_id.clone(), client_secret.clone())),
+            } => Auth::ServiceAccount(TokenCache::new(client_id.clone(), client_secret.clone())),
             AtlasCredentials::ApiKey {
                 public_key,
                 private_key,
-            } => Auth::Digest(DigestState::new(public_key.clone(), private_key.clone())),
-            AtlasCredentials::NotLoaded => Auth::None,
+            } => Auth::ApiKey(DigestState::new(public_key.clone(), private_key.clone())),
+            AtlasCredentials::NotLoaded => Auth::Anonymous,
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -196,14 +204,20 @@ impl AtlasClient {
     }
 
     /// F1, every page. Snapshots that appear twice (the list changed while paging) are kept once.
-    pub async fn list_snapshots(&self, project_id: &str, cluster: &str) -> Result<Vec<Snapshot>, AtlasError> {
+    pub async fn list_snapshots(
+        &self,
+        project_id: &str,
+        cluster: &str,
+    ) -> Result<Vec<Snapshot>, AtlasError> {
         let mut all: Vec<Snapshot> = Vec::new();
         for page_num in 1..=MAX_PAGES {
             let path = format!(
                 "{}?pageNum={page_num}&itemsPerPage={PAGE_SIZE}&includeCount=true",
                 Self::flex_path(project_id, cluster, "snapshots")
             );
-            let answer = self.call("list snapshots", Method::GET, &path, None).await?;
+            let answer = self
+                .call("list snapshots", Method::GET, &path, None)
+                .await?;
             let page: Page<Snapshot> = decode("list snapshots", &answer.body)?;
             let count = page.results.len();
             let more = page.has_next_link() && count >= PAGE_SIZE;
@@ -221,30 +235,53 @@ impl AtlasClient {
 
     /// F3: asks Atlas to prepare a download of one snapshot. Not idempotent: it is retried only
     /// when Atlas certainly did not act on it (429, 503, or a connection that never opened).
-    pub async fn request_download(&self, project_id: &str, cluster: &str, snapshot_id: &str) -> Result<RestoreJob, AtlasError> {
+    pub async fn request_download(
+        &self,
+        project_id: &str,
+        cluster: &str,
+        snapshot_id: &str,
+    ) -> Result<RestoreJob, AtlasError> {
         let body = serde_json::json!({ "snapshotId": snapshot_id });
         let answer = self
-            .call("request download", Method::POST, &Self::flex_path(project_id, cluster, "download"), Some(body))
+            .call(
+                "request download",
+                Method::POST,
+                &Self::flex_path(project_id, cluster, "download"),
+                Some(body),
+            )
             .await?;
         decode("request download", &answer.body)
     }
 
     /// F5: one restore job.
-    pub async fn get_restore_job(&self, project_id: &str, cluster: &str, job_id: &str) -> Result<RestoreJob, AtlasError> {
+    pub async fn get_restore_job(
+        &self,
+        project_id: &str,
+        cluster: &str,
+        job_id: &str,
+    ) -> Result<RestoreJob, AtlasError> {
         let path = Self::flex_path(project_id, cluster, &format!("restoreJobs/{job_id}"));
-        let answer = self.call("get restore job", Method::GET, &path, None).await?;
+        let answer = self
+            .call("get restore job", Method::GET, &path, None)
+            .await?;
         decode("get restore job", &answer.body)
     }
 
     /// F4, every page.
-    pub async fn list_restore_jobs(&self, project_id: &str, cluster: &str) -> Result<Vec<RestoreJob>, AtlasError> {
+    pub async fn list_restore_jobs(
+        &self,
+        project_id: &str,
+        cluster: &str,
+    ) -> Result<Vec<RestoreJob>, AtlasError> {
         let mut all = Vec::new();
         for page_num in 1..=MAX_PAGES {
             let path = format!(
                 "{}?pageNum={page_num}&itemsPerPage={PAGE_SIZE}&includeCount=true",
                 Self::flex_path(project_id, cluster, "restoreJobs")
             );
-            let answer = self.call("list restore jobs", Method::GET, &path, None).await?;
+            let answer = self
+                .call("list restore jobs", Method::GET, &path, None)
+                .await?;
             let page: Page<RestoreJob> = decode("list restore jobs", &answer.body)?;
             let more = page.has_next_link() && page.results.len() >= PAGE_SIZE;
             all.extend(page.results);
@@ -257,17 +294,27 @@ impl AtlasClient {
 
     /// Polls a restore job until it has a download URL (returned at once when `job` already
     /// has one), FAILED, or `atlas.restore_timeout` passes.
-    pub async fn wait_for_url(&self, project_id: &str, cluster: &str, mut job: RestoreJob) -> Result<RestoreJob, AtlasError> {
+    pub async fn wait_for_url(
+        &self,
+        project_id: &str,
+        cluster: &str,
+        mut job: RestoreJob,
+    ) -> Result<RestoreJob, AtlasError> {
         let job_id = job.id.clone().unwrap_or_default();
         let snapshot_id = job.snapshot_id.clone().unwrap_or_default();
         let started = tokio::time::Instant::now();
         loop {
             match job.phase() {
                 models::Phase::Failed => {
-                    return Err(AtlasError::RestoreFailed { job_id, snapshot_id });
+                    return Err(AtlasError::RestoreFailed {
+                        job_id,
+                        snapshot_id,
+                    });
                 }
                 _ if job.snapshot_url.as_deref().is_some_and(|u| !u.is_empty()) => return Ok(job),
-                phase => debug!(job = %job_id, status = phase.as_str(), "restore job not ready yet"),
+                phase => {
+                    debug!(job = %job_id, status = phase.as_str(), "restore job not ready yet")
+                }
             }
             if started.elapsed() >= self.inner.restore_timeout {
                 return Err(AtlasError::RestoreTimeout {
@@ -283,28 +330,42 @@ impl AtlasClient {
 
     fn remembered_auth_failure(&self) -> Option<AtlasError> {
         let guard = self.inner.auth_failure.lock().ok()?;
-        guard.as_ref().map(|detail| AtlasError::Unauthorized { detail: detail.clone() })
+        guard.as_ref().map(|detail| AtlasError::Unauthorized {
+            detail: detail.clone(),
+        })
     }
 
     fn remember_auth_failure(&self, detail: &str) -> AtlasError {
         if let Ok(mut guard) = self.inner.auth_failure.lock() {
             *guard = Some(detail.to_owned());
         }
-        AtlasError::Unauthorized { detail: detail.to_owned() }
+        AtlasError::Unauthorized {
+            detail: detail.to_owned(),
+        }
     }
 
     /// One API call with authentication and the retry policy:
     /// 429 waits for `Retry-After` (else backoff); 5xx and connection errors back off; 401
     /// refreshes the token (or answers the Digest challenge) once; other 4xx fail at once.
-    async fn call(&self, operation: &'static str, method: Method, path_and_query: &str, body: Option<serde_json::Value>) -> Result<Answer, AtlasError> {
+    async fn call(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path_and_query: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Answer, AtlasError> {
         if let Some(e) = self.remembered_auth_failure() {
             return Err(e);
         }
-        let url = self.inner.base.join(path_and_query).map_err(|e| AtlasError::Transport {
-            operation,
-            attempts: 0,
-            message: format!("bad URL: {e}"),
-        })?;
+        let url = self
+            .inner
+            .base
+            .join(path_and_query)
+            .map_err(|e| AtlasError::Transport {
+                operation,
+                attempts: 0,
+                message: format!("bad URL: {e}"),
+            })?;
         let idempotent = method == Method::GET;
         let body_bytes = body.map(|b| b.to_string());
         let mut attempt: u32 = 0;
@@ -321,7 +382,9 @@ impl AtlasClient {
                 request = request.header(AUTHORIZATION, h.expose_secret());
             }
             if let Some(b) = &body_bytes {
-                request = request.header(CONTENT_TYPE, FLEX_MEDIA_TYPE).body(b.clone());
+                request = request
+                    .header(CONTENT_TYPE, FLEX_MEDIA_TYPE)
+                    .body(b.clone());
             }
             let response = match request.send().await {
                 Ok(r) => r,
@@ -350,13 +413,19 @@ impl AtlasClient {
             }
             if status == StatusCode::UNAUTHORIZED && !reauthenticated {
                 reauthenticated = true;
-                if self.prepare_reauthentication(&headers, token_used.as_ref()).await {
+                if self
+                    .prepare_reauthentication(&headers, token_used.as_ref())
+                    .await
+                {
                     attempt -= 1; // the challenge round trip is not a failed attempt
                     continue;
                 }
             }
             let envelope: ApiErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-            let error_code = envelope.error_code.clone().unwrap_or_else(|| status.as_u16().to_string());
+            let error_code = envelope
+                .error_code
+                .clone()
+                .unwrap_or_else(|| status.as_u16().to_string());
             let detail = envelope
                 .detail
                 .clone()
@@ -386,28 +455,47 @@ impl AtlasClient {
     }
 
     /// The `Authorization` value for the next attempt, and the bearer token it carries.
-    async fn authorization(&self, method: &Method, path_and_query: &str) -> Result<(Option<SecretString>, Option<SecretString>), AtlasError> {
+    async fn authorization(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+    ) -> Result<(Option<SecretString>, Option<SecretString>), AtlasError> {
         match &self.inner.auth {
-            Auth::None => Ok((None, None)),
-            Auth::Digest(state) => Ok((state.authorization(method.as_str(), path_and_query).map(SecretString::from), None)),
-            Auth::OAuth(cache) => {
+            Auth::Anonymous => Ok((None, None)),
+            Auth::ApiKey(state) => Ok((
+                state
+                    .authorization(method.as_str(), path_and_query)
+                    .map(SecretString::from),
+                None,
+            )),
+            Auth::ServiceAccount(cache) => {
                 let token = self.token(cache).await?;
-                Ok((Some(SecretString::from(format!("Bearer {}", token.expose_secret()))), Some(token)))
+                Ok((
+                    Some(SecretString::from(format!(
+                        "Bearer {}",
+                        token.expose_secret()
+                    ))),
+                    Some(token),
+                ))
             }
         }
     }
 
     /// After a 401: drop the token, or take the Digest challenge. Returns whether a retry makes sense.
-    async fn prepare_reauthentication(&self, headers: &HeaderMap, token_used: Option<&SecretString>) -> bool {
+    async fn prepare_reauthentication(
+        &self,
+        headers: &HeaderMap,
+        token_used: Option<&SecretString>,
+    ) -> bool {
         match &self.inner.auth {
-            Auth::None => false,
-            Auth::OAuth(cache) => {
+            Auth::Anonymous => false,
+            Auth::ServiceAccount(cache) => {
                 if let Some(t) = token_used {
                     cache.invalidate(t.expose_secret()).await;
                 }
                 true
             }
-            Auth::Digest(state) => {
+            Auth::ApiKey(state) => {
                 let challenge = headers
                     .get_all(WWW_AUTHENTICATE)
                     .iter()
@@ -446,11 +534,15 @@ impl AtlasClient {
         if let Some(e) = self.remembered_auth_failure() {
             return Err(e);
         }
-        let url = self.inner.base.join("/api/oauth/token").map_err(|e| AtlasError::Transport {
-            operation: OPERATION,
-            attempts: 0,
-            message: e.to_string(),
-        })?;
+        let url = self
+            .inner
+            .base
+            .join("/api/oauth/token")
+            .map_err(|e| AtlasError::Transport {
+                operation: OPERATION,
+                attempts: 0,
+                message: e.to_string(),
+            })?;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!(
             "{}:{}",
             cache.client_id,
@@ -491,7 +583,10 @@ impl AtlasClient {
             if status.is_success() {
                 return decode(OPERATION, &body);
             }
-            if matches!(status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            if matches!(
+                status,
+                StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) {
                 let e: OAuthErrorBody = serde_json::from_slice(&body).unwrap_or_default();
                 let detail = format!(
                     "token endpoint HTTP {}: {} {}",
@@ -501,9 +596,20 @@ impl AtlasClient {
                 );
                 return Err(self.remember_auth_failure(detail.trim()));
             }
-            if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()) && attempt < self.inner.max_attempts {
-                let delay = self.inner.backoff.delay_with_hint(attempt, retry_after(&headers));
-                warn!(operation = OPERATION, attempt, status = status.as_u16(), ?delay, "token endpoint asked us to retry");
+            if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
+                && attempt < self.inner.max_attempts
+            {
+                let delay = self
+                    .inner
+                    .backoff
+                    .delay_with_hint(attempt, retry_after(&headers));
+                warn!(
+                    operation = OPERATION,
+                    attempt,
+                    status = status.as_u16(),
+                    ?delay,
+                    "token endpoint asked us to retry"
+                );
                 tokio::time::sleep(delay).await;
                 continue;
             }
@@ -518,7 +624,10 @@ impl AtlasClient {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(operation: &'static str, body: &[u8]) -> Result<T, AtlasError> {
+fn decode<T: serde::de::DeserializeOwned>(
+    operation: &'static str,
+    body: &[u8],
+) -> Result<T, AtlasError> {
     serde_json::from_slice(body).map_err(|e| AtlasError::Decode {
         operation,
         message: e.to_string(),
@@ -539,9 +648,13 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 fn hint_for(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        403 => " (the service account or API key needs the Project Backup Export Operator role on this project)",
+        403 => {
+            " (the service account or API key needs the Project Backup Export Operator role on this project)"
+        }
         404 => " (check target.project_id and target.cluster; the cluster must be a Flex cluster)",
-        400 => " (if the errorCode is CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API, this cluster is not a Flex cluster)",
+        400 => {
+            " (if the errorCode is CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API, this cluster is not a Flex cluster)"
+        }
         429 => " (Atlas rate limit; the next run retries)",
         _ => "",
     }

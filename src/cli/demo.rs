@@ -17,18 +17,28 @@ use crate::config::units::format_bytes;
 use crate::config::{Config, Secrets};
 use crate::embedded_store::{ACCESS_KEY, EmbeddedStore, SECRET_KEY};
 use crate::pipeline::SnapshotOutcome;
-use crate::simulator::{SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, Simulator, demo_clusters};
+use crate::simulator::{
+    SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, Simulator, demo_clusters,
+};
 
 const DEMO_BUCKET: &str = "atlas-archive";
 
 pub(super) async fn run(dir: Option<PathBuf>) -> Result<ExitCode, Failure> {
     let dir = match dir {
         Some(d) => d,
-        None => std::env::temp_dir().join(format!("atlas-archiver-demo-{}-{}", std::process::id(), chrono::Utc::now().timestamp())),
+        None => std::env::temp_dir().join(format!(
+            "atlas-archiver-demo-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp()
+        )),
     };
-    let runtime_error = |what: &str, e: &dyn std::fmt::Display| Failure::Runtime(format!("demo: {what}: {e}"));
-    std::fs::create_dir_all(&dir).map_err(|e| runtime_error(&format!("cannot create {}", dir.display()), &e))?;
-    let dir = dir.canonicalize().map_err(|e| runtime_error("cannot resolve the demo directory", &e))?;
+    let runtime_error =
+        |what: &str, e: &dyn std::fmt::Display| Failure::Runtime(format!("demo: {what}: {e}"));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| runtime_error(&format!("cannot create {}", dir.display()), &e))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| runtime_error("cannot resolve the demo directory", &e))?;
 
     let simulator = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), demo_clusters())
         .await
@@ -38,11 +48,17 @@ pub(super) async fn run(dir: Option<PathBuf>) -> Result<ExitCode, Failure> {
         .map_err(|e| runtime_error("cannot start the local S3 server", &e))?;
 
     // A real config file, so that the demo goes through the same loading and validation as `once`.
-    std::fs::write(dir.join("atlas_client_secret"), SIM_CLIENT_SECRET).map_err(|e| runtime_error("cannot write the secret file", &e))?;
+    std::fs::write(dir.join("atlas_client_secret"), SIM_CLIENT_SECRET)
+        .map_err(|e| runtime_error("cannot write the secret file", &e))?;
     let targets: String = simulator
         .clusters()
         .iter()
-        .map(|c| format!("\n[[target]]\nproject_id = \"{}\"\ncluster = \"{}\"\n", c.project_id, c.name))
+        .map(|c| {
+            format!(
+                "\n[[target]]\nproject_id = \"{}\"\ncluster = \"{}\"\n",
+                c.project_id, c.name
+            )
+        })
         .collect();
     let config_text = format!(
         r#"# Written by `atlas-archiver demo`: the built-in Atlas simulator and a local S3 server.
@@ -67,14 +83,23 @@ path = "journal.sqlite"
         s3 = store.endpoint(),
     );
     let config_path = dir.join("config.toml");
-    std::fs::write(&config_path, config_text).map_err(|e| runtime_error("cannot write the config", &e))?;
+    std::fs::write(&config_path, config_text)
+        .map_err(|e| runtime_error("cannot write the config", &e))?;
     // The demo ignores the caller's environment, so that AWS_* or ATLAS_ARCHIVER__* variables
     // meant for a real setup cannot point it elsewhere.
     let config = Config::load(&config_path, &HashMap::new(), Secrets::Load)?;
 
     println!("atlas-archiver demo");
-    println!("  Atlas simulator  {}  ({} Flex clusters)", simulator.base_url(), config.targets.len());
-    println!("  local S3 server  {}  (bucket {DEMO_BUCKET}, files under {})", store.endpoint(), dir.join("s3").display());
+    println!(
+        "  Atlas simulator  {}  ({} Flex clusters)",
+        simulator.base_url(),
+        config.targets.len()
+    );
+    println!(
+        "  local S3 server  {}  (bucket {DEMO_BUCKET}, files under {})",
+        store.endpoint(),
+        dir.join("s3").display()
+    );
     println!("  config           {}", config_path.display());
     println!("\nfirst run: archive every completed snapshot");
     let cancel = CancellationToken::new();
@@ -90,9 +115,16 @@ path = "journal.sqlite"
         .flat_map(|c| c.snapshots.iter().map(|s| (s.id.clone(), s.sha256())))
         .collect();
     for outcome in reports.iter().flat_map(|r| r.snapshots.iter()) {
-        if let SnapshotOutcome::Archived { snapshot_id, object_key, size_bytes, .. } = outcome {
+        if let SnapshotOutcome::Archived {
+            snapshot_id,
+            object_key,
+            size_bytes,
+            ..
+        } = outcome
+        {
             let path = store.path_of(DEMO_BUCKET, object_key);
-            let on_disk = sha256_file(&path).map_err(|e| runtime_error(&format!("cannot read {}", path.display()), &e))?;
+            let on_disk = sha256_file(&path)
+                .map_err(|e| runtime_error(&format!("cannot read {}", path.display()), &e))?;
             let ok = expected.get(snapshot_id) == Some(&on_disk);
             all_good &= ok;
             println!(
@@ -116,11 +148,20 @@ path = "journal.sqlite"
     println!("  {already} snapshots already archived, {downloads_before} downloads in total");
     all_good &= again.iter().all(crate::pipeline::TargetReport::succeeded);
 
-    println!("\nnext: `atlas-archiver status --config {}`", config_path.display());
-    println!("      then write your own config (see config/atlas-archiver.example.toml) and run `atlas-archiver once`");
+    println!(
+        "\nnext: `atlas-archiver status --config {}`",
+        config_path.display()
+    );
+    println!(
+        "      then write your own config (see config/atlas-archiver.example.toml) and run `atlas-archiver once`"
+    );
     simulator.stop();
     store.stop();
-    Ok(if all_good { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if all_good {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
@@ -143,10 +184,18 @@ pub(super) async fn simulate(listen: SocketAddr) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::Runtime(format!("cannot listen on {listen}: {e}")))?;
     println!("Atlas simulator listening on {}", simulator.base_url());
     println!("\nPut this in your config to archive its snapshots into your own bucket:\n");
-    println!("[atlas]\nbase_url = \"{}\"\nclient_id = \"{SIM_CLIENT_ID}\"\nclient_secret = \"{SIM_CLIENT_SECRET}\"", simulator.base_url());
-    println!("# or a legacy API key: public_key = \"{SIM_PUBLIC_KEY}\", private_key = \"{SIM_PRIVATE_KEY}\"");
+    println!(
+        "[atlas]\nbase_url = \"{}\"\nclient_id = \"{SIM_CLIENT_ID}\"\nclient_secret = \"{SIM_CLIENT_SECRET}\"",
+        simulator.base_url()
+    );
+    println!(
+        "# or a legacy API key: public_key = \"{SIM_PUBLIC_KEY}\", private_key = \"{SIM_PRIVATE_KEY}\""
+    );
     for c in simulator.clusters() {
-        println!("\n[[target]]\nproject_id = \"{}\"\ncluster = \"{}\"", c.project_id, c.name);
+        println!(
+            "\n[[target]]\nproject_id = \"{}\"\ncluster = \"{}\"",
+            c.project_id, c.name
+        );
     }
     println!("\nStop with Ctrl-C.");
     let _ = tokio::signal::ctrl_c().await;

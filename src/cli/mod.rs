@@ -46,7 +46,10 @@ pub fn main() -> ExitCode {
             _ => "info",
         }),
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -70,7 +73,11 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<ExitCode, Failure> {
     match command {
-        Command::Once { config, targets, json } => {
+        Command::Once {
+            config,
+            targets,
+            json,
+        } => {
             let path = config_path(config.as_deref(), &env);
             once::run(&path, &env, &targets, json).await
         }
@@ -90,7 +97,10 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
 fn check_config(path: &Path, env: &HashMap<String, String>) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Load)?;
     check_journal_writable(&config)?;
-    println!("# {} is valid; effective configuration (secrets shown as ***):\n", path.display());
+    println!(
+        "# {} is valid; effective configuration (secrets shown as ***):\n",
+        path.display()
+    );
     print!("{}", config.redacted_summary());
     Ok(ExitCode::SUCCESS)
 }
@@ -98,7 +108,10 @@ fn check_config(path: &Path, env: &HashMap<String, String>) -> Result<ExitCode, 
 /// The journal's directory must exist (or be creatable) and accept a new file.
 fn check_journal_writable(config: &Config) -> Result<(), Failure> {
     let journal = &config.journal.path;
-    let dir = journal.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = journal
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let fail = |what: String| {
         Failure::Usage(format!(
             "config file {}: `journal.path`: {} is not writable: {what}",
@@ -106,7 +119,8 @@ fn check_journal_writable(config: &Config) -> Result<(), Failure> {
             journal.display()
         ))
     };
-    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
     let probe = dir.join(format!(".atlas-archiver-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"probe").map_err(|e| fail(e.to_string()))?;
     let _ = std::fs::remove_file(&probe);

@@ -9,20 +9,26 @@ use tracing::warn;
 
 use super::Failure;
 use crate::atlas::AtlasClient;
-use crate::config::{Config, Secrets, Target};
 use crate::config::units::format_bytes;
+use crate::config::{Config, Secrets, Target};
 use crate::journal::Journal;
 use crate::pipeline::{Archiver, PipelineSettings, SnapshotOutcome, TargetReport};
 use crate::store::ObjectStore;
 
-pub(super) async fn run(path: &Path, env: &HashMap<String, String>, target_args: &[String], json: bool) -> Result<ExitCode, Failure> {
+pub(super) async fn run(
+    path: &Path,
+    env: &HashMap<String, String>,
+    target_args: &[String],
+    json: bool,
+) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Load)?;
     let targets = select_targets(&config, target_args)?;
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
     let reports = execute(&config, &targets, "once", cancel).await?;
     if json {
-        let text = serde_json::to_string_pretty(&reports).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&reports).map_err(|e| Failure::Runtime(e.to_string()))?;
         println!("{text}");
     } else {
         print_reports(&reports);
@@ -48,7 +54,12 @@ fn select_targets(config: &Config, args: &[String]) -> Result<Vec<Target>, Failu
                 Err(Failure::Usage(format!(
                     "--target {t} is not in {}; configured targets: {}",
                     config.source.display(),
-                    config.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    config
+                        .targets
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )))
             }
         })
@@ -57,16 +68,30 @@ fn select_targets(config: &Config, args: &[String]) -> Result<Vec<Target>, Failu
 
 /// Opens the journal, connects to Atlas and the store, and runs the pipeline over `targets`.
 /// Shared by `once` and `demo`.
-pub(super) async fn execute(config: &Config, targets: &[Target], kind: &str, cancel: CancellationToken) -> Result<Vec<TargetReport>, Failure> {
-    let journal = Journal::open(&config.journal.path).map_err(|e| Failure::Runtime(e.to_string()))?;
+pub(super) async fn execute(
+    config: &Config,
+    targets: &[Target],
+    kind: &str,
+    cancel: CancellationToken,
+) -> Result<Vec<TargetReport>, Failure> {
+    let journal =
+        Journal::open(&config.journal.path).map_err(|e| Failure::Runtime(e.to_string()))?;
     let atlas = AtlasClient::new(&config.atlas).map_err(|e| Failure::Runtime(e.to_string()))?;
     let store = ObjectStore::connect(&config.storage).await;
-    store
-        .check_bucket()
-        .await
-        .map_err(|e| Failure::Runtime(format!("cannot reach bucket {}: {e}", config.storage.bucket)))?;
-    let archiver = Archiver::new(atlas, store, journal, PipelineSettings::from_config(config), cancel)
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    store.check_bucket().await.map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot reach bucket {}: {e}",
+            config.storage.bucket
+        ))
+    })?;
+    let archiver = Archiver::new(
+        atlas,
+        store,
+        journal,
+        PipelineSettings::from_config(config),
+        cancel,
+    )
+    .map_err(|e| Failure::Runtime(e.to_string()))?;
     archiver
         .run(kind, targets)
         .await
@@ -112,20 +137,37 @@ pub(super) fn print_reports(reports: &[TargetReport]) {
         }
         for s in &r.snapshots {
             match s {
-                SnapshotOutcome::Archived { snapshot_id, object_key, size_bytes, sha256 } => {
-                    println!("  archived  {snapshot_id}  {:>10}  sha256 {sha256}  -> {object_key}", format_bytes(*size_bytes));
+                SnapshotOutcome::Archived {
+                    snapshot_id,
+                    object_key,
+                    size_bytes,
+                    sha256,
+                } => {
+                    println!(
+                        "  archived  {snapshot_id}  {:>10}  sha256 {sha256}  -> {object_key}",
+                        format_bytes(*size_bytes)
+                    );
                 }
-                SnapshotOutcome::Adopted { snapshot_id, object_key } => {
+                SnapshotOutcome::Adopted {
+                    snapshot_id,
+                    object_key,
+                } => {
                     println!("  adopted   {snapshot_id}  already in the bucket at {object_key}");
                 }
                 SnapshotOutcome::AlreadyArchived { snapshot_id } => {
                     println!("  ok        {snapshot_id}  archived earlier");
                 }
-                SnapshotOutcome::Failed { snapshot_id, reason, error } => {
+                SnapshotOutcome::Failed {
+                    snapshot_id,
+                    reason,
+                    error,
+                } => {
                     println!("  FAILED    {snapshot_id}  {reason}: {error}");
                 }
                 SnapshotOutcome::Lost { snapshot_id } => {
-                    println!("  LOST      {snapshot_id}  Atlas no longer holds it and it was never archived");
+                    println!(
+                        "  LOST      {snapshot_id}  Atlas no longer holds it and it was never archived"
+                    );
                 }
             }
         }

@@ -25,10 +25,18 @@ struct StatusReport {
     recent_runs: Vec<RunRecord>,
 }
 
-pub(super) async fn run(path: &Path, env: &HashMap<String, String>, json: bool) -> Result<ExitCode, Failure> {
+pub(super) async fn run(
+    path: &Path,
+    env: &HashMap<String, String>,
+    json: bool,
+) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Skip)?;
-    let journal = Journal::open_read_only(&config.journal.path).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let all = journal.snapshots(None).await.map_err(|e| Failure::Runtime(e.to_string()))?;
+    let journal = Journal::open_read_only(&config.journal.path)
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let all = journal
+        .snapshots(None)
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     let mut targets: Vec<Target> = config.targets.clone();
     // Targets removed from the config still show, so that nothing archived is hidden.
     for r in &all {
@@ -54,10 +62,14 @@ pub(super) async fn run(path: &Path, env: &HashMap<String, String>, json: bool) 
                 cluster: t.cluster,
             })
             .collect(),
-        recent_runs: journal.recent_runs(5).await.map_err(|e| Failure::Runtime(e.to_string()))?,
+        recent_runs: journal
+            .recent_runs(5)
+            .await
+            .map_err(|e| Failure::Runtime(e.to_string()))?,
     };
     if json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&report).map_err(|e| Failure::Runtime(e.to_string()))?;
         println!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -86,7 +98,13 @@ pub(super) async fn run(path: &Path, env: &HashMap<String, String>, json: bool) 
     if let Some(last) = report.recent_runs.first() {
         println!(
             "\nlast run #{} ({}) started {}: {} (archived {}, already archived {}, failed {})",
-            last.id, last.kind, last.started_at, last.status, last.archived, last.skipped, last.failed
+            last.id,
+            last.kind,
+            last.started_at,
+            last.status,
+            last.archived,
+            last.skipped,
+            last.failed
         );
     }
     Ok(ExitCode::SUCCESS)

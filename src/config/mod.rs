@@ -310,10 +310,14 @@ impl Config {
         out.push_str(&format!("base_url = {:?}\n", a.base_url.as_str()));
         match &a.credentials {
             AtlasCredentials::ServiceAccount { client_id, .. } => {
-                out.push_str(&format!("client_id = {client_id:?}\nclient_secret = \"***\"\n"));
+                out.push_str(&format!(
+                    "client_id = {client_id:?}\nclient_secret = \"***\"\n"
+                ));
             }
             AtlasCredentials::ApiKey { public_key, .. } => {
-                out.push_str(&format!("public_key = {public_key:?}\nprivate_key = \"***\"\n"));
+                out.push_str(&format!(
+                    "public_key = {public_key:?}\nprivate_key = \"***\"\n"
+                ));
             }
             AtlasCredentials::NotLoaded => out.push_str("# credentials not loaded\n"),
         }
@@ -340,7 +344,9 @@ impl Config {
         ));
         match &s.static_credentials {
             Some((id, _)) => {
-                out.push_str(&format!("access_key_id = {id:?}\nsecret_access_key = \"***\"\n"));
+                out.push_str(&format!(
+                    "access_key_id = {id:?}\nsecret_access_key = \"***\"\n"
+                ));
             }
             None => out.push_str("# credentials: AWS default chain\n"),
         }
@@ -400,7 +406,12 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&self, key: &str, value: Option<&String>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
             Some(text) => parse_duration(text).map_err(|m| self.invalid(key, m)),
@@ -420,10 +431,7 @@ impl Validator<'_> {
         fallback_env: Option<&str>,
     ) -> Result<Option<SecretString>, ConfigError> {
         if value.is_some() && file_value.is_some() {
-            return Err(self.invalid(
-                key,
-                format!("set either `{key}` or `{key}_file`, not both"),
-            ));
+            return Err(self.invalid(key, format!("set either `{key}` or `{key}_file`, not both")));
         }
         if let Some(v) = value {
             return Ok(Some(SecretString::from(v.clone())));
@@ -466,11 +474,7 @@ impl Validator<'_> {
     fn validate(self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         let atlas = self.atlas(&raw.atlas)?;
         let storage = self.storage(raw.storage.as_ref())?;
-        let journal_path = raw
-            .journal
-            .path
-            .as_deref()
-            .unwrap_or(DEFAULT_JOURNAL_PATH);
+        let journal_path = raw.journal.path.as_deref().unwrap_or(DEFAULT_JOURNAL_PATH);
         if journal_path.trim().is_empty() {
             return Err(self.invalid("journal.path", "must not be empty"));
         }
@@ -481,17 +485,32 @@ impl Validator<'_> {
         for (i, t) in raw.targets.iter().enumerate() {
             let key = format!("target[{i}]");
             let project_id = t.project_id.clone().ok_or_else(|| {
-                self.invalid(&format!("{key}.project_id"), "missing; every [[target]] needs project_id and cluster")
+                self.invalid(
+                    &format!("{key}.project_id"),
+                    "missing; every [[target]] needs project_id and cluster",
+                )
             })?;
             validate_project_id(&project_id)
                 .map_err(|m| self.invalid(&format!("{key}.project_id"), m))?;
             let cluster = t.cluster.clone().ok_or_else(|| {
-                self.invalid(&format!("{key}.cluster"), "missing; every [[target]] needs project_id and cluster")
+                self.invalid(
+                    &format!("{key}.cluster"),
+                    "missing; every [[target]] needs project_id and cluster",
+                )
             })?;
-            validate_cluster_name(&cluster).map_err(|m| self.invalid(&format!("{key}.cluster"), m))?;
-            let target = Target { project_id, cluster };
+            validate_cluster_name(&cluster)
+                .map_err(|m| self.invalid(&format!("{key}.cluster"), m))?;
+            let target = Target {
+                project_id,
+                cluster,
+            };
             if targets.contains(&target) {
-                return Err(self.invalid(&key, format!("duplicate target {target}: each (project_id, cluster) pair may appear once")));
+                return Err(self.invalid(
+                    &key,
+                    format!(
+                        "duplicate target {target}: each (project_id, cluster) pair may appear once"
+                    ),
+                ));
             }
             targets.push(target);
         }
@@ -515,20 +534,33 @@ impl Validator<'_> {
             .base_url
             .clone()
             .unwrap_or_else(|| "https://cloud.mongodb.com".to_owned());
-        let base_url = parse_http_url(&base_text)
-            .map_err(|m| self.invalid("atlas.base_url", m))?;
+        let base_url = parse_http_url(&base_text).map_err(|m| self.invalid("atlas.base_url", m))?;
         let credentials = match self.secrets {
             Secrets::Skip => AtlasCredentials::NotLoaded,
             Secrets::Load => self.atlas_credentials(a)?,
         };
-        let retry_base = self.duration("atlas.retry_base_delay", a.retry_base_delay.as_ref(), Duration::from_secs(1))?;
-        let retry_max = self.duration("atlas.retry_max_delay", a.retry_max_delay.as_ref(), Duration::from_secs(120))?;
+        let retry_base = self.duration(
+            "atlas.retry_base_delay",
+            a.retry_base_delay.as_ref(),
+            Duration::from_secs(1),
+        )?;
+        let retry_max = self.duration(
+            "atlas.retry_max_delay",
+            a.retry_max_delay.as_ref(),
+            Duration::from_secs(120),
+        )?;
         if retry_max < retry_base {
-            return Err(self.invalid("atlas.retry_max_delay", "must not be shorter than atlas.retry_base_delay"));
+            return Err(self.invalid(
+                "atlas.retry_max_delay",
+                "must not be shorter than atlas.retry_base_delay",
+            ));
         }
         let max_attempts = a.max_attempts.unwrap_or(6);
         if !(1..=100).contains(&max_attempts) {
-            return Err(self.invalid("atlas.max_attempts", format!("{max_attempts} is out of range: use 1 to 100")));
+            return Err(self.invalid(
+                "atlas.max_attempts",
+                format!("{max_attempts} is out of range: use 1 to 100"),
+            ));
         }
         let positive = |key: &str, d: Duration| {
             if d.is_zero() {
@@ -542,11 +574,19 @@ impl Validator<'_> {
             credentials,
             poll_interval: positive(
                 "atlas.poll_interval",
-                self.duration("atlas.poll_interval", a.poll_interval.as_ref(), Duration::from_secs(5))?,
+                self.duration(
+                    "atlas.poll_interval",
+                    a.poll_interval.as_ref(),
+                    Duration::from_secs(5),
+                )?,
             )?,
             restore_timeout: positive(
                 "atlas.restore_timeout",
-                self.duration("atlas.restore_timeout", a.restore_timeout.as_ref(), Duration::from_secs(1800))?,
+                self.duration(
+                    "atlas.restore_timeout",
+                    a.restore_timeout.as_ref(),
+                    Duration::from_secs(1800),
+                )?,
             )?,
             retry: RetryConfig {
                 max_attempts,
@@ -555,18 +595,28 @@ impl Validator<'_> {
             },
             request_timeout: positive(
                 "atlas.request_timeout",
-                self.duration("atlas.request_timeout", a.request_timeout.as_ref(), Duration::from_secs(60))?,
+                self.duration(
+                    "atlas.request_timeout",
+                    a.request_timeout.as_ref(),
+                    Duration::from_secs(60),
+                )?,
             )?,
             download_read_timeout: positive(
                 "atlas.download_read_timeout",
-                self.duration("atlas.download_read_timeout", a.download_read_timeout.as_ref(), Duration::from_secs(120))?,
+                self.duration(
+                    "atlas.download_read_timeout",
+                    a.download_read_timeout.as_ref(),
+                    Duration::from_secs(120),
+                )?,
             )?,
         })
     }
 
     fn atlas_credentials(&self, a: &RawAtlas) -> Result<AtlasCredentials, ConfigError> {
-        let in_file_sa = a.client_id.is_some() || a.client_secret.is_some() || a.client_secret_file.is_some();
-        let in_file_key = a.public_key.is_some() || a.private_key.is_some() || a.private_key_file.is_some();
+        let in_file_sa =
+            a.client_id.is_some() || a.client_secret.is_some() || a.client_secret_file.is_some();
+        let in_file_key =
+            a.public_key.is_some() || a.private_key.is_some() || a.private_key_file.is_some();
         if in_file_sa && in_file_key {
             return Err(self.invalid(
                 "atlas",
@@ -583,13 +633,21 @@ impl Validator<'_> {
                 .public_key
                 .clone()
                 .or_else(|| self.env_var("MONGODB_ATLAS_PUBLIC_API_KEY"))
-                .ok_or_else(|| self.invalid("atlas.public_key", "missing (or set MONGODB_ATLAS_PUBLIC_API_KEY)"))?;
+                .ok_or_else(|| {
+                    self.invalid(
+                        "atlas.public_key",
+                        "missing (or set MONGODB_ATLAS_PUBLIC_API_KEY)",
+                    )
+                })?;
             let private_key = self
                 .secret("atlas.private_key", a.private_key.as_ref(), a.private_key_file.as_ref(), Some("MONGODB_ATLAS_PRIVATE_API_KEY"))?
                 .ok_or_else(|| {
                     self.invalid("atlas.private_key", "missing: set private_key_file (or private_key, or MONGODB_ATLAS_PRIVATE_API_KEY)")
                 })?;
-            return Ok(AtlasCredentials::ApiKey { public_key, private_key });
+            return Ok(AtlasCredentials::ApiKey {
+                public_key,
+                private_key,
+            });
         }
         let client_id = a
             .client_id
@@ -606,20 +664,30 @@ impl Validator<'_> {
             .ok_or_else(|| {
                 self.invalid("atlas.client_secret", "missing: set client_secret_file (or client_secret, or MONGODB_ATLAS_CLIENT_SECRET)")
             })?;
-        Ok(AtlasCredentials::ServiceAccount { client_id, client_secret })
+        Ok(AtlasCredentials::ServiceAccount {
+            client_id,
+            client_secret,
+        })
     }
 
     fn storage(&self, s: Option<&RawStorage>) -> Result<StorageConfig, ConfigError> {
         let default = RawStorage::default();
         let s = s.unwrap_or(&default);
-        let bucket = s
-            .bucket
-            .clone()
-            .ok_or_else(|| self.invalid("storage.bucket", "missing: name the bucket that receives the archives"))?;
+        let bucket = s.bucket.clone().ok_or_else(|| {
+            self.invalid(
+                "storage.bucket",
+                "missing: name the bucket that receives the archives",
+            )
+        })?;
         validate_bucket(&bucket).map_err(|m| self.invalid("storage.bucket", m))?;
-        let endpoint_text = s.endpoint.clone().or_else(|| self.env_var("AWS_ENDPOINT_URL"));
+        let endpoint_text = s
+            .endpoint
+            .clone()
+            .or_else(|| self.env_var("AWS_ENDPOINT_URL"));
         let endpoint = match endpoint_text {
-            Some(text) => Some(parse_http_url(&text).map_err(|m| self.invalid("storage.endpoint", m))?),
+            Some(text) => {
+                Some(parse_http_url(&text).map_err(|m| self.invalid("storage.endpoint", m))?)
+            }
             None => None,
         };
         let region = s
@@ -629,7 +697,10 @@ impl Validator<'_> {
             .unwrap_or_else(|| "us-east-1".to_owned());
         let prefix = s.prefix.clone().unwrap_or_default();
         if prefix.starts_with('/') {
-            return Err(self.invalid("storage.prefix", format!("`{prefix}` starts with '/': S3 keys are relative, write e.g. \"atlas/\"")));
+            return Err(self.invalid(
+                "storage.prefix",
+                format!("`{prefix}` starts with '/': S3 keys are relative, write e.g. \"atlas/\""),
+            ));
         }
         let static_credentials = match self.secrets {
             Secrets::Skip => None,
@@ -644,10 +715,16 @@ impl Validator<'_> {
                     (Some(id), Some(secret)) => Some((id, secret)),
                     (None, None) => None,
                     (Some(_), None) => {
-                        return Err(self.invalid("storage.secret_access_key", "access_key_id is set but no secret_access_key(_file)"));
+                        return Err(self.invalid(
+                            "storage.secret_access_key",
+                            "access_key_id is set but no secret_access_key(_file)",
+                        ));
                     }
                     (None, Some(_)) => {
-                        return Err(self.invalid("storage.access_key_id", "secret_access_key is set but no access_key_id"));
+                        return Err(self.invalid(
+                            "storage.access_key_id",
+                            "secret_access_key is set but no access_key_id",
+                        ));
                     }
                 }
             }
@@ -655,7 +732,8 @@ impl Validator<'_> {
         let part_size = match s.part_size.as_deref().map(str::trim) {
             None | Some("auto") => PartSize::Auto,
             Some(text) => {
-                let bytes = parse_byte_size(text).map_err(|m| self.invalid("storage.part_size", format!("{m}, or \"auto\"")))?;
+                let bytes = parse_byte_size(text)
+                    .map_err(|m| self.invalid("storage.part_size", format!("{m}, or \"auto\"")))?;
                 if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&bytes) {
                     return Err(self.invalid(
                         "storage.part_size",
@@ -667,7 +745,10 @@ impl Validator<'_> {
         };
         let parts_in_flight = s.parts_in_flight.unwrap_or(3);
         if !(1..=64).contains(&parts_in_flight) {
-            return Err(self.invalid("storage.parts_in_flight", format!("{parts_in_flight} is out of range: use 1 to 64")));
+            return Err(self.invalid(
+                "storage.parts_in_flight",
+                format!("{parts_in_flight} is out of range: use 1 to 64"),
+            ));
         }
         let checksum_calculation = match s.request_checksum_calculation.as_deref() {
             None | Some("auto") => {
@@ -692,8 +773,12 @@ impl Validator<'_> {
                 ));
             }
         };
-        let key_template = s.key_template.clone().unwrap_or_else(|| DEFAULT_KEY_TEMPLATE.to_owned());
-        crate::keys::validate_template(&key_template).map_err(|m| self.invalid("storage.key_template", m))?;
+        let key_template = s
+            .key_template
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KEY_TEMPLATE.to_owned());
+        crate::keys::validate_template(&key_template)
+            .map_err(|m| self.invalid("storage.key_template", m))?;
         Ok(StorageConfig {
             bucket,
             force_path_style: s.force_path_style.unwrap_or(endpoint.is_some()),
@@ -710,7 +795,8 @@ impl Validator<'_> {
 }
 
 fn parse_http_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e}); write e.g. \"https://host:port\""))?;
+    let url = Url::parse(text)
+        .map_err(|e| format!("`{text}` is not a URL ({e}); write e.g. \"https://host:port\""))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("`{text}` must start with http:// or https://"));
     }
@@ -725,8 +811,14 @@ fn validate_bucket(name: &str) -> Result<(), String> {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    let ok_ends = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    let ok_ends = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
     if (3..=63).contains(&name.len()) && ok_chars && ok_ends {
         Ok(())
     } else {

@@ -1,0 +1,371 @@
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::*;
+
+const GOOD: &str = r#"
+[atlas]
+client_id = "mdb_sa_id_x"
+client_secret = "s3cr3t-value"
+
+[storage]
+bucket = "atlas-archive"
+endpoint = "http://127.0.0.1:9000"
+
+[journal]
+path = "journal.sqlite"
+
+[[target]]
+project_id = "32b6e34b3d91647abb20e7b8"
+cluster = "orders-flex"
+"#;
+
+struct Case {
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    fn write(&self, text: &str) -> PathBuf {
+        let p = self.dir.path().join("config.toml");
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+        p
+    }
+
+    fn load(&self, text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let path = self.write(text);
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::load(&path, &env, Secrets::Load)
+    }
+
+    fn error(&self, text: &str, env: &[(&str, &str)]) -> String {
+        match self.load(text, env) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+fn loaded(c: &Case, text: &str, env: &[(&str, &str)]) -> Config {
+    c.load(text, env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_good_config_loads_with_defaults() {
+    let c = Case::new();
+    let config = loaded(&c, GOOD, &[]);
+    assert_eq!(config.targets.len(), 1);
+    assert_eq!(config.storage.part_size, PartSize::Auto);
+    assert_eq!(config.storage.parts_in_flight, 3);
+    assert!(
+        config.storage.force_path_style,
+        "custom endpoints default to path style"
+    );
+    assert_eq!(
+        config.storage.checksum_calculation,
+        Some(ChecksumCalculation::WhenRequired)
+    );
+    assert_eq!(config.atlas.base_url.as_str(), "https://cloud.mongodb.com/");
+    assert_eq!(config.journal.path, c.dir.path().join("journal.sqlite"));
+    assert!(matches!(
+        config.atlas.credentials,
+        AtlasCredentials::ServiceAccount { .. }
+    ));
+}
+
+#[test]
+fn every_mistake_names_the_file_and_the_key() {
+    let c = Case::new();
+    let file = c.dir.path().join("config.toml").display().to_string();
+    let cases: Vec<(String, &str)> = vec![
+        (GOOD.replace("bucket = ", "bukcet = "), "bukcet"),
+        (format!("{GOOD}\n[extra]\nx = 1\n"), "extra"),
+        (
+            GOOD.replace("32b6e34b3d91647abb20e7b8", "32B6E34B3D91647ABB20E7B8"),
+            "target[0].project_id",
+        ),
+        (
+            GOOD.replace("32b6e34b3d91647abb20e7b8", "1234"),
+            "^[a-f0-9]{24}$",
+        ),
+        (GOOD.replace("orders-flex", "-orders"), "target[0].cluster"),
+        (
+            GOOD.replace("orders-flex", "orders_flex"),
+            "^[a-zA-Z0-9][a-zA-Z0-9-]*$",
+        ),
+        (
+            format!(
+                "{GOOD}\n[[target]]\nproject_id = \"32b6e34b3d91647abb20e7b8\"\ncluster = \"orders-flex\"\n"
+            ),
+            "duplicate target",
+        ),
+        (
+            GOOD.replace("[storage]", "[storage]\npart_size = \"1MiB\""),
+            "storage.part_size",
+        ),
+        (
+            GOOD.replace("[storage]", "[storage]\npart_size = \"6GiB\""),
+            "5MiB to 5GiB",
+        ),
+        (
+            GOOD.replace("[storage]", "[storage]\npart_size = \"big\""),
+            "storage.part_size",
+        ),
+        (
+            GOOD.replace("[storage]", "[storage]\nparts_in_flight = 0"),
+            "storage.parts_in_flight",
+        ),
+        (
+            GOOD.replace(
+                "[storage]",
+                "[storage]\nrequest_checksum_calculation = \"always\"",
+            ),
+            "storage.request_checksum_calculation",
+        ),
+        (
+            GOOD.replace(
+                "[storage]",
+                "[storage]\nkey_template = \"{prefix}{cluster}.tgz\"",
+            ),
+            "storage.key_template",
+        ),
+        (
+            GOOD.replace("[storage]", "[storage]\nprefix = \"/abs/\""),
+            "storage.prefix",
+        ),
+        (
+            GOOD.replace("bucket = \"atlas-archive\"", "bucket = \"Atlas_Archive\""),
+            "storage.bucket",
+        ),
+        (
+            GOOD.replace("bucket = \"atlas-archive\"\n", ""),
+            "storage.bucket",
+        ),
+        (
+            GOOD.replace(
+                "endpoint = \"http://127.0.0.1:9000\"",
+                "endpoint = \"127.0.0.1:9000\"",
+            ),
+            "storage.endpoint",
+        ),
+        (
+            GOOD.replace("[atlas]", "[atlas]\nbase_url = \"ftp://x\""),
+            "atlas.base_url",
+        ),
+        (
+            GOOD.replace("[atlas]", "[atlas]\npoll_interval = \"5 weeks\""),
+            "atlas.poll_interval",
+        ),
+        (
+            GOOD.replace("[atlas]", "[atlas]\nrestore_timeout = \"0s\""),
+            "atlas.restore_timeout",
+        ),
+        (
+            GOOD.replace("[atlas]", "[atlas]\npublic_key = \"abc\""),
+            "keep one",
+        ),
+        (
+            GOOD.replace(
+                "client_secret = \"s3cr3t-value\"",
+                "client_secret = \"s3cr3t-value\"\nclient_secret_file = \"x\"",
+            ),
+            "not both",
+        ),
+        (
+            GOOD.replace(
+                "client_id = \"mdb_sa_id_x\"\nclient_secret = \"s3cr3t-value\"",
+                "",
+            ),
+            "atlas.client_id",
+        ),
+        (
+            GOOD.replace("client_secret = \"s3cr3t-value\"", ""),
+            "atlas.client_secret",
+        ),
+        (
+            GOOD.replace(
+                "client_secret = \"s3cr3t-value\"",
+                "client_secret_file = \"missing-file\"",
+            ),
+            "atlas.client_secret_file",
+        ),
+        (
+            GOOD.split("[[target]]")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            "[[target]]",
+        ),
+        (
+            GOOD.replace("[storage]", "[storage]\nparts_in_flight = \"many\""),
+            "parts_in_flight",
+        ),
+        ("this is = not toml [".to_owned(), &file),
+    ];
+    for (text, needle) in cases {
+        let message = c.error(&text, &[]);
+        assert!(message.contains(&file), "{message:?} should name the file");
+        assert!(
+            message.contains(needle),
+            "{message:?} should mention {needle:?}"
+        );
+        assert!(
+            !message.contains("s3cr3t-value"),
+            "{message:?} leaks the secret"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_says_how_to_point_at_one() {
+    let env = HashMap::new();
+    let e = Config::load(
+        std::path::Path::new("/nonexistent/config.toml"),
+        &env,
+        Secrets::Load,
+    );
+    let message = e
+        .map(|_| ())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("/nonexistent/config.toml") && message.contains("--config"),
+        "{message}"
+    );
+}
+
+#[test]
+fn environment_overrides_and_fallbacks() {
+    let c = Case::new();
+    let text = GOOD
+        .replace(
+            "client_id = \"mdb_sa_id_x\"\nclient_secret = \"s3cr3t-value\"",
+            "",
+        )
+        .replace("endpoint = \"http://127.0.0.1:9000\"\n", "");
+    let config = loaded(
+        &c,
+        &text,
+        &[
+            ("ATLAS_ARCHIVER__STORAGE__BUCKET", "other-bucket"),
+            ("ATLAS_ARCHIVER__STORAGE__PARTS_IN_FLIGHT", "5"),
+            ("ATLAS_ARCHIVER__ATLAS__POLL_INTERVAL", "2s"),
+            ("MONGODB_ATLAS_CLIENT_ID", "mdb_sa_id_env"),
+            ("MONGODB_ATLAS_CLIENT_SECRET", "env-secret"),
+            ("AWS_ENDPOINT_URL", "http://10.0.0.1:3900"),
+            ("AWS_REGION", "garage"),
+        ],
+    );
+    assert_eq!(config.storage.bucket, "other-bucket");
+    assert_eq!(config.storage.parts_in_flight, 5);
+    assert_eq!(config.atlas.poll_interval, Duration::from_secs(2));
+    assert_eq!(config.storage.region, "garage");
+    assert_eq!(
+        config.storage.endpoint.as_ref().map(Url::as_str),
+        Some("http://10.0.0.1:3900/")
+    );
+    match &config.atlas.credentials {
+        AtlasCredentials::ServiceAccount {
+            client_id,
+            client_secret,
+        } => {
+            assert_eq!(client_id, "mdb_sa_id_env");
+            assert_eq!(expose(client_secret), "env-secret");
+        }
+        other => panic!("{other:?}"),
+    }
+    let keyed = loaded(
+        &c,
+        &text,
+        &[
+            ("MONGODB_ATLAS_PUBLIC_API_KEY", "pub"),
+            ("MONGODB_ATLAS_PRIVATE_API_KEY", "priv"),
+        ],
+    );
+    assert!(
+        matches!(keyed.atlas.credentials, AtlasCredentials::ApiKey { ref public_key, .. } if public_key == "pub")
+    );
+    let bad = c.error(GOOD, &[("ATLAS_ARCHIVER__STORAGE__PART_SIZE", "2MiB")]);
+    assert!(bad.contains("storage.part_size"), "{bad}");
+}
+
+#[test]
+fn secret_files_resolve_in_the_credentials_directory_and_are_trimmed() {
+    let c = Case::new();
+    let creds = c.dir.path().join("creds");
+    std::fs::create_dir_all(&creds).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(creds.join("atlas"), "from-credential-dir\n").unwrap_or_else(|e| panic!("{e}"));
+    let text = GOOD.replace(
+        "client_secret = \"s3cr3t-value\"",
+        "client_secret_file = \"atlas\"",
+    );
+    let config = loaded(
+        &c,
+        &text,
+        &[("CREDENTIALS_DIRECTORY", &creds.display().to_string())],
+    );
+    match &config.atlas.credentials {
+        AtlasCredentials::ServiceAccount { client_secret, .. } => {
+            assert_eq!(expose(client_secret), "from-credential-dir")
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(creds.join("atlas"), "\n").unwrap_or_else(|e| panic!("{e}"));
+    let e = c.error(
+        &text,
+        &[("CREDENTIALS_DIRECTORY", &creds.display().to_string())],
+    );
+    assert!(e.contains("empty"), "{e}");
+}
+
+#[test]
+fn secrets_never_print() {
+    let c = Case::new();
+    let text = GOOD.replace(
+        "[storage]",
+        "[storage]\naccess_key_id = \"AKIA\"\nsecret_access_key = \"aws-secret-value\"",
+    );
+    let config = loaded(&c, &text, &[]);
+    let summary = config.redacted_summary();
+    let debug = format!("{config:?}");
+    for shown in [&summary, &debug] {
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(!shown.contains("aws-secret-value"), "{shown}");
+    }
+    assert!(
+        summary.contains("client_secret = \"***\"")
+            && summary.contains("secret_access_key = \"***\""),
+        "{summary}"
+    );
+}
+
+#[test]
+fn status_can_load_without_secrets() {
+    let c = Case::new();
+    let path = c.write(&GOOD.replace(
+        "client_secret = \"s3cr3t-value\"",
+        "client_secret_file = \"/root/not-readable\"",
+    ));
+    let config =
+        Config::load(&path, &HashMap::new(), Secrets::Skip).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        config.atlas.credentials,
+        AtlasCredentials::NotLoaded
+    ));
+}
+
+#[test]
+fn target_flag_parsing() {
+    assert!(Target::parse("32b6e34b3d91647abb20e7b8/orders-flex").is_ok());
+    assert!(Target::parse("32b6e34b3d91647abb20e7b8").is_err());
+    assert!(Target::parse("xyz/orders").is_err());
+}

@@ -24,7 +24,13 @@ impl JournalLock {
             path: path.display().to_string(),
             detail: format!("cannot open lock file: {e}"),
         };
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -33,7 +39,11 @@ impl JournalLock {
                 let pid = pid.trim();
                 return Err(JournalError::Locked {
                     path: journal.display().to_string(),
-                    holder: if pid.is_empty() { String::new() } else { format!(" (pid {pid})") },
+                    holder: if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {pid})")
+                    },
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),

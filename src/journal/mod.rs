@@ -22,7 +22,9 @@ pub use lock::JournalLock;
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// Another process holds the lock.
-    #[error("journal {path} is in use by another atlas-archiver process{holder}; stop it first, or point journal.path elsewhere")]
+    #[error(
+        "journal {path} is in use by another atlas-archiver process{holder}; stop it first, or point journal.path elsewhere"
+    )]
     Locked {
         /// Journal path.
         path: String,
@@ -30,7 +32,9 @@ pub enum JournalError {
         holder: String,
     },
     /// The file was written by a newer atlas-archiver.
-    #[error("journal {path} has schema version {found}, newer than this atlas-archiver understands ({supported}); upgrade atlas-archiver, or move the file aside (the next run re-adopts archived snapshots from the manifests in the bucket)")]
+    #[error(
+        "journal {path} has schema version {found}, newer than this atlas-archiver understands ({supported}); upgrade atlas-archiver, or move the file aside (the next run re-adopts archived snapshots from the manifests in the bucket)"
+    )]
     NewerSchema {
         /// Journal path.
         path: String,
@@ -40,7 +44,9 @@ pub enum JournalError {
         supported: i64,
     },
     /// The file is damaged.
-    #[error("journal {path} is damaged ({detail}); move it aside and run again: archived snapshots are re-adopted from the manifests in the bucket, nothing is downloaded twice")]
+    #[error(
+        "journal {path} is damaged ({detail}); move it aside and run again: archived snapshots are re-adopted from the manifests in the bucket, nothing is downloaded twice"
+    )]
     Corrupt {
         /// Journal path.
         path: String,
@@ -48,7 +54,9 @@ pub enum JournalError {
         detail: String,
     },
     /// The disk is full.
-    #[error("journal {path}: the disk is full; free space on its filesystem (nothing was lost: the last state change was not recorded and will be retried)")]
+    #[error(
+        "journal {path}: the disk is full; free space on its filesystem (nothing was lost: the last state change was not recorded and will be retried)"
+    )]
     DiskFull {
         /// Journal path.
         path: String,
@@ -282,7 +290,12 @@ impl Journal {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| io_error(path, &format!("cannot create directory {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                io_error(
+                    path,
+                    &format!("cannot create directory {}: {e}", dir.display()),
+                )
+            })?;
         }
         let lock = JournalLock::acquire(path)?;
         let conn = Connection::open(path).map_err(|e| sql_error(path, &e))?;
@@ -297,9 +310,13 @@ impl Journal {
     /// Opens read-only without the lock (for `status` while the daemon runs).
     pub fn open_read_only(path: &Path) -> Result<Self, JournalError> {
         if !path.exists() {
-            return Err(io_error(path, "does not exist yet (no run has happened with this config)"));
+            return Err(io_error(
+                path,
+                "does not exist yet (no run has happened with this config)",
+            ));
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| sql_error(path, &e))?;
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sql_error(path, &e))?;
         schema::check_readable(&conn, path)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -322,7 +339,9 @@ impl Journal {
         let conn = Arc::clone(&self.conn);
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| io_error(&path, "journal connection poisoned by an earlier panic"))?;
+            let mut guard = conn
+                .lock()
+                .map_err(|_| io_error(&path, "journal connection poisoned by an earlier panic"))?;
             f(&mut guard, &path)
         })
         .await
@@ -358,7 +377,11 @@ impl Journal {
     }
 
     /// Adds a snapshot in state `discovered` unless known, refreshes its facts, and returns its row.
-    pub async fn discover(&self, key: SnapshotKey, facts: SnapshotFacts) -> Result<SnapshotRecord, JournalError> {
+    pub async fn discover(
+        &self,
+        key: SnapshotKey,
+        facts: SnapshotFacts,
+    ) -> Result<SnapshotRecord, JournalError> {
         self.with(move |c, p| {
             let tx = c.transaction().map_err(|e| sql_error(p, &e))?;
             let inserted = tx
@@ -389,7 +412,12 @@ impl Journal {
 
     /// Moves a snapshot to `to`, recording `change`, if the state machine allows it. Durable
     /// (fsynced) when this returns.
-    pub async fn transition(&self, key: &SnapshotKey, to: SnapshotState, change: Change) -> Result<SnapshotRecord, JournalError> {
+    pub async fn transition(
+        &self,
+        key: &SnapshotKey,
+        to: SnapshotState,
+        change: Change,
+    ) -> Result<SnapshotRecord, JournalError> {
         let key = key.clone();
         self.with(move |c, p| {
             let tx = c.transaction().map_err(|e| sql_error(p, &e))?;
@@ -453,7 +481,10 @@ impl Journal {
     }
 
     /// Every row, optionally of one target, ordered by target and finish time.
-    pub async fn snapshots(&self, target: Option<Target>) -> Result<Vec<SnapshotRecord>, JournalError> {
+    pub async fn snapshots(
+        &self,
+        target: Option<Target>,
+    ) -> Result<Vec<SnapshotRecord>, JournalError> {
         self.with(move |c, p| {
             let mut stmt = c
                 .prepare(&format!(
@@ -497,7 +528,10 @@ impl Journal {
     }
 
     /// The event log of one snapshot, oldest first: `(time, from, to, note)`.
-    pub async fn events(&self, key: &SnapshotKey) -> Result<Vec<(String, Option<String>, String, Option<String>)>, JournalError> {
+    pub async fn events(
+        &self,
+        key: &SnapshotKey,
+    ) -> Result<Vec<(String, Option<String>, String, Option<String>)>, JournalError> {
         let key = key.clone();
         self.with(move |c, p| {
             let mut stmt = c
@@ -537,7 +571,11 @@ pub struct RunRecord {
 
 const COLUMNS: &str = "project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version, expires_at, restore_job_id, upload_id, object_key, size_bytes, sha256, crc32c, attempts, last_error, last_reason, archived_at, updated_at";
 
-fn fetch(c: &Connection, p: &Path, key: &SnapshotKey) -> Result<Option<SnapshotRecord>, JournalError> {
+fn fetch(
+    c: &Connection,
+    p: &Path,
+    key: &SnapshotKey,
+) -> Result<Option<SnapshotRecord>, JournalError> {
     c.query_row(
         &format!("SELECT {COLUMNS} FROM snapshots WHERE project_id = ?1 AND cluster = ?2 AND snapshot_id = ?3"),
         params![key.project_id, key.cluster, key.snapshot_id],
@@ -548,13 +586,18 @@ fn fetch(c: &Connection, p: &Path, key: &SnapshotKey) -> Result<Option<SnapshotR
 }
 
 fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
-    text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc))
+    text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
     let state_text: String = r.get(3)?;
     let state = SnapshotState::parse(&state_text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, format!("unknown state {state_text}").into())
+        rusqlite::Error::FromSqlConversionFailure(
+            3,
+            rusqlite::types::Type::Text,
+            format!("unknown state {state_text}").into(),
+        )
     })?;
     Ok(SnapshotRecord {
         project_id: r.get(0)?,
@@ -568,7 +611,9 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
         restore_job_id: r.get(8)?,
         upload_id: r.get(9)?,
         object_key: r.get(10)?,
-        size_bytes: r.get::<_, Option<i64>>(11)?.and_then(|n| u64::try_from(n).ok()),
+        size_bytes: r
+            .get::<_, Option<i64>>(11)?
+            .and_then(|n| u64::try_from(n).ok()),
         sha256: r.get(12)?,
         crc32c: r.get(13)?,
         attempts: r.get(14)?,
@@ -579,7 +624,14 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
     })
 }
 
-fn log_event(c: &Connection, p: &Path, key: &SnapshotKey, from: Option<SnapshotState>, to: SnapshotState, note: Option<&str>) -> Result<(), JournalError> {
+fn log_event(
+    c: &Connection,
+    p: &Path,
+    key: &SnapshotKey,
+    from: Option<SnapshotState>,
+    to: SnapshotState,
+    note: Option<&str>,
+) -> Result<(), JournalError> {
     c.execute(
         "INSERT INTO snapshot_events (project_id, cluster, snapshot_id, at, from_state, to_state, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![key.project_id, key.cluster, key.snapshot_id, now(), from.map(SnapshotState::as_str), to.as_str(), note],
@@ -609,8 +661,14 @@ fn sql_error(path: &Path, error: &rusqlite::Error) -> JournalError {
             path: p,
             detail: error.to_string(),
         },
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => JournalError::Locked { path: p, holder: String::new() },
-        _ => JournalError::Io { path: p, detail: error.to_string() },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => JournalError::Locked {
+            path: p,
+            holder: String::new(),
+        },
+        _ => JournalError::Io {
+            path: p,
+            detail: error.to_string(),
+        },
     }
 }
 

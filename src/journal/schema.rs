@@ -60,21 +60,31 @@ CREATE INDEX snapshot_events_by_snapshot ON snapshot_events (project_id, cluster
 /// Sets durability pragmas, checks integrity and version, and migrates.
 pub fn prepare(conn: &Connection, path: &Path) -> Result<(), JournalError> {
     // WAL: a torn write never corrupts committed data; FULL: a commit survives power loss.
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| sql_error(path, &e))?;
-    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| sql_error(path, &e))?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| sql_error(path, &e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| sql_error(path, &e))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| sql_error(path, &e))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| sql_error(path, &e))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(|e| sql_error(path, &e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| sql_error(path, &e))?;
     check_readable(conn, path)?;
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(|e| sql_error(path, &e))?;
-    for (from, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(usize::MAX)) {
+    for (from, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(usize::MAX))
+    {
         let to = i64::try_from(from).unwrap_or(i64::MAX) + 1;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;"))
-            .map_err(|e| {
-                let _ = conn.execute_batch("ROLLBACK;");
-                sql_error(path, &e)
-            })?;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;"
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK;");
+            sql_error(path, &e)
+        })?;
     }
     Ok(())
 }

@@ -21,7 +21,10 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::atlas::models::{Phase, RestoreJob, Snapshot};
 use crate::atlas::{AtlasClient, AtlasError};
 use crate::config::{Config, PartSize, Target};
-use crate::journal::{Change, Journal, JournalError, RunSummary, SnapshotFacts, SnapshotKey, SnapshotRecord, SnapshotState};
+use crate::journal::{
+    Change, Journal, JournalError, RunSummary, SnapshotFacts, SnapshotKey, SnapshotRecord,
+    SnapshotState,
+};
 use crate::keys;
 use crate::store::{ObjectStore, StoreError, plan_part_size};
 use manifest::{MANIFEST_FORMAT, Manifest};
@@ -165,10 +168,12 @@ impl TargetReport {
     /// Whether every snapshot ended archived (now or before).
     pub fn succeeded(&self) -> bool {
         self.error.is_none()
-            && self
-                .snapshots
-                .iter()
-                .all(|s| !matches!(s, SnapshotOutcome::Failed { .. } | SnapshotOutcome::Lost { .. }))
+            && self.snapshots.iter().all(|s| {
+                !matches!(
+                    s,
+                    SnapshotOutcome::Failed { .. } | SnapshotOutcome::Lost { .. }
+                )
+            })
     }
 }
 
@@ -185,7 +190,13 @@ pub struct Archiver {
 
 impl Archiver {
     /// Wires the parts. `cancel` stops transfers (aborting their uploads) on shutdown.
-    pub fn new(atlas: AtlasClient, store: ObjectStore, journal: Journal, settings: PipelineSettings, cancel: CancellationToken) -> Result<Self, ArchiveError> {
+    pub fn new(
+        atlas: AtlasClient,
+        store: ObjectStore,
+        journal: Journal,
+        settings: PipelineSettings,
+        cancel: CancellationToken,
+    ) -> Result<Self, ArchiveError> {
         let download = transfer::download_client(settings.download)?;
         Ok(Self {
             atlas,
@@ -203,7 +214,11 @@ impl Archiver {
     }
 
     /// Runs every target (at most `max_concurrent_transfers` at once) and records the run.
-    pub async fn run(&self, kind: &str, targets: &[Target]) -> Result<Vec<TargetReport>, ArchiveError> {
+    pub async fn run(
+        &self,
+        kind: &str,
+        targets: &[Target],
+    ) -> Result<Vec<TargetReport>, ArchiveError> {
         let run_id = self.journal.start_run(kind).await?;
         let reports: Vec<TargetReport> = futures_util::stream::iter(targets.iter().cloned())
             .map(|t| async move { self.archive_target(&t).await })
@@ -214,9 +229,13 @@ impl Archiver {
         for r in &reports {
             for s in &r.snapshots {
                 match s {
-                    SnapshotOutcome::Archived { .. } | SnapshotOutcome::Adopted { .. } => summary.archived += 1,
+                    SnapshotOutcome::Archived { .. } | SnapshotOutcome::Adopted { .. } => {
+                        summary.archived += 1
+                    }
                     SnapshotOutcome::AlreadyArchived { .. } => summary.skipped += 1,
-                    SnapshotOutcome::Failed { .. } | SnapshotOutcome::Lost { .. } => summary.failed += 1,
+                    SnapshotOutcome::Failed { .. } | SnapshotOutcome::Lost { .. } => {
+                        summary.failed += 1
+                    }
                 }
             }
             if let Some(e) = &r.error {
@@ -288,11 +307,20 @@ impl Archiver {
 
     /// Snapshots the journal knows as not archived that Atlas no longer lists: reported once,
     /// loudly, because that is the event an operator most needs to hear about.
-    async fn report_lost(&self, target: &Target, listed: &[Snapshot]) -> Result<Vec<SnapshotOutcome>, ArchiveError> {
+    async fn report_lost(
+        &self,
+        target: &Target,
+        listed: &[Snapshot],
+    ) -> Result<Vec<SnapshotOutcome>, ArchiveError> {
         let mut lost = Vec::new();
         for record in self.journal.snapshots(Some(target.clone())).await? {
-            let still_listed = listed.iter().any(|s| s.id.as_deref() == Some(record.snapshot_id.as_str()));
-            if record.state == SnapshotState::Archived || still_listed || record.last_reason.as_deref() == Some("SNAPSHOT_LOST") {
+            let still_listed = listed
+                .iter()
+                .any(|s| s.id.as_deref() == Some(record.snapshot_id.as_str()));
+            if record.state == SnapshotState::Archived
+                || still_listed
+                || record.last_reason.as_deref() == Some("SNAPSHOT_LOST")
+            {
                 continue;
             }
             error!(snapshot = %record.snapshot_id, "snapshot LOST: Atlas no longer holds it and it was never archived");
@@ -301,7 +329,9 @@ impl Archiver {
                     &record.key(),
                     SnapshotState::Failed,
                     Change {
-                        error: Some("Atlas no longer holds this snapshot and it was never archived".into()),
+                        error: Some(
+                            "Atlas no longer holds this snapshot and it was never archived".into(),
+                        ),
                         reason: Some("SNAPSHOT_LOST".into()),
                         ..Change::default()
                     },
@@ -315,7 +345,12 @@ impl Archiver {
     }
 
     /// One snapshot, with up to [`ATTEMPTS_PER_RUN`] attempts for retryable failures.
-    async fn archive_snapshot(&self, target: &Target, id: &str, snapshot: &Snapshot) -> Result<SnapshotOutcome, ArchiveError> {
+    async fn archive_snapshot(
+        &self,
+        target: &Target,
+        id: &str,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotOutcome, ArchiveError> {
         // Nested in the target span, which carries `project` and `cluster`.
         let span = info_span!("snapshot", snapshot = %id);
         async {
@@ -391,7 +426,11 @@ impl Archiver {
 
     /// The bucket already has this snapshot (say, the journal was lost): adopt it if the manifest
     /// names this snapshot and the archive's size matches.
-    async fn adopt_existing(&self, key: &SnapshotKey, object_key: &str) -> Result<Option<SnapshotOutcome>, ArchiveError> {
+    async fn adopt_existing(
+        &self,
+        key: &SnapshotKey,
+        object_key: &str,
+    ) -> Result<Option<SnapshotOutcome>, ArchiveError> {
         let manifest_key = keys::manifest_key(object_key);
         let Some(body) = self.store.get_small(&manifest_key).await? else {
             return Ok(None);
@@ -428,7 +467,10 @@ impl Archiver {
                     crc32c: Some(manifest.crc32c.clone()),
                     restore_job_id: manifest.restore_job_id.clone(),
                     upload_id: Some(String::new()),
-                    note: Some("adopted: the bucket already holds this snapshot with a matching manifest".into()),
+                    note: Some(
+                        "adopted: the bucket already holds this snapshot with a matching manifest"
+                            .into(),
+                    ),
                     ..Change::default()
                 },
             )
@@ -442,57 +484,107 @@ impl Archiver {
 
     /// Gets a usable download job: the one the journal remembers if Atlas still serves it,
     /// else a new one.
-    async fn obtain_job(&self, key: &SnapshotKey, reuse: Option<String>) -> Result<RestoreJob, ArchiveError> {
+    async fn obtain_job(
+        &self,
+        key: &SnapshotKey,
+        reuse: Option<String>,
+    ) -> Result<RestoreJob, ArchiveError> {
         if let Some(job_id) = reuse {
-            match self.atlas.get_restore_job(&key.project_id, &key.cluster, &job_id).await {
+            match self
+                .atlas
+                .get_restore_job(&key.project_id, &key.cluster, &job_id)
+                .await
+            {
                 Ok(job) if usable(&job) => {
                     info!(job = %job_id, "reusing the download job of an earlier attempt");
                     self.journal
-                        .transition(key, SnapshotState::DownloadRequested, Change {
-                            restore_job_id: Some(job_id.clone()),
-                            note: Some(format!("reusing download job {job_id}")),
-                            ..Change::default()
-                        })
+                        .transition(
+                            key,
+                            SnapshotState::DownloadRequested,
+                            Change {
+                                restore_job_id: Some(job_id.clone()),
+                                note: Some(format!("reusing download job {job_id}")),
+                                ..Change::default()
+                            },
+                        )
                         .await?;
                     return Ok(job);
                 }
-                Ok(_) => info!(job = %job_id, "earlier download job is no longer usable; requesting a new one"),
-                Err(e) => warn!(job = %job_id, error = %e, "cannot read the earlier download job; requesting a new one"),
+                Ok(_) => {
+                    info!(job = %job_id, "earlier download job is no longer usable; requesting a new one")
+                }
+                Err(e) => {
+                    warn!(job = %job_id, error = %e, "cannot read the earlier download job; requesting a new one")
+                }
             }
         }
         self.journal
-            .transition(key, SnapshotState::DownloadRequested, Change {
-                note: Some("requesting a download from Atlas".into()),
-                ..Change::default()
-            })
+            .transition(
+                key,
+                SnapshotState::DownloadRequested,
+                Change {
+                    note: Some("requesting a download from Atlas".into()),
+                    ..Change::default()
+                },
+            )
             .await?;
-        let job = match self.atlas.request_download(&key.project_id, &key.cluster, &key.snapshot_id).await {
+        let job = match self
+            .atlas
+            .request_download(&key.project_id, &key.cluster, &key.snapshot_id)
+            .await
+        {
             Ok(job) => job,
             Err(AtlasError::Api { status: 409, .. }) => {
                 // A download of this snapshot is already being prepared: find and reuse it.
-                let jobs = self.atlas.list_restore_jobs(&key.project_id, &key.cluster).await?;
+                let jobs = self
+                    .atlas
+                    .list_restore_jobs(&key.project_id, &key.cluster)
+                    .await?;
                 jobs.into_iter()
-                    .filter(|j| j.snapshot_id.as_deref() == Some(key.snapshot_id.as_str()) && j.is_download())
+                    .filter(|j| {
+                        j.snapshot_id.as_deref() == Some(key.snapshot_id.as_str())
+                            && j.is_download()
+                    })
                     .find(|j| j.phase() != Phase::Failed && !expired(j))
-                    .ok_or_else(|| ArchiveError::Integrity("Atlas says a download is in progress but lists none for this snapshot".into()))?
+                    .ok_or_else(|| {
+                        ArchiveError::Integrity(
+                            "Atlas says a download is in progress but lists none for this snapshot"
+                                .into(),
+                        )
+                    })?
             }
             Err(e) => return Err(e.into()),
         };
-        let job_id = job.id.clone().ok_or_else(|| ArchiveError::Integrity("Atlas returned a download job without an id".into()))?;
+        let job_id = job.id.clone().ok_or_else(|| {
+            ArchiveError::Integrity("Atlas returned a download job without an id".into())
+        })?;
         self.journal
-            .transition(key, SnapshotState::DownloadRequested, Change {
-                restore_job_id: Some(job_id.clone()),
-                note: Some(format!("download job {job_id}")),
-                ..Change::default()
-            })
+            .transition(
+                key,
+                SnapshotState::DownloadRequested,
+                Change {
+                    restore_job_id: Some(job_id.clone()),
+                    note: Some(format!("download job {job_id}")),
+                    ..Change::default()
+                },
+            )
             .await?;
         Ok(job)
     }
 
     /// One attempt: job → URL → stream → HEAD → manifest → archived.
-    async fn attempt(&self, key: &SnapshotKey, object_key: &str, reuse_job: Option<String>, snapshot: &Snapshot) -> Result<SnapshotOutcome, ArchiveError> {
+    async fn attempt(
+        &self,
+        key: &SnapshotKey,
+        object_key: &str,
+        reuse_job: Option<String>,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotOutcome, ArchiveError> {
         let job = self.obtain_job(key, reuse_job).await?;
-        let job = self.atlas.wait_for_url(&key.project_id, &key.cluster, job).await?;
+        let job = self
+            .atlas
+            .wait_for_url(&key.project_id, &key.cluster, job)
+            .await?;
         let job_id = job.id.clone();
         let url = SnapshotUrl::parse(job.snapshot_url.as_deref().unwrap_or_default())?;
         info!(url = %url, "download ready");
@@ -504,27 +596,45 @@ impl Archiver {
             return Err(TransferError::Store(StoreError::TooManyParts { part_size }).into());
         }
         self.journal
-            .transition(key, SnapshotState::Uploading, Change {
-                object_key: Some(object_key.to_owned()),
-                note: Some("creating the multipart upload".into()),
-                ..Change::default()
-            })
+            .transition(
+                key,
+                SnapshotState::Uploading,
+                Change {
+                    object_key: Some(object_key.to_owned()),
+                    note: Some("creating the multipart upload".into()),
+                    ..Change::default()
+                },
+            )
             .await?;
-        let upload = self.store.create_multipart(object_key, ARCHIVE_CONTENT_TYPE).await?;
+        let upload = self
+            .store
+            .create_multipart(object_key, ARCHIVE_CONTENT_TYPE)
+            .await?;
         self.journal
-            .transition(key, SnapshotState::Uploading, Change {
-                upload_id: Some(upload.upload_id().to_owned()),
-                note: Some(format!("upload started, part size {part_size}")),
-                ..Change::default()
-            })
+            .transition(
+                key,
+                SnapshotState::Uploading,
+                Change {
+                    upload_id: Some(upload.upload_id().to_owned()),
+                    note: Some(format!("upload started, part size {part_size}")),
+                    ..Change::default()
+                },
+            )
             .await?;
         let started = std::time::Instant::now();
-        let outcome = transfer::pump(source, &upload, part_size, self.settings.parts_in_flight, &self.cancel).await?;
-        let head = self
-            .store
-            .head(object_key)
-            .await?
-            .ok_or_else(|| ArchiveError::Integrity(format!("{object_key} is missing right after its upload completed")))?;
+        let outcome = transfer::pump(
+            source,
+            &upload,
+            part_size,
+            self.settings.parts_in_flight,
+            &self.cancel,
+        )
+        .await?;
+        let head = self.store.head(object_key).await?.ok_or_else(|| {
+            ArchiveError::Integrity(format!(
+                "{object_key} is missing right after its upload completed"
+            ))
+        })?;
         if head.size != outcome.bytes {
             return Err(StoreError::SizeMismatch {
                 key: object_key.to_owned(),
@@ -550,17 +660,28 @@ impl Archiver {
             tool: "atlas-archiver".to_owned(),
             tool_version: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        let body = serde_json::to_vec_pretty(&manifest).map_err(|e| ArchiveError::Integrity(format!("cannot encode the manifest: {e}")))?;
-        self.store.put_small(&keys::manifest_key(object_key), Bytes::from(body), "application/json").await?;
+        let body = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| ArchiveError::Integrity(format!("cannot encode the manifest: {e}")))?;
+        self.store
+            .put_small(
+                &keys::manifest_key(object_key),
+                Bytes::from(body),
+                "application/json",
+            )
+            .await?;
         self.journal
-            .transition(key, SnapshotState::Archived, Change {
-                size_bytes: Some(outcome.bytes),
-                sha256: Some(outcome.sha256.clone()),
-                crc32c: Some(outcome.crc32c.clone()),
-                upload_id: Some(String::new()),
-                note: Some(format!("{} parts", outcome.parts)),
-                ..Change::default()
-            })
+            .transition(
+                key,
+                SnapshotState::Archived,
+                Change {
+                    size_bytes: Some(outcome.bytes),
+                    sha256: Some(outcome.sha256.clone()),
+                    crc32c: Some(outcome.crc32c.clone()),
+                    upload_id: Some(String::new()),
+                    note: Some(format!("{} parts", outcome.parts)),
+                    ..Change::default()
+                },
+            )
             .await?;
         let secs = started.elapsed().as_secs_f64().max(1e-6);
         info!(

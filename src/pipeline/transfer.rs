@@ -39,7 +39,12 @@ impl SnapshotUrl {
 
 impl fmt::Display for SnapshotUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}/<redacted>", self.0.scheme(), self.0.host_str().unwrap_or("?"))
+        write!(
+            f,
+            "{}://{}/<redacted>",
+            self.0.scheme(),
+            self.0.host_str().unwrap_or("?")
+        )
     }
 }
 
@@ -61,13 +66,17 @@ pub enum TransferError {
         message: String,
     },
     /// The URL was refused as if expired or used up.
-    #[error("the snapshot URL was refused (HTTP {status}); it has probably expired, so a new download is requested")]
+    #[error(
+        "the snapshot URL was refused (HTTP {status}); it has probably expired, so a new download is requested"
+    )]
     UrlRejected {
         /// Status.
         status: u16,
     },
     /// Fewer (or more) bytes than announced.
-    #[error("snapshot download ended after {received} bytes but Content-Length announced {expected}")]
+    #[error(
+        "snapshot download ended after {received} bytes but Content-Length announced {expected}"
+    )]
     LengthMismatch {
         /// Content-Length.
         expected: u64,
@@ -97,11 +106,18 @@ impl TransferError {
     /// Whether trying again in the same run may help.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Download { reason, .. } => *reason != "BAD_SNAPSHOT_URL" && *reason != "EMPTY_DOWNLOAD",
+            Self::Download { reason, .. } => {
+                *reason != "BAD_SNAPSHOT_URL" && *reason != "EMPTY_DOWNLOAD"
+            }
             Self::UrlRejected { .. } | Self::LengthMismatch { .. } => true,
             Self::Store(StoreError::Request { code, .. }) => !matches!(
                 code.as_deref(),
-                Some("NoSuchBucket" | "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")
+                Some(
+                    "NoSuchBucket"
+                        | "AccessDenied"
+                        | "InvalidAccessKeyId"
+                        | "SignatureDoesNotMatch"
+                )
             ),
             Self::Store(_) | Self::Cancelled => false,
         }
@@ -141,13 +157,22 @@ pub struct Source {
 
 /// GETs the snapshot URL (no credentials) and checks the status.
 pub async fn open(client: &reqwest::Client, url: &SnapshotUrl) -> Result<Source, TransferError> {
-    let response = client.get(url.0.clone()).send().await.map_err(|e| TransferError::Download {
-        reason: "DOWNLOAD_CONNECT",
-        message: format!("cannot reach {url}: {}", e.without_url()),
-    })?;
+    let response = client
+        .get(url.0.clone())
+        .send()
+        .await
+        .map_err(|e| TransferError::Download {
+            reason: "DOWNLOAD_CONNECT",
+            message: format!("cannot reach {url}: {}", e.without_url()),
+        })?;
     let status = response.status();
-    if matches!(status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::UNAUTHORIZED) {
-        return Err(TransferError::UrlRejected { status: status.as_u16() });
+    if matches!(
+        status,
+        StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::UNAUTHORIZED
+    ) {
+        return Err(TransferError::UrlRejected {
+            status: status.as_u16(),
+        });
     }
     if status != StatusCode::OK {
         return Err(TransferError::Download {
@@ -156,7 +181,10 @@ pub async fn open(client: &reqwest::Client, url: &SnapshotUrl) -> Result<Source,
         });
     }
     let content_length = response.content_length();
-    Ok(Source { response, content_length })
+    Ok(Source {
+        response,
+        content_length,
+    })
 }
 
 /// What a finished transfer measured.
@@ -228,11 +256,29 @@ impl PumpState {
         }
     }
 
-    async fn run(&mut self, source: &mut Source, upload: &MultipartUpload) -> Result<TransferOutcome, TransferError> {
-        while let Some(chunk) = source.response.chunk().await.map_err(|e| TransferError::Download {
-            reason: if e.is_timeout() { "DOWNLOAD_STALLED" } else { "DOWNLOAD_INTERRUPTED" },
-            message: format!("after {} bytes: {}", self.bytes, error_chain(&e.without_url())),
-        })? {
+    async fn run(
+        &mut self,
+        source: &mut Source,
+        upload: &MultipartUpload,
+    ) -> Result<TransferOutcome, TransferError> {
+        while let Some(chunk) =
+            source
+                .response
+                .chunk()
+                .await
+                .map_err(|e| TransferError::Download {
+                    reason: if e.is_timeout() {
+                        "DOWNLOAD_STALLED"
+                    } else {
+                        "DOWNLOAD_INTERRUPTED"
+                    },
+                    message: format!(
+                        "after {} bytes: {}",
+                        self.bytes,
+                        error_chain(&e.without_url())
+                    ),
+                })?
+        {
             self.sha.update(&chunk);
             self.crc = crc32c::crc32c_append(self.crc, &chunk);
             self.bytes += chunk.len() as u64;
@@ -257,7 +303,8 @@ impl PumpState {
         if self.bytes == 0 {
             return Err(TransferError::Download {
                 reason: "EMPTY_DOWNLOAD",
-                message: "the snapshot URL served no bytes; a snapshot archive is never empty".into(),
+                message: "the snapshot URL served no bytes; a snapshot archive is never empty"
+                    .into(),
             });
         }
         if !self.buffer.is_empty() {
@@ -290,15 +337,19 @@ impl PumpState {
             }
         }
         self.next_part += 1;
-        let body = std::mem::replace(&mut self.buffer, BytesMut::with_capacity(self.part_size)).freeze();
+        let body =
+            std::mem::replace(&mut self.buffer, BytesMut::with_capacity(self.part_size)).freeze();
         let upload = upload.clone();
         let number = self.next_part;
-        self.in_flight.spawn(async move { upload.upload_part(number, body).await });
+        self.in_flight
+            .spawn(async move { upload.upload_part(number, body).await });
         Ok(())
     }
 }
 
-fn joined_part(joined: Result<Result<CompletedPartInfo, StoreError>, tokio::task::JoinError>) -> Result<CompletedPartInfo, TransferError> {
+fn joined_part(
+    joined: Result<Result<CompletedPartInfo, StoreError>, tokio::task::JoinError>,
+) -> Result<CompletedPartInfo, TransferError> {
     match joined {
         Ok(Ok(part)) => Ok(part),
         Ok(Err(e)) => Err(e.into()),

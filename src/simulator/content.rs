@@ -48,7 +48,9 @@ impl SnapshotBytes {
 
     /// Fills `out` (up to what remains); returns how many bytes were written.
     pub fn fill(&mut self, out: &mut [u8]) -> usize {
-        let n = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(out.len());
+        let n = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(out.len());
         // Offsets are tracked in whole words from the stream start, so a partial word
         // consumes the whole word; only `skip` and the last chunk produce partial words.
         for chunk in out[..n].chunks_mut(8) {

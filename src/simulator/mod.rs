@@ -189,7 +189,9 @@ impl Simulator {
 
     fn lock(&self) -> MutexGuard<'_, SimState> {
         // A panic inside a handler must not hide the state from the test that inspects it.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Changes the faults.
@@ -239,7 +241,12 @@ impl Simulator {
 
 /// A scenario: `clusters` Flex clusters in one project, each with `per_cluster` daily snapshots
 /// of sizes cycling through `sizes`.
-pub fn scenario(project_id: &str, cluster_names: &[&str], per_cluster: usize, sizes: &[u64]) -> Vec<SimCluster> {
+pub fn scenario(
+    project_id: &str,
+    cluster_names: &[&str],
+    per_cluster: usize,
+    sizes: &[u64],
+) -> Vec<SimCluster> {
     let now = Utc::now();
     let mut counter: u64 = 0;
     cluster_names
@@ -255,7 +262,11 @@ pub fn scenario(project_id: &str, cluster_names: &[&str], per_cluster: usize, si
                     let age = i64::try_from(per_cluster - day).unwrap_or(0);
                     let scheduled = now - ChronoDuration::days(age) - ChronoDuration::hours(2);
                     SimSnapshot {
-                        id: format!("{:08x}{:016x}", 0x6a6f_78e0_u32 + u32::try_from(ci).unwrap_or(0), counter),
+                        id: format!(
+                            "{:08x}{:016x}",
+                            0x6a6f_78e0_u32 + u32::try_from(ci).unwrap_or(0),
+                            counter
+                        ),
                         size: sizes[(counter as usize) % sizes.len().max(1)],
                         status: "COMPLETED".to_owned(),
                         scheduled,
@@ -272,5 +283,10 @@ pub const DEMO_PROJECT_ID: &str = "32b6e34b3d91647abb20e7b8";
 
 /// The demo's clusters: two Flex clusters with three snapshots of a few MiB each.
 pub fn demo_clusters() -> Vec<SimCluster> {
-    scenario(DEMO_PROJECT_ID, &["orders-flex", "billing-flex"], 3, &[3 << 20, 5 << 20, (2 << 20) + 12_345])
+    scenario(
+        DEMO_PROJECT_ID,
+        &["orders-flex", "billing-flex"],
+        3,
+        &[3 << 20, 5 << 20, (2 << 20) + 12_345],
+    )
 }

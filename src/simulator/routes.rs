@@ -1,5 +1,8 @@
 //! HTTP handlers of the simulator.
 
+// Handlers answer with a `Response` either way; boxing the early-return error would only add noise.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +20,9 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use super::content::SnapshotBytes;
-use super::{SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, SimCluster, SimJob, SimState};
+use super::{
+    SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, SimCluster, SimJob, SimState,
+};
 use crate::atlas::{FLEX_MEDIA_TYPE, digest_param, verify_digest};
 
 #[derive(Clone)]
@@ -28,7 +33,9 @@ struct App {
 
 impl App {
     fn lock(&self) -> MutexGuard<'_, SimState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -59,7 +66,12 @@ fn envelope(status: StatusCode, code: &str, detail: &str) -> Response {
         "parameters": [],
         "reason": status.canonical_reason().unwrap_or(""),
     });
-    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
     if let Ok(v) = HeaderValue::from_str(code) {
         response.headers_mut().insert("x-error-code", v);
     }
@@ -70,9 +82,18 @@ fn ok_json(value: &Value) -> Response {
     (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, format!("{FLEX_MEDIA_TYPE};charset=utf-8")),
-            (header::HeaderName::from_static("ratelimit-limit"), "1200".to_owned()),
-            (header::HeaderName::from_static("ratelimit-remaining"), "1199".to_owned()),
+            (
+                header::CONTENT_TYPE,
+                format!("{FLEX_MEDIA_TYPE};charset=utf-8"),
+            ),
+            (
+                header::HeaderName::from_static("ratelimit-limit"),
+                "1200".to_owned(),
+            ),
+            (
+                header::HeaderName::from_static("ratelimit-remaining"),
+                "1199".to_owned(),
+            ),
         ],
         value.to_string(),
     )
@@ -80,13 +101,21 @@ fn ok_json(value: &Value) -> Response {
 }
 
 async fn not_found() -> Response {
-    envelope(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "Cannot find resource.")
+    envelope(
+        StatusCode::NOT_FOUND,
+        "RESOURCE_NOT_FOUND",
+        "Cannot find resource.",
+    )
 }
 
 fn unauthorized(s: &mut SimState) -> Response {
     let nonce: String = format!("{:032x}", rand::rng().random::<u128>());
     s.nonces.insert(nonce.clone());
-    let mut r = envelope(StatusCode::UNAUTHORIZED, "UNEXPECTED_ERROR", "You are not authorized for this resource.");
+    let mut r = envelope(
+        StatusCode::UNAUTHORIZED,
+        "UNEXPECTED_ERROR",
+        "You are not authorized for this resource.",
+    );
     if let Ok(v) = HeaderValue::from_str(&format!(
         r#"Digest realm="MMS Public API", domain="", nonce="{nonce}", algorithm=MD5, qop="auth", stale=false"#
     )) {
@@ -116,11 +145,19 @@ fn gate(app: &App, method: &Method, headers: &HeaderMap, uri_path: &str) -> Resu
     }
     if s.faults.api_500_burst > 0 {
         s.faults.api_500_burst -= 1;
-        return Err(envelope(StatusCode::INTERNAL_SERVER_ERROR, "UNEXPECTED_ERROR", "Unexpected error."));
+        return Err(envelope(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNEXPECTED_ERROR",
+            "Unexpected error.",
+        ));
     }
     if s.faults.api_503_burst > 0 {
         s.faults.api_503_burst -= 1;
-        return Err(envelope(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service unavailable."));
+        return Err(envelope(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "Service unavailable.",
+        ));
     }
     let accept_ok = headers
         .get(header::ACCEPT)
@@ -134,15 +171,28 @@ fn gate(app: &App, method: &Method, headers: &HeaderMap, uri_path: &str) -> Resu
             "This resource requires Accept: application/vnd.atlas.2024-11-13+json.",
         ));
     }
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if let Some(token) = auth.strip_prefix("Bearer ") {
         let valid = s.tokens.get(token).is_some_and(|exp| *exp > Utc::now());
-        return if valid { Ok(()) } else { Err(unauthorized(&mut s)) };
+        return if valid {
+            Ok(())
+        } else {
+            Err(unauthorized(&mut s))
+        };
     }
     if auth.starts_with("Digest") {
         let nonce_known = digest_param(auth, "nonce").is_some_and(|n| s.nonces.contains(&n));
-        let uri_ok = digest_param(auth, "uri").is_some_and(|u| u.split('?').next() == Some(uri_path));
-        if nonce_known && uri_ok && verify_digest(auth, method.as_str(), |u| (u == SIM_PUBLIC_KEY).then(|| SIM_PRIVATE_KEY.to_owned())) {
+        let uri_ok =
+            digest_param(auth, "uri").is_some_and(|u| u.split('?').next() == Some(uri_path));
+        if nonce_known
+            && uri_ok
+            && verify_digest(auth, method.as_str(), |u| {
+                (u == SIM_PUBLIC_KEY).then(|| SIM_PRIVATE_KEY.to_owned())
+            })
+        {
             s.observed.digest_ok += 1;
             return Ok(());
         }
@@ -153,16 +203,30 @@ fn gate(app: &App, method: &Method, headers: &HeaderMap, uri_path: &str) -> Resu
 /// Finds the cluster, or answers as Atlas does.
 fn cluster<'a>(s: &'a SimState, group: &str, name: &str) -> Result<&'a SimCluster, Response> {
     if crate::config::validate_project_id(group).is_err() {
-        return Err(envelope(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &format!("Invalid groupId {group}.")));
+        return Err(envelope(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!("Invalid groupId {group}."),
+        ));
     }
     if !s.clusters.iter().any(|c| c.project_id == group) {
-        return Err(envelope(StatusCode::NOT_FOUND, "GROUP_NOT_FOUND", &format!("No group with ID {group} exists.")));
+        return Err(envelope(
+            StatusCode::NOT_FOUND,
+            "GROUP_NOT_FOUND",
+            &format!("No group with ID {group} exists."),
+        ));
     }
     let c = s
         .clusters
         .iter()
         .find(|c| c.project_id == group && c.name == name)
-        .ok_or_else(|| envelope(StatusCode::NOT_FOUND, "CLUSTER_NOT_FOUND", &format!("No cluster named {name} exists in group {group}.")))?;
+        .ok_or_else(|| {
+            envelope(
+                StatusCode::NOT_FOUND,
+                "CLUSTER_NOT_FOUND",
+                &format!("No cluster named {name} exists in group {group}."),
+            )
+        })?;
     if c.dedicated {
         return Err(envelope(
             StatusCode::BAD_REQUEST,
@@ -183,8 +247,16 @@ async fn token(State(app): State<App>, headers: HeaderMap, body: String) -> Resp
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok());
     let expected = format!("{SIM_CLIENT_ID}:{SIM_CLIENT_SECRET}");
-    if !body.split('&').any(|kv| kv == "grant_type=client_credentials") {
-        return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"unsupported_grant_type"}"#).into_response();
+    if !body
+        .split('&')
+        .any(|kv| kv == "grant_type=client_credentials")
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"unsupported_grant_type"}"#,
+        )
+            .into_response();
     }
     if basic.as_deref() != Some(expected.as_str()) {
         s.observed.rejected_logins += 1;
@@ -197,7 +269,10 @@ async fn token(State(app): State<App>, headers: HeaderMap, body: String) -> Resp
     }
     let lifetime = s.faults.token_lifetime_secs.unwrap_or(3600);
     let token = format!("sim-token-{:032x}", rand::rng().random::<u128>());
-    s.tokens.insert(token.clone(), Utc::now() + ChronoDuration::seconds(i64::try_from(lifetime).unwrap_or(3600)));
+    s.tokens.insert(
+        token.clone(),
+        Utc::now() + ChronoDuration::seconds(i64::try_from(lifetime).unwrap_or(3600)),
+    );
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -221,19 +296,36 @@ fn snapshot_json(snap: &super::SimSnapshot) -> Value {
 }
 
 fn page(items: Vec<Value>, query: &HashMap<String, String>, path: &str, base: &str) -> Value {
-    let per_page: usize = query.get("itemsPerPage").and_then(|v| v.parse().ok()).unwrap_or(100).clamp(1, 500);
-    let page_num: usize = query.get("pageNum").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let per_page: usize = query
+        .get("itemsPerPage")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 500);
+    let page_num: usize = query
+        .get("pageNum")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let total = items.len();
     let start = (page_num - 1) * per_page;
     let results: Vec<Value> = items.into_iter().skip(start).take(per_page).collect();
-    let mut links = vec![json!({"rel": "self", "href": format!("{base}{path}?includeCount=true&pageNum={page_num}&itemsPerPage={per_page}")})];
+    let mut links = vec![
+        json!({"rel": "self", "href": format!("{base}{path}?includeCount=true&pageNum={page_num}&itemsPerPage={per_page}")}),
+    ];
     if start + per_page < total {
         links.push(json!({"rel": "next", "href": format!("{base}{path}?includeCount=true&pageNum={}&itemsPerPage={per_page}", page_num + 1)}));
     }
     json!({ "links": links, "results": results, "totalCount": total })
 }
 
-async fn list_snapshots(State(app): State<App>, Path((group, name)): Path<(String, String)>, Query(q): Query<HashMap<String, String>>, method: Method, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+async fn list_snapshots(
+    State(app): State<App>,
+    Path((group, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     if let Err(r) = gate(&app, &method, &headers, uri.path()) {
         return r;
     }
@@ -244,10 +336,21 @@ async fn list_snapshots(State(app): State<App>, Path((group, name)): Path<(Strin
     };
     // Newest first, as Atlas lists them.
     let items = c.snapshots.iter().rev().map(snapshot_json).collect();
-    ok_json(&page(items, &q, uri.path(), &format!("http://{}", app.addr)))
+    ok_json(&page(
+        items,
+        &q,
+        uri.path(),
+        &format!("http://{}", app.addr),
+    ))
 }
 
-async fn get_snapshot(State(app): State<App>, Path((group, name, id)): Path<(String, String, String)>, method: Method, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+async fn get_snapshot(
+    State(app): State<App>,
+    Path((group, name, id)): Path<(String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     if let Err(r) = gate(&app, &method, &headers, uri.path()) {
         return r;
     }
@@ -258,7 +361,11 @@ async fn get_snapshot(State(app): State<App>, Path((group, name, id)): Path<(Str
     };
     match c.snapshots.iter().find(|x| x.id == id) {
         Some(snap) => ok_json(&snapshot_json(snap)),
-        None => envelope(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", &format!("Cannot find resource snapshot {id}.")),
+        None => envelope(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            &format!("Cannot find resource snapshot {id}."),
+        ),
     }
 }
 
@@ -302,7 +409,14 @@ fn job_json(app: &App, s: &SimState, job: &SimJob) -> Value {
     v
 }
 
-async fn request_download(State(app): State<App>, Path((group, name)): Path<(String, String)>, method: Method, headers: HeaderMap, uri: axum::http::Uri, body: Bytes) -> Response {
+async fn request_download(
+    State(app): State<App>,
+    Path((group, name)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
     if let Err(r) = gate(&app, &method, &headers, uri.path()) {
         return r;
     }
@@ -311,14 +425,32 @@ async fn request_download(State(app): State<App>, Path((group, name)): Path<(Str
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(FLEX_MEDIA_TYPE));
     if !content_type_ok {
-        return envelope(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/vnd.atlas.2024-11-13+json.");
+        return envelope(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Content-Type must be application/vnd.atlas.2024-11-13+json.",
+        );
     }
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(_) => return envelope(StatusCode::BAD_REQUEST, "INVALID_JSON", "Request body is not valid JSON."),
+        Err(_) => {
+            return envelope(
+                StatusCode::BAD_REQUEST,
+                "INVALID_JSON",
+                "Request body is not valid JSON.",
+            );
+        }
     };
-    let Some(snapshot_id) = request.get("snapshotId").and_then(Value::as_str).map(str::to_owned) else {
-        return envelope(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "snapshotId is required.");
+    let Some(snapshot_id) = request
+        .get("snapshotId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return envelope(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "snapshotId is required.",
+        );
     };
     let mut s = app.lock();
     s.observed.download_requests += 1;
@@ -327,13 +459,23 @@ async fn request_download(State(app): State<App>, Path((group, name)): Path<(Str
         Err(r) => return r,
     };
     if !exists || s.faults.vanished.contains(&snapshot_id) {
-        return envelope(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", &format!("Cannot find resource snapshot {snapshot_id}."));
+        return envelope(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            &format!("Cannot find resource snapshot {snapshot_id}."),
+        );
     }
     let in_progress = s.jobs.iter().any(|j| {
-        j.snapshot_id == snapshot_id && !j.failed && matches!(job_phase(&s, j), "PENDING" | "RUNNING" | "QUEUED")
+        j.snapshot_id == snapshot_id
+            && !j.failed
+            && matches!(job_phase(&s, j), "PENDING" | "RUNNING" | "QUEUED")
     });
     if in_progress {
-        return envelope(StatusCode::CONFLICT, "CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY", "A download of this snapshot is already in progress.");
+        return envelope(
+            StatusCode::CONFLICT,
+            "CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY",
+            "A download of this snapshot is already in progress.",
+        );
     }
     let id = s.new_id();
     let job = SimJob {
@@ -351,7 +493,14 @@ async fn request_download(State(app): State<App>, Path((group, name)): Path<(Str
     ok_json(&v)
 }
 
-async fn list_jobs(State(app): State<App>, Path((group, name)): Path<(String, String)>, Query(q): Query<HashMap<String, String>>, method: Method, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+async fn list_jobs(
+    State(app): State<App>,
+    Path((group, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     if let Err(r) = gate(&app, &method, &headers, uri.path()) {
         return r;
     }
@@ -365,10 +514,21 @@ async fn list_jobs(State(app): State<App>, Path((group, name)): Path<(String, St
         .filter(|j| j.project_id == group && j.cluster == name)
         .map(|j| job_json(&app, &s, j))
         .collect();
-    ok_json(&page(items, &q, uri.path(), &format!("http://{}", app.addr)))
+    ok_json(&page(
+        items,
+        &q,
+        uri.path(),
+        &format!("http://{}", app.addr),
+    ))
 }
 
-async fn get_job(State(app): State<App>, Path((group, name, id)): Path<(String, String, String)>, method: Method, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+async fn get_job(
+    State(app): State<App>,
+    Path((group, name, id)): Path<(String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     if let Err(r) = gate(&app, &method, &headers, uri.path()) {
         return r;
     }
@@ -376,8 +536,16 @@ async fn get_job(State(app): State<App>, Path((group, name, id)): Path<(String, 
     if let Err(r) = cluster(&s, &group, &name) {
         return r;
     }
-    let Some(index) = s.jobs.iter().position(|j| j.id == id && j.project_id == group && j.cluster == name) else {
-        return envelope(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", &format!("Cannot find resource restore job {id}."));
+    let Some(index) = s
+        .jobs
+        .iter()
+        .position(|j| j.id == id && j.project_id == group && j.cluster == name)
+    else {
+        return envelope(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            &format!("Cannot find resource restore job {id}."),
+        );
     };
     s.jobs[index].polls += 1;
     let job = s.jobs[index].clone();
@@ -385,25 +553,47 @@ async fn get_job(State(app): State<App>, Path((group, name, id)): Path<(String, 
 }
 
 /// The pre-signed snapshot URL: no Atlas auth, a token in the path and the query.
-async fn download(State(app): State<App>, Path((token, file)): Path<(String, String)>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn download(
+    State(app): State<App>,
+    Path((token, file)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let (size, snapshot_id, cut) = {
         let mut s = app.lock();
         s.observed.snapshot_downloads += 1;
         if headers.contains_key(header::AUTHORIZATION) {
             s.observed.credentials_sent_to_snapshot_url += 1;
-            return (StatusCode::BAD_REQUEST, "credentials must not be sent to a snapshot URL").into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                "credentials must not be sent to a snapshot URL",
+            )
+                .into_response();
         }
         if s.faults.expired_url_burst > 0 {
             s.faults.expired_url_burst -= 1;
-            return (StatusCode::FORBIDDEN, "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>").into_response();
+            return (
+                StatusCode::FORBIDDEN,
+                "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+            )
+                .into_response();
         }
         let Some(job) = s.jobs.iter().find(|j| j.token == token).cloned() else {
             return (StatusCode::FORBIDDEN, "unknown or expired link").into_response();
         };
-        if q.get("sig") != Some(&token) || file != format!("{}.tar.gz", job.snapshot_id) || Utc::now() > job.created + ChronoDuration::hours(4) {
+        if q.get("sig") != Some(&token)
+            || file != format!("{}.tar.gz", job.snapshot_id)
+            || Utc::now() > job.created + ChronoDuration::hours(4)
+        {
             return (StatusCode::FORBIDDEN, "unknown or expired link").into_response();
         }
-        let Some(snap) = s.clusters.iter().flat_map(|c| c.snapshots.iter()).find(|x| x.id == job.snapshot_id).cloned() else {
+        let Some(snap) = s
+            .clusters
+            .iter()
+            .flat_map(|c| c.snapshots.iter())
+            .find(|x| x.id == job.snapshot_id)
+            .cloned()
+        else {
             return (StatusCode::NOT_FOUND, "snapshot no longer exists").into_response();
         };
         let mut cut = s.faults.cut_after.get(&snap.id).copied();
@@ -421,30 +611,42 @@ async fn download(State(app): State<App>, Path((token, file)): Path<(String, Str
     let chunked = app.lock().faults.chunked;
     let generator = SnapshotBytes::new(&snapshot_id, size);
     // State: (bytes left to generate, bytes sent, cut point, finished).
-    let stream = futures_util::stream::unfold((generator, 0u64, cut, false), |(mut generator, sent, cut, finished)| async move {
-        const CHUNK: usize = 64 << 10;
-        if finished {
-            return None;
-        }
-        if cut.is_some_and(|limit| sent >= limit) {
-            let cut_error = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated connection cut");
-            return Some((Err(cut_error), (generator, sent, cut, true)));
-        }
-        if generator.remaining() == 0 {
-            return None;
-        }
-        let mut buf = vec![0u8; CHUNK];
-        let mut n = generator.fill(&mut buf);
-        if let Some(limit) = cut {
-            // Serve exactly the bytes before the cut point, then fail.
-            n = n.min(usize::try_from(limit - sent).unwrap_or(usize::MAX));
-        }
-        buf.truncate(n);
-        Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), (generator, sent + n as u64, cut, false)))
-    });
+    let stream = futures_util::stream::unfold(
+        (generator, 0u64, cut, false),
+        |(mut generator, sent, cut, finished)| async move {
+            const CHUNK: usize = 64 << 10;
+            if finished {
+                return None;
+            }
+            if cut.is_some_and(|limit| sent >= limit) {
+                let cut_error = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "simulated connection cut",
+                );
+                return Some((Err(cut_error), (generator, sent, cut, true)));
+            }
+            if generator.remaining() == 0 {
+                return None;
+            }
+            let mut buf = vec![0u8; CHUNK];
+            let mut n = generator.fill(&mut buf);
+            if let Some(limit) = cut {
+                // Serve exactly the bytes before the cut point, then fail.
+                n = n.min(usize::try_from(limit - sent).unwrap_or(usize::MAX));
+            }
+            buf.truncate(n);
+            Some((
+                Ok::<Bytes, std::io::Error>(Bytes::from(buf)),
+                (generator, sent + n as u64, cut, false),
+            ))
+        },
+    );
     let mut response = Response::new(Body::from_stream(stream));
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/gzip"),
+    );
     if !chunked && let Ok(v) = HeaderValue::from_str(&size.to_string()) {
         h.insert(header::CONTENT_LENGTH, v);
     }

@@ -42,7 +42,9 @@ pub enum StoreError {
         message: String,
     },
     /// The snapshot is too large for the chosen part size.
-    #[error("the snapshot needs more than {MAX_PARTS} parts of {part_size} bytes; set storage.part_size to a larger value (up to 5GiB)")]
+    #[error(
+        "the snapshot needs more than {MAX_PARTS} parts of {part_size} bytes; set storage.part_size to a larger value (up to 5GiB)"
+    )]
     TooManyParts {
         /// The part size in use.
         part_size: u64,
@@ -69,7 +71,10 @@ impl StoreError {
         let mut message = DisplayErrorContext(&error).to_string();
         if code.as_deref() == Some("NoSuchBucket") {
             message.push_str(" (create the bucket, or fix storage.bucket)");
-        } else if matches!(code.as_deref(), Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")) {
+        } else if matches!(
+            code.as_deref(),
+            Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")
+        ) {
             message.push_str(" (check the storage credentials and the bucket policy)");
         }
         Self::Request {
@@ -84,7 +89,9 @@ impl StoreError {
     pub fn reason(&self) -> String {
         match self {
             Self::Request { code: Some(c), .. } => format!("S3_{c}"),
-            Self::Request { operation, .. } => format!("S3_{}", operation.replace(' ', "_").to_uppercase()),
+            Self::Request { operation, .. } => {
+                format!("S3_{}", operation.replace(' ', "_").to_uppercase())
+            }
             Self::TooManyParts { .. } => "TOO_MANY_PARTS".into(),
             Self::SizeMismatch { .. } => "SIZE_MISMATCH".into(),
         }
@@ -140,8 +147,8 @@ impl ObjectStore {
                     .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
             }
             Some(ChecksumCalculation::WhenSupported) => {
-                builder = builder
-                    .request_checksum_calculation(RequestChecksumCalculation::WhenSupported);
+                builder =
+                    builder.request_checksum_calculation(RequestChecksumCalculation::WhenSupported);
             }
             None => {}
         }
@@ -169,9 +176,19 @@ impl ObjectStore {
 
     /// HEAD; `None` when the object does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(ObjectInfo {
-                size: out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                size: out
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
                 etag: out.e_tag().map(str::to_owned),
             })),
             Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(None),
@@ -180,7 +197,12 @@ impl ObjectStore {
     }
 
     /// Writes a small object in one PUT.
-    pub async fn put_small(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), StoreError> {
+    pub async fn put_small(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<(), StoreError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -195,7 +217,14 @@ impl ObjectStore {
 
     /// Reads a small object whole; `None` when it does not exist.
     pub async fn get_small(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => out
                 .body
                 .collect()
@@ -213,7 +242,11 @@ impl ObjectStore {
     }
 
     /// Streams an object to `sink` chunk by chunk (for `verify` and tests).
-    pub async fn read_chunks(&self, key: &str, mut sink: impl FnMut(&[u8])) -> Result<u64, StoreError> {
+    pub async fn read_chunks(
+        &self,
+        key: &str,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<u64, StoreError> {
         let out = self
             .client
             .get_object()
@@ -237,7 +270,11 @@ impl ObjectStore {
     }
 
     /// Starts a multipart upload.
-    pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<MultipartUpload, StoreError> {
+    pub async fn create_multipart(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> Result<MultipartUpload, StoreError> {
         MultipartUpload::create(self.client.clone(), &self.bucket, key, content_type).await
     }
 
@@ -247,7 +284,10 @@ impl ObjectStore {
     }
 
     /// Lists multipart uploads in progress under `prefix`: `(key, upload_id)`.
-    pub async fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let mut out = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
@@ -295,7 +335,10 @@ impl ObjectStore {
                 .map_err(|e| StoreError::from_sdk("ListObjectsV2", prefix, e))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
-                    out.push((k.to_owned(), o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0)));
+                    out.push((
+                        k.to_owned(),
+                        o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    ));
                 }
             }
             token = page.next_continuation_token().map(str::to_owned);
@@ -331,7 +374,10 @@ pub fn plan_part_size(policy: PartSize, content_length: Option<u64>) -> u64 {
             Some(len) => {
                 let needed = len.div_ceil(PLANNED_PARTS);
                 let mib = 1u64 << 20;
-                needed.div_ceil(mib).saturating_mul(mib).clamp(AUTO_MIN_PART, crate::config::MAX_PART_SIZE)
+                needed
+                    .div_ceil(mib)
+                    .saturating_mul(mib)
+                    .clamp(AUTO_MIN_PART, crate::config::MAX_PART_SIZE)
             }
         },
     }
@@ -352,6 +398,9 @@ mod tests {
             assert_eq!(part % (1 << 20), 0);
             assert!(part >= 8 << 20);
         }
-        assert_eq!(plan_part_size(PartSize::Fixed(16 << 20), Some(1 << 40)), 16 << 20);
+        assert_eq!(
+            plan_part_size(PartSize::Fixed(16 << 20), Some(1 << 40)),
+            16 << 20
+        );
     }
 }

@@ -35,7 +35,12 @@ pub struct MultipartUpload {
 }
 
 impl MultipartUpload {
-    pub(super) async fn create(client: aws_sdk_s3::Client, bucket: &str, key: &str, content_type: &str) -> Result<Self, StoreError> {
+    pub(super) async fn create(
+        client: aws_sdk_s3::Client,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+    ) -> Result<Self, StoreError> {
         let out = client
             .create_multipart_upload()
             .bucket(bucket)
@@ -44,12 +49,15 @@ impl MultipartUpload {
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("CreateMultipartUpload", key, e))?;
-        let upload_id = out.upload_id().map(str::to_owned).ok_or_else(|| StoreError::Request {
-            operation: "CreateMultipartUpload",
-            key: key.to_owned(),
-            code: None,
-            message: "the store returned no UploadId".into(),
-        })?;
+        let upload_id = out
+            .upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Request {
+                operation: "CreateMultipartUpload",
+                key: key.to_owned(),
+                code: None,
+                message: "the store returned no UploadId".into(),
+            })?;
         Ok(Self {
             client,
             bucket: bucket.to_owned(),
@@ -69,7 +77,11 @@ impl MultipartUpload {
     }
 
     /// Uploads one part.
-    pub async fn upload_part(&self, number: i32, body: Bytes) -> Result<CompletedPartInfo, StoreError> {
+    pub async fn upload_part(
+        &self,
+        number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPartInfo, StoreError> {
         let size = body.len() as u64;
         let out = self
             .client
@@ -83,12 +95,15 @@ impl MultipartUpload {
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("UploadPart", &self.key, e))?;
-        let etag = out.e_tag().map(str::to_owned).ok_or_else(|| StoreError::Request {
-            operation: "UploadPart",
-            key: self.key.clone(),
-            code: None,
-            message: format!("the store returned no ETag for part {number}"),
-        })?;
+        let etag = out
+            .e_tag()
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Request {
+                operation: "UploadPart",
+                key: self.key.clone(),
+                code: None,
+                message: format!("the store returned no ETag for part {number}"),
+            })?;
         Ok(CompletedPartInfo { number, etag, size })
     }
 
@@ -102,7 +117,12 @@ impl MultipartUpload {
             .set_parts(Some(
                 sorted
                     .iter()
-                    .map(|p| CompletedPart::builder().part_number(p.number).e_tag(&p.etag).build())
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .part_number(p.number)
+                            .e_tag(&p.etag)
+                            .build()
+                    })
                     .collect(),
             ))
             .build();
@@ -128,7 +148,13 @@ impl MultipartUpload {
                     warn!(key = %self.key, attempt, code = e.code().unwrap_or("none"), "CompleteMultipartUpload failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
                 }
-                Err(e) => return Err(StoreError::from_sdk("CompleteMultipartUpload", &self.key, e)),
+                Err(e) => {
+                    return Err(StoreError::from_sdk(
+                        "CompleteMultipartUpload",
+                        &self.key,
+                        e,
+                    ));
+                }
             }
         }
     }
@@ -143,11 +169,19 @@ impl MultipartUpload {
 fn is_transient(code: Option<&str>) -> bool {
     match code {
         None => true,
-        Some(c) => matches!(c, "InternalError" | "SlowDown" | "ServiceUnavailable" | "RequestTimeout" | "503" | "500"),
+        Some(c) => matches!(
+            c,
+            "InternalError" | "SlowDown" | "ServiceUnavailable" | "RequestTimeout" | "503" | "500"
+        ),
     }
 }
 
-pub(super) async fn abort(client: &aws_sdk_s3::Client, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError> {
+pub(super) async fn abort(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(), StoreError> {
     match client
         .abort_multipart_upload()
         .bucket(bucket)

@@ -28,9 +28,12 @@ impl S3Server {
     /// From `ATLAS_ARCHIVER_TEST_S3_*` (set by scripts/test.sh), else an embedded s3s-fs.
     pub async fn from_env(scratch: &Path) -> Self {
         let var = |k: &str| std::env::var(format!("ATLAS_ARCHIVER_TEST_S3_{k}")).ok();
-        if let (Some(endpoint), Some(access_key), Some(secret_key), Some(bucket)) =
-            (var("ENDPOINT"), var("ACCESS_KEY"), var("SECRET_KEY"), var("BUCKET"))
-        {
+        if let (Some(endpoint), Some(access_key), Some(secret_key), Some(bucket)) = (
+            var("ENDPOINT"),
+            var("ACCESS_KEY"),
+            var("SECRET_KEY"),
+            var("BUCKET"),
+        ) {
             return Self {
                 name: var("NAME").unwrap_or_else(|| "external".into()),
                 endpoint,
@@ -40,7 +43,9 @@ impl S3Server {
                 _embedded: None,
             };
         }
-        eprintln!("note: ATLAS_ARCHIVER_TEST_S3_* unset; using an embedded s3s-fs (scripts/test.sh runs moto and Garage)");
+        eprintln!(
+            "note: ATLAS_ARCHIVER_TEST_S3_* unset; using an embedded s3s-fs (scripts/test.sh runs moto and Garage)"
+        );
         let store = match EmbeddedStore::start(&scratch.join("s3"), "test-bucket").await {
             Ok(s) => s,
             Err(e) => panic!("embedded store: {e}"),
@@ -59,11 +64,18 @@ impl S3Server {
     pub async fn client(&self) -> ObjectStore {
         ObjectStore::connect(&StorageConfig {
             bucket: self.bucket.clone(),
-            endpoint: Some(self.endpoint.parse().unwrap_or_else(|e| panic!("endpoint: {e}"))),
+            endpoint: Some(
+                self.endpoint
+                    .parse()
+                    .unwrap_or_else(|e| panic!("endpoint: {e}")),
+            ),
             region: "us-east-1".into(),
             prefix: String::new(),
             force_path_style: true,
-            static_credentials: Some((self.access_key.clone(), SecretString::from(self.secret_key.clone()))),
+            static_credentials: Some((
+                self.access_key.clone(),
+                SecretString::from(self.secret_key.clone()),
+            )),
             part_size: PartSize::Auto,
             parts_in_flight: 2,
             checksum_calculation: Some(ChecksumCalculation::WhenRequired),
@@ -89,12 +101,20 @@ pub struct World {
 impl World {
     pub async fn new(test: &str, clusters: Vec<SimCluster>) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let sim = Simulator::start("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")), clusters)
-            .await
-            .unwrap_or_else(|e| panic!("simulator: {e}"));
+        let sim = Simulator::start(
+            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            clusters,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("simulator: {e}"));
         let s3 = S3Server::from_env(dir.path()).await;
         let prefix = format!("{test}-{:x}/", rand_suffix());
-        Self { dir, sim, s3, prefix }
+        Self {
+            dir,
+            sim,
+            s3,
+            prefix,
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -106,14 +126,21 @@ impl World {
         self.sim
             .clusters()
             .iter()
-            .map(|c| format!("\n[[target]]\nproject_id = \"{}\"\ncluster = \"{}\"\n", c.project_id, c.name))
+            .map(|c| {
+                format!(
+                    "\n[[target]]\nproject_id = \"{}\"\ncluster = \"{}\"\n",
+                    c.project_id, c.name
+                )
+            })
             .collect()
     }
 
     /// A complete config (service account, secret in a file) with `extra_storage` lines added to [storage].
     pub fn write_config(&self, extra_atlas: &str, extra_storage: &str) -> PathBuf {
-        std::fs::write(self.path("atlas_secret"), format!("{SIM_CLIENT_SECRET}\n")).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(self.path("s3_secret"), &self.s3.secret_key).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(self.path("atlas_secret"), format!("{SIM_CLIENT_SECRET}\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(self.path("s3_secret"), &self.s3.secret_key)
+            .unwrap_or_else(|e| panic!("{e}"));
         let text = format!(
             r#"[atlas]
 base_url = "{base}"
@@ -189,7 +216,13 @@ path = "state/journal.sqlite"
 
     /// Secrets that must never appear in output.
     pub fn secrets(&self) -> Vec<String> {
-        vec![SIM_CLIENT_SECRET.to_owned(), self.s3.secret_key.clone(), "sim-token-".to_owned(), "sig=".to_owned(), "/backup/download/".to_owned()]
+        vec![
+            SIM_CLIENT_SECRET.to_owned(),
+            self.s3.secret_key.clone(),
+            "sim-token-".to_owned(),
+            "sig=".to_owned(),
+            "/backup/download/".to_owned(),
+        ]
     }
 }
 
@@ -206,25 +239,39 @@ impl Run {
     }
 
     pub fn assert_code(&self, code: i32) {
-        assert_eq!(self.code, code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
     }
 
     /// No secret (nor a snapshot URL's token) in stdout or stderr.
     pub fn assert_no_secrets(&self, secrets: &[String]) {
         let all = self.all();
         for s in secrets {
-            assert!(!all.contains(s.as_str()), "output contains secret-like text {s:?}:\n{all}");
+            assert!(
+                !all.contains(s.as_str()),
+                "output contains secret-like text {s:?}:\n{all}"
+            );
         }
     }
 }
 
 pub async fn run_binary(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Run {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"));
-    cmd.args(args).current_dir(cwd).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", "atlas_archiver=debug");
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "atlas_archiver=debug");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let output: Output = cmd.output().await.unwrap_or_else(|e| panic!("cannot run the binary: {e}"));
+    let output: Output = cmd
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run the binary: {e}"));
     Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -234,7 +281,10 @@ pub async fn run_binary(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Run 
 
 fn rand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     u64::from(nanos) ^ u64::from(std::process::id()) << 32
 }
 

@@ -1,0 +1,355 @@
+//! The Atlas client against the simulator over real HTTP on loopback: paging, auth, the retry
+//! policy, restore-job polling, and error envelopes.
+
+use std::time::{Duration, Instant};
+
+use atlas_archiver::atlas::{AtlasClient, AtlasError};
+use atlas_archiver::config::{AtlasConfig, AtlasCredentials, RetryConfig};
+use atlas_archiver::simulator::{
+    SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, SimCluster, Simulator,
+    scenario,
+};
+use secrecy::SecretString;
+
+const PROJECT: &str = "5f0a1b2c3d4e5f60718293a4";
+
+async fn sim(clusters: Vec<SimCluster>) -> Simulator {
+    Simulator::start(
+        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        clusters,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn config(sim: &Simulator, credentials: AtlasCredentials) -> AtlasConfig {
+    AtlasConfig {
+        base_url: sim.base_url().parse().unwrap_or_else(|e| panic!("{e}")),
+        credentials,
+        poll_interval: Duration::from_millis(20),
+        restore_timeout: Duration::from_secs(5),
+        retry: RetryConfig {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_secs(2),
+        },
+        request_timeout: Duration::from_secs(10),
+        download_read_timeout: Duration::from_secs(10),
+    }
+}
+
+fn service_account() -> AtlasCredentials {
+    AtlasCredentials::ServiceAccount {
+        client_id: SIM_CLIENT_ID.into(),
+        client_secret: SecretString::from(SIM_CLIENT_SECRET),
+    }
+}
+
+fn client(sim: &Simulator) -> AtlasClient {
+    AtlasClient::new(&config(sim, service_account())).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn lists_every_page_and_caches_the_token() {
+    let s = sim(scenario(PROJECT, &["big-flex"], 230, &[1])).await;
+    let c = client(&s);
+    let listed = c
+        .list_snapshots(PROJECT, "big-flex")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed.len(), 230);
+    let mut ids: Vec<_> = listed.iter().filter_map(|x| x.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 230, "no duplicates, none missing");
+    let seen = s.observed();
+    assert_eq!(seen.api_requests, 3, "three pages of 100");
+    assert_eq!(seen.token_requests, 1);
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_token_refresh() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 2, &[1])).await;
+    let c = client(&s);
+    let calls = (0..10).map(|_| {
+        let c = c.clone();
+        tokio::spawn(async move { c.list_snapshots(PROJECT, "a-flex").await })
+    });
+    for call in calls {
+        assert!(call.await.is_ok_and(|r| r.is_ok()));
+    }
+    assert_eq!(s.observed().token_requests, 1, "single-flight refresh");
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refreshed_once_on_401() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    let c = client(&s);
+    assert!(c.list_snapshots(PROJECT, "a-flex").await.is_ok());
+    s.revoke_tokens();
+    assert!(c.list_snapshots(PROJECT, "a-flex").await.is_ok());
+    assert_eq!(s.observed().token_requests, 2);
+}
+
+#[tokio::test]
+async fn short_lived_tokens_are_renewed_before_they_expire() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    s.set_faults(|f| f.token_lifetime_secs = Some(2));
+    let c = client(&s);
+    assert!(c.list_snapshots(PROJECT, "a-flex").await.is_ok());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(c.list_snapshots(PROJECT, "a-flex").await.is_ok());
+    let seen = s.observed();
+    assert_eq!(
+        seen.token_requests, 2,
+        "renewed at half its life, before Atlas would refuse it"
+    );
+    assert_eq!(seen.api_requests, 2, "no 401 round trip was needed");
+}
+
+#[tokio::test]
+async fn wrong_credentials_fail_fast_and_stay_failed() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    let c = AtlasClient::new(&config(
+        &s,
+        AtlasCredentials::ServiceAccount {
+            client_id: SIM_CLIENT_ID.into(),
+            client_secret: SecretString::from("wrong"),
+        },
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..3 {
+        let e = c.list_snapshots(PROJECT, "a-flex").await;
+        assert!(matches!(e, Err(AtlasError::Unauthorized { .. })), "{e:?}");
+    }
+    assert_eq!(s.observed().token_requests, 1);
+}
+
+#[tokio::test]
+async fn digest_keys_authenticate_and_reuse_the_challenge() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    let c = AtlasClient::new(&config(
+        &s,
+        AtlasCredentials::ApiKey {
+            public_key: SIM_PUBLIC_KEY.into(),
+            private_key: SecretString::from(SIM_PRIVATE_KEY),
+        },
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..3 {
+        assert!(c.list_snapshots(PROJECT, "a-flex").await.is_ok());
+    }
+    let seen = s.observed();
+    assert_eq!(seen.digest_ok, 3);
+    assert_eq!(
+        seen.api_requests, 4,
+        "one challenge round trip, then the nonce is reused with nc++"
+    );
+    let wrong = AtlasClient::new(&config(
+        &s,
+        AtlasCredentials::ApiKey {
+            public_key: SIM_PUBLIC_KEY.into(),
+            private_key: SecretString::from("nope"),
+        },
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        wrong.list_snapshots(PROJECT, "a-flex").await,
+        Err(AtlasError::Unauthorized { .. })
+    ));
+}
+
+#[tokio::test]
+async fn rate_limits_honour_retry_after_and_fall_back_to_backoff() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    let c = client(&s);
+    s.set_faults(|f| {
+        f.api_429_burst = 2;
+        f.retry_after_secs = Some(1);
+    });
+    let started = Instant::now();
+    assert!(c.list_snapshots(PROJECT, "a-flex").await.is_ok());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited Retry-After twice"
+    );
+    s.set_faults(|f| {
+        f.api_429_burst = 3;
+        f.retry_after_secs = None;
+    });
+    assert!(c.list_snapshots(PROJECT, "a-flex").await.is_ok());
+    assert_eq!(s.observed().throttled, 5);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_a_bounded_number_of_times() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    let c = client(&s);
+    s.set_faults(|f| f.api_500_burst = 4);
+    assert!(
+        c.list_snapshots(PROJECT, "a-flex").await.is_ok(),
+        "four 500s, five attempts"
+    );
+    s.set_faults(|f| f.api_500_burst = 50);
+    let before = s.observed().api_requests;
+    let e = c.list_snapshots(PROJECT, "a-flex").await;
+    assert!(
+        matches!(e, Err(AtlasError::Api { status: 500, .. })),
+        "{e:?}"
+    );
+    assert_eq!(
+        s.observed().api_requests - before,
+        5,
+        "max_attempts bounds the retries"
+    );
+}
+
+#[tokio::test]
+async fn the_download_post_is_not_retried_after_a_500() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    let c = client(&s);
+    let id = s.clusters()[0].snapshots[0].id.clone();
+    assert!(c.list_snapshots(PROJECT, "a-flex").await.is_ok());
+    s.set_faults(|f| f.api_500_burst = 1);
+    let e = c.request_download(PROJECT, "a-flex", &id).await;
+    assert!(
+        matches!(e, Err(AtlasError::Api { status: 500, .. })),
+        "Atlas may have acted: {e:?}"
+    );
+    s.set_faults(|f| f.api_503_burst = 1);
+    assert!(
+        c.request_download(PROJECT, "a-flex", &id).await.is_ok(),
+        "503 means not acted on: retried"
+    );
+}
+
+#[tokio::test]
+async fn client_errors_carry_the_envelope_and_are_not_retried() {
+    let mut clusters = scenario(PROJECT, &["a-flex"], 1, &[1]);
+    clusters.push(SimCluster {
+        project_id: PROJECT.into(),
+        name: "dedicated-m10".into(),
+        snapshots: vec![],
+        dedicated: true,
+    });
+    let s = sim(clusters).await;
+    let c = client(&s);
+    let before = s.observed().api_requests;
+    match c.list_snapshots(PROJECT, "missing").await {
+        Err(AtlasError::Api {
+            status: 404,
+            error_code,
+            ..
+        }) => assert_eq!(error_code, "CLUSTER_NOT_FOUND"),
+        other => panic!("{other:?}"),
+    }
+    match c.list_snapshots(PROJECT, "dedicated-m10").await {
+        Err(e @ AtlasError::Api { status: 400, .. }) => {
+            assert_eq!(e.reason(), "CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API");
+            assert!(e.to_string().contains("not a Flex cluster"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match c.list_snapshots("aaaaaaaaaaaaaaaaaaaaaaaa", "a-flex").await {
+        Err(AtlasError::Api { error_code, .. }) => assert_eq!(error_code, "GROUP_NOT_FOUND"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.observed().api_requests - before, 3, "one request each");
+}
+
+#[tokio::test]
+async fn restore_jobs_are_polled_until_the_url_appears() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 2, &[1])).await;
+    let c = client(&s);
+    let id = s.clusters()[0].snapshots[0].id.clone();
+    let job = c
+        .request_download(PROJECT, "a-flex", &id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(job.status.as_deref(), Some("PENDING"));
+    assert!(job.snapshot_url.is_none());
+    let before = s.observed().api_requests;
+    let ready = c
+        .wait_for_url(PROJECT, "a-flex", job)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(ready.snapshot_url.is_some());
+    assert_eq!(
+        s.observed().api_requests - before,
+        2,
+        "RUNNING, then COMPLETED"
+    );
+
+    // A second download while the first is prepared: Atlas answers 409.
+    let other = s.clusters()[0].snapshots[1].id.clone();
+    s.set_faults(|f| f.polls_until_complete = Some(100));
+    let _pending = c
+        .request_download(PROJECT, "a-flex", &other)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    match c.request_download(PROJECT, "a-flex", &other).await {
+        Err(AtlasError::Api {
+            status: 409,
+            error_code,
+            ..
+        }) => assert_eq!(error_code, "CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY"),
+        other => panic!("{other:?}"),
+    }
+    let jobs = c
+        .list_restore_jobs(PROJECT, "a-flex")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(jobs.len(), 2);
+}
+
+#[tokio::test]
+async fn a_url_in_the_post_answer_is_used_without_polling() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    s.set_faults(|f| f.url_in_post = true);
+    let c = client(&s);
+    let id = s.clusters()[0].snapshots[0].id.clone();
+    let job = c
+        .request_download(PROJECT, "a-flex", &id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let before = s.observed().api_requests;
+    assert!(c.wait_for_url(PROJECT, "a-flex", job).await.is_ok());
+    assert_eq!(s.observed().api_requests, before, "no poll");
+}
+
+#[tokio::test]
+async fn failed_and_stuck_jobs_end_with_an_error() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 2, &[1])).await;
+    let ids: Vec<String> = s.clusters()[0]
+        .snapshots
+        .iter()
+        .map(|x| x.id.clone())
+        .collect();
+    s.set_faults(|f| {
+        f.fail_jobs_for.insert(ids[0].clone());
+    });
+    let c = client(&s);
+    let job = c
+        .request_download(PROJECT, "a-flex", &ids[0])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        c.wait_for_url(PROJECT, "a-flex", job).await,
+        Err(AtlasError::RestoreFailed { .. })
+    ));
+
+    s.set_faults(|f| f.jobs_never_complete = true);
+    let mut cfg = config(&s, service_account());
+    cfg.restore_timeout = Duration::from_millis(300);
+    let c = AtlasClient::new(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let job = c
+        .request_download(PROJECT, "a-flex", &ids[1])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    match c.wait_for_url(PROJECT, "a-flex", job).await {
+        Err(e @ AtlasError::RestoreTimeout { .. }) => {
+            assert!(e.to_string().contains("atlas.restore_timeout"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
