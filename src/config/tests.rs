@@ -369,3 +369,13 @@ fn target_flag_parsing() {
     assert!(Target::parse("32b6e34b3d91647abb20e7b8").is_err());
     assert!(Target::parse("xyz/orders").is_err());
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/atlas-archiver.example.toml");
+    let config =
+        Config::load(&path, &HashMap::new(), Secrets::Skip).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.targets.len(), 1);
+    assert_eq!(config.storage.prefix, "atlas/");
+}
