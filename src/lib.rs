@@ -11,24 +11,31 @@
 //! - [`journal`]: the SQLite journal of runs and snapshot states; the state machine.
 //! - [`pipeline`]: one snapshot end to end, and one target's run; the only module that combines
 //!   `atlas`, `store` and `journal`.
+//! - [`daemon`]: `run`, the long-lived service: the scheduling loop, systemd notifications and
+//!   the shutdown sequence; the only module that knows the scheduler triggers the pipeline.
+//! - [`server`]: the daemon's HTTP endpoints (health, readiness, metrics, run trigger).
 //! - [`keys`]: object key naming.
 //! - [`retry`]: the backoff policy.
+//! - [`schedule`]: cron expressions in time zones, jitter and the catch-up rule (pure).
 //! - [`simulator`]: a built-in Atlas simulator (for `demo`, `simulate` and tests).
 //! - [`embedded_store`]: an S3 server on loopback over a local directory (for `demo`).
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logging setup and the metrics registry.
 //! - [`cli`]: the command line; the only user of clap.
 //!
-//! Dependencies point one way: `cli → pipeline → {atlas, store, journal} → config`; the leaves
-//! never import each other.
+//! Dependencies point one way: `cli → daemon → {server, pipeline, schedule}`,
+//! `pipeline → {atlas, store, journal, telemetry} → config`; the leaves never import each other.
 
 pub mod atlas;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod embedded_store;
 pub mod journal;
 pub mod keys;
 pub mod pipeline;
 pub mod retry;
+pub mod schedule;
+pub mod server;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;

@@ -44,6 +44,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a service: archive on the configured schedule until SIGTERM (systemd Type=notify, /healthz, /readyz, /metrics).
+    Run {
+        /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Load and validate the config, check the journal path, and print the effective config (secrets as ***).
     CheckConfig {
         /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
 use super::Failure;
 use super::once::{execute, print_reports, spawn_signal_handler};
@@ -102,9 +101,9 @@ path = "journal.sqlite"
     );
     println!("  config           {}", config_path.display());
     println!("\nfirst run: archive every completed snapshot");
-    let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
-    let reports = execute(&config, &config.targets, "demo", cancel.clone()).await?;
+    let shutdown = crate::pipeline::Shutdown::default();
+    spawn_signal_handler(shutdown.clone());
+    let reports = execute(&config, &config.targets, "demo", shutdown.clone()).await?;
     print_reports(&reports);
 
     let mut all_good = reports.iter().all(crate::pipeline::TargetReport::succeeded);
@@ -138,7 +137,7 @@ path = "journal.sqlite"
     }
 
     println!("\nsecond run: nothing is downloaded twice");
-    let again = execute(&config, &config.targets, "demo", cancel).await?;
+    let again = execute(&config, &config.targets, "demo", shutdown).await?;
     let already: usize = again
         .iter()
         .flat_map(|r| r.snapshots.iter())

@@ -81,6 +81,14 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
             let path = config_path(config.as_deref(), &env);
             once::run(&path, &env, &targets, json).await
         }
+        Command::Run { config } => {
+            let path = config_path(config.as_deref(), &env);
+            let config = Config::load(&path, &env, Secrets::Load)?;
+            crate::daemon::run(config, once::wait_for_signal)
+                .await
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig { config } => {
             let path = config_path(config.as_deref(), &env);
             check_config(&path, &env)

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::Failure;
@@ -12,8 +11,9 @@ use crate::atlas::AtlasClient;
 use crate::config::units::format_bytes;
 use crate::config::{Config, Secrets, Target};
 use crate::journal::Journal;
-use crate::pipeline::{Archiver, PipelineSettings, SnapshotOutcome, TargetReport};
+use crate::pipeline::{Archiver, PipelineSettings, Shutdown, SnapshotOutcome, TargetReport};
 use crate::store::ObjectStore;
+use crate::telemetry::Metrics;
 
 pub(super) async fn run(
     path: &Path,
@@ -23,9 +23,9 @@ pub(super) async fn run(
 ) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Load)?;
     let targets = select_targets(&config, target_args)?;
-    let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
-    let reports = execute(&config, &targets, "once", cancel).await?;
+    let shutdown = Shutdown::default();
+    spawn_signal_handler(shutdown.clone());
+    let reports = execute(&config, &targets, "once", shutdown).await?;
     if json {
         let text =
             serde_json::to_string_pretty(&reports).map_err(|e| Failure::Runtime(e.to_string()))?;
@@ -72,7 +72,7 @@ pub(super) async fn execute(
     config: &Config,
     targets: &[Target],
     kind: &str,
-    cancel: CancellationToken,
+    shutdown: Shutdown,
 ) -> Result<Vec<TargetReport>, Failure> {
     let journal =
         Journal::open(&config.journal.path).map_err(|e| Failure::Runtime(e.to_string()))?;
@@ -89,7 +89,8 @@ pub(super) async fn execute(
         store,
         journal,
         PipelineSettings::from_config(config),
-        cancel,
+        shutdown,
+        Metrics::default(),
     )
     .map_err(|e| Failure::Runtime(e.to_string()))?;
     archiver
@@ -98,16 +99,17 @@ pub(super) async fn execute(
         .map_err(|e| Failure::Runtime(format!("run aborted: {e}")))
 }
 
-/// First SIGINT/SIGTERM: cancel transfers cleanly (uploads aborted, journal rows resumable).
-pub(super) fn spawn_signal_handler(cancel: CancellationToken) {
+/// SIGINT/SIGTERM: stop at once, cleanly (uploads aborted, journal rows resumable).
+pub(super) fn spawn_signal_handler(shutdown: Shutdown) {
     tokio::spawn(async move {
         wait_for_signal().await;
         warn!("signal received: stopping; transfers in flight are aborted cleanly");
-        cancel.cancel();
+        shutdown.now();
     });
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub(super) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

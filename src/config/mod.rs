@@ -15,7 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use url::Url;
 
-use raw::{RawAtlas, RawConfig, RawStorage};
+use crate::schedule::Schedule;
+use raw::{RawAtlas, RawConfig, RawSchedule, RawServer, RawStorage};
 use units::{parse_byte_size, parse_duration};
 
 /// Where the config lives when neither `--config` nor `$ATLAS_ARCHIVER_CONFIG` says otherwise.
@@ -68,6 +69,54 @@ pub struct Config {
     pub journal: JournalConfig,
     /// The (project, cluster) pairs to archive, in file order.
     pub targets: Vec<Target>,
+    /// When `run` archives.
+    pub schedule: ScheduleConfig,
+    /// The HTTP endpoints of `run`.
+    pub server: ServerConfig,
+}
+
+impl Config {
+    /// The schedule of one target (its own, or the default).
+    pub fn schedule_for(&self, target: &Target) -> &Schedule {
+        self.schedule
+            .overrides
+            .iter()
+            .find(|(t, _)| t == target)
+            .map_or(&self.schedule.default, |(_, s)| s)
+    }
+}
+
+/// `[schedule]`, validated.
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    /// The default schedule.
+    pub default: Schedule,
+    /// Targets with their own.
+    pub overrides: Vec<(Target, Schedule)>,
+    /// Jitter window.
+    pub jitter: Duration,
+    /// Run at the very first start.
+    pub run_on_first_start: bool,
+    /// Grace period for transfers on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// `[server]`, validated.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Where to listen; `None` turns the listener off.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Token for the run trigger.
+    pub token: Option<SecretString>,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// How to authenticate to Atlas.
@@ -181,6 +230,8 @@ pub struct StorageConfig {
     pub checksum_calculation: Option<ChecksumCalculation>,
     /// Object key template.
     pub key_template: String,
+    /// Transfers at once across targets.
+    pub max_concurrent_transfers: usize,
 }
 
 /// `[journal]`, validated.
@@ -369,11 +420,43 @@ impl Config {
             "\n[journal]\npath = {:?}\n",
             self.journal.path.display().to_string()
         ));
+        out.push_str(&format!(
+            "max_concurrent_transfers = {}\n",
+            s.max_concurrent_transfers
+        ));
+        let sc = &self.schedule;
+        out.push_str(&format!(
+            "\n[schedule]\ncron = {:?}\ntimezone = {:?}\njitter = \"{:?}\"\nrun_on_first_start = {}\nshutdown_grace = \"{:?}\"\n",
+            sc.default.expression(),
+            sc.default.zone().name(),
+            sc.jitter,
+            sc.run_on_first_start,
+            sc.shutdown_grace
+        ));
+        out.push_str(&format!(
+            "\n[server]\nlisten = {:?}\n{}",
+            self.server
+                .listen
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            if self.server.token.is_some() {
+                "token = \"***\"\n"
+            } else {
+                ""
+            }
+        ));
         for t in &self.targets {
             out.push_str(&format!(
                 "\n[[target]]\nproject_id = {:?}\ncluster = {:?}\n",
                 t.project_id, t.cluster
             ));
+            if let Some((_, s)) = self.schedule.overrides.iter().find(|(o, _)| o == t) {
+                out.push_str(&format!(
+                    "cron = {:?}\ntimezone = {:?}\n",
+                    s.expression(),
+                    s.zone().name()
+                ));
+            }
         }
         out
     }
@@ -520,13 +603,92 @@ impl Validator<'_> {
                 "no [[target]] tables: add at least one with project_id and cluster",
             ));
         }
+        let schedule = self.schedule(&raw.schedule, &raw.targets, &targets)?;
+        let server = self.server(&raw.server)?;
         Ok(Config {
             source: path.to_path_buf(),
             atlas,
             storage,
             journal,
             targets,
+            schedule,
+            server,
         })
+    }
+
+    fn schedule(
+        &self,
+        s: &RawSchedule,
+        raw_targets: &[raw::RawTarget],
+        targets: &[Target],
+    ) -> Result<ScheduleConfig, ConfigError> {
+        let zone = s.timezone.clone().unwrap_or_else(|| "UTC".to_owned());
+        let expression = s.cron.clone().unwrap_or_else(|| "0 */6 * * *".to_owned());
+        let default = Schedule::parse(&expression, &zone).map_err(|e| {
+            let key = if matches!(e, crate::schedule::ScheduleError::Zone(_)) {
+                "schedule.timezone"
+            } else {
+                "schedule.cron"
+            };
+            self.invalid(key, e.to_string())
+        })?;
+        let mut overrides = Vec::new();
+        for (i, (raw, target)) in raw_targets.iter().zip(targets).enumerate() {
+            if raw.cron.is_none() && raw.timezone.is_none() {
+                continue;
+            }
+            let expression = raw.cron.clone().unwrap_or_else(|| expression.clone());
+            let zone = raw.timezone.clone().unwrap_or_else(|| zone.clone());
+            let own = Schedule::parse(&expression, &zone).map_err(|e| {
+                let key = if matches!(e, crate::schedule::ScheduleError::Zone(_)) {
+                    "timezone"
+                } else {
+                    "cron"
+                };
+                self.invalid(&format!("target[{i}].{key}"), e.to_string())
+            })?;
+            overrides.push((target.clone(), own));
+        }
+        Ok(ScheduleConfig {
+            default,
+            overrides,
+            jitter: self.duration("schedule.jitter", s.jitter.as_ref(), Duration::ZERO)?,
+            run_on_first_start: s.run_on_first_start.unwrap_or(false),
+            shutdown_grace: self.duration(
+                "schedule.shutdown_grace",
+                s.shutdown_grace.as_ref(),
+                Duration::from_secs(300),
+            )?,
+        })
+    }
+
+    fn server(&self, s: &RawServer) -> Result<ServerConfig, ConfigError> {
+        let listen = match s.listen.as_deref().map(str::trim) {
+            None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9187))),
+            Some("") => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                self.invalid("server.listen", format!("`{text}` is not an address: write e.g. \"127.0.0.1:9187\" or \"0.0.0.0:9187\", or \"\" to turn the listener off"))
+            })?),
+        };
+        let token = match self.secrets {
+            Secrets::Skip => None,
+            Secrets::Load => self.secret(
+                "server.token",
+                s.token.as_ref(),
+                s.token_file.as_ref(),
+                None,
+            )?,
+        };
+        if self.secrets == Secrets::Load
+            && token.is_none()
+            && listen.is_some_and(|a| !a.ip().is_loopback())
+        {
+            return Err(self.invalid(
+                "server.token",
+                "required when server.listen is not a loopback address: anyone who can reach it could trigger runs (set token_file)",
+            ));
+        }
+        Ok(ServerConfig { listen, token })
     }
 
     fn atlas(&self, a: &RawAtlas) -> Result<AtlasConfig, ConfigError> {
@@ -773,6 +935,13 @@ impl Validator<'_> {
                 ));
             }
         };
+        let max_concurrent_transfers = s.max_concurrent_transfers.unwrap_or(2);
+        if !(1..=64).contains(&max_concurrent_transfers) {
+            return Err(self.invalid(
+                "storage.max_concurrent_transfers",
+                format!("{max_concurrent_transfers} is out of range: use 1 to 64"),
+            ));
+        }
         let key_template = s
             .key_template
             .clone()
@@ -790,6 +959,7 @@ impl Validator<'_> {
             parts_in_flight: parts_in_flight as usize,
             checksum_calculation,
             key_template,
+            max_concurrent_transfers: max_concurrent_transfers as usize,
         })
     }
 }

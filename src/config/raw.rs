@@ -16,6 +16,12 @@ pub struct RawConfig {
     /// `[journal]`: where the local state lives.
     #[serde(default)]
     pub journal: RawJournal,
+    /// `[schedule]`: when `run` archives.
+    #[serde(default)]
+    pub schedule: RawSchedule,
+    /// `[server]`: the HTTP endpoints of `run`.
+    #[serde(default)]
+    pub server: RawServer,
     /// `[[target]]`: one table per (project, Flex cluster) pair to archive.
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
@@ -84,6 +90,36 @@ pub struct RawStorage {
     pub request_checksum_calculation: Option<String>,
     /// Object key template. Default `{prefix}{project_id}/{cluster}/{date}/{snapshot_id}.tar.gz`.
     pub key_template: Option<String>,
+    /// Snapshot transfers at once across all targets (default 2).
+    pub max_concurrent_transfers: Option<u32>,
+}
+
+/// `[schedule]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// Cron expression: 5 fields, or 6 with seconds first (default `"0 */6 * * *"`).
+    pub cron: Option<String>,
+    /// IANA time zone of the expression (default `"UTC"`).
+    pub timezone: Option<String>,
+    /// Spread targets over this window after each slot, stably per target (default `"0s"`).
+    pub jitter: Option<String>,
+    /// Run every target once right after the very first start (default false).
+    pub run_on_first_start: Option<bool>,
+    /// On SIGTERM, let transfers finish for this long before aborting them (default `"5m"`).
+    pub shutdown_grace: Option<String>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address of /healthz, /readyz, /metrics and the run trigger (default `"127.0.0.1:9187"`; `""` turns it off).
+    pub listen: Option<String>,
+    /// Bearer token for `POST /v1/targets/…/run`; required when `listen` is not a loopback address.
+    pub token: Option<String>,
+    /// File holding the token.
+    pub token_file: Option<String>,
 }
 
 /// `[journal]`
@@ -102,4 +138,8 @@ pub struct RawTarget {
     pub project_id: Option<String>,
     /// Flex cluster name.
     pub cluster: Option<String>,
+    /// This target's own cron expression (default: `schedule.cron`).
+    pub cron: Option<String>,
+    /// This target's own time zone (default: `schedule.timezone`).
+    pub timezone: Option<String>,
 }

@@ -157,6 +157,14 @@ pub struct SnapshotKey {
 }
 
 impl SnapshotKey {
+    /// The target it belongs to.
+    pub fn target(&self) -> Target {
+        Target {
+            project_id: self.project_id.clone(),
+            cluster: self.cluster.clone(),
+        }
+    }
+
     /// For a target.
     pub fn new(target: &Target, snapshot_id: &str) -> Self {
         Self {
@@ -527,6 +535,76 @@ impl Journal {
         .await
     }
 
+    /// Records that a target's run started (the daemon's catch-up rule reads it back).
+    pub async fn target_started(
+        &self,
+        target: &Target,
+        at: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        let target = target.clone();
+        self.with(move |c, p| {
+            c.execute(
+                "INSERT INTO target_runs (project_id, cluster, last_started_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (project_id, cluster) DO UPDATE SET last_started_at = excluded.last_started_at",
+                params![target.project_id, target.cluster, at.to_rfc3339()],
+            )
+            .map_err(|e| sql_error(p, &e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records how a target's run ended.
+    pub async fn target_finished(
+        &self,
+        target: &Target,
+        success: bool,
+        at: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        let target = target.clone();
+        self.with(move |c, p| {
+            c.execute(
+                "UPDATE target_runs SET last_finished_at = ?3, last_status = ?4,
+                    last_success_at = CASE WHEN ?5 THEN ?3 ELSE last_success_at END
+                 WHERE project_id = ?1 AND cluster = ?2",
+                params![
+                    target.project_id,
+                    target.cluster,
+                    at.to_rfc3339(),
+                    if success { "ok" } else { "failed" },
+                    success
+                ],
+            )
+            .map_err(|e| sql_error(p, &e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Each target's last run, as recorded.
+    pub async fn target_history(&self) -> Result<Vec<TargetHistory>, JournalError> {
+        self.with(|c, p| {
+            let mut stmt = c
+                .prepare("SELECT project_id, cluster, last_started_at, last_success_at, last_status FROM target_runs")
+                .map_err(|e| sql_error(p, &e))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(TargetHistory {
+                        target: Target {
+                            project_id: r.get(0)?,
+                            cluster: r.get(1)?,
+                        },
+                        last_started_at: parse_time(r.get(2)?),
+                        last_success_at: parse_time(r.get(3)?),
+                        last_status: r.get(4)?,
+                    })
+                })
+                .map_err(|e| sql_error(p, &e))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql_error(p, &e))
+        })
+        .await
+    }
+
     /// The event log of one snapshot, oldest first: `(time, from, to, note)`.
     pub async fn events(
         &self,
@@ -544,6 +622,19 @@ impl Journal {
         })
         .await
     }
+}
+
+/// One row of `target_runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetHistory {
+    /// The target.
+    pub target: Target,
+    /// When its last run started.
+    pub last_started_at: Option<DateTime<Utc>>,
+    /// When a run last archived everything.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// `ok` or `failed`.
+    pub last_status: Option<String>,
 }
 
 /// One row of `runs`.

@@ -7,10 +7,11 @@ use rusqlite::Connection;
 use super::{JournalError, sql_error};
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [r"
+const MIGRATIONS: [&str; 2] = [
+    r"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -55,7 +56,19 @@ CREATE TABLE snapshot_events (
     note TEXT
 );
 CREATE INDEX snapshot_events_by_snapshot ON snapshot_events (project_id, cluster, snapshot_id);
-"];
+",
+    r"
+CREATE TABLE target_runs (
+    project_id TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    last_started_at TEXT,
+    last_finished_at TEXT,
+    last_status TEXT,
+    last_success_at TEXT,
+    PRIMARY KEY (project_id, cluster)
+);
+",
+];
 
 /// Sets durability pragmas, checks integrity and version, and migrates.
 pub fn prepare(conn: &Connection, path: &Path) -> Result<(), JournalError> {

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
-use futures_util::StreamExt;
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -27,6 +27,7 @@ use crate::journal::{
 };
 use crate::keys;
 use crate::store::{ObjectStore, StoreError, plan_part_size};
+use crate::telemetry::{Metrics, RunStatus};
 use manifest::{MANIFEST_FORMAT, Manifest};
 use transfer::{DownloadSettings, SnapshotUrl, TransferError};
 
@@ -102,7 +103,7 @@ impl PipelineSettings {
             key_template: config.storage.key_template.clone(),
             part_size: config.storage.part_size,
             parts_in_flight: config.storage.parts_in_flight,
-            max_concurrent_transfers: 2,
+            max_concurrent_transfers: config.storage.max_concurrent_transfers,
             download: DownloadSettings {
                 read_timeout: config.atlas.download_read_timeout,
             },
@@ -177,6 +178,23 @@ impl TargetReport {
     }
 }
 
+/// How the pipeline is told to stop. Both tokens come from the caller, who owns the signals.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Start no new snapshot; let transfers in flight finish.
+    pub drain: CancellationToken,
+    /// Abort transfers in flight (their uploads are aborted; journal rows stay resumable).
+    pub abort: CancellationToken,
+}
+
+impl Shutdown {
+    /// Both at once (for `once`: a signal stops everything cleanly).
+    pub fn now(&self) {
+        self.drain.cancel();
+        self.abort.cancel();
+    }
+}
+
 /// The archiving engine: Atlas client, store and journal, wired together.
 #[derive(Clone)]
 pub struct Archiver {
@@ -185,27 +203,40 @@ pub struct Archiver {
     journal: Journal,
     settings: Arc<PipelineSettings>,
     download: reqwest::Client,
-    cancel: CancellationToken,
+    shutdown: Shutdown,
+    metrics: Metrics,
+    /// Bounds snapshot transfers across all targets, so one long archive cannot starve the
+    /// others and memory stays bounded.
+    transfers: Arc<Semaphore>,
 }
 
 impl Archiver {
-    /// Wires the parts. `cancel` stops transfers (aborting their uploads) on shutdown.
+    /// Wires the parts.
     pub fn new(
         atlas: AtlasClient,
         store: ObjectStore,
         journal: Journal,
         settings: PipelineSettings,
-        cancel: CancellationToken,
+        shutdown: Shutdown,
+        metrics: Metrics,
     ) -> Result<Self, ArchiveError> {
         let download = transfer::download_client(settings.download)?;
+        let transfers = Arc::new(Semaphore::new(settings.max_concurrent_transfers.max(1)));
         Ok(Self {
             atlas,
             store,
             journal,
             settings: Arc::new(settings),
             download,
-            cancel,
+            shutdown,
+            metrics,
+            transfers,
         })
+    }
+
+    /// The store in use.
+    pub fn store(&self) -> &ObjectStore {
+        &self.store
     }
 
     /// The journal in use.
@@ -213,18 +244,16 @@ impl Archiver {
         &self.journal
     }
 
-    /// Runs every target (at most `max_concurrent_transfers` at once) and records the run.
+    /// Runs every target (all at once; transfers are bounded by `max_concurrent_transfers`)
+    /// and records the run.
     pub async fn run(
         &self,
         kind: &str,
         targets: &[Target],
     ) -> Result<Vec<TargetReport>, ArchiveError> {
         let run_id = self.journal.start_run(kind).await?;
-        let reports: Vec<TargetReport> = futures_util::stream::iter(targets.iter().cloned())
-            .map(|t| async move { self.archive_target(&t).await })
-            .buffered(self.settings.max_concurrent_transfers.max(1))
-            .collect()
-            .await;
+        let reports: Vec<TargetReport> =
+            futures_util::future::join_all(targets.iter().map(|t| self.archive_target(t))).await;
         let mut summary = RunSummary::default();
         for r in &reports {
             for s in &r.snapshots {
@@ -246,8 +275,42 @@ impl Archiver {
         Ok(reports)
     }
 
-    /// Archives every completed, not yet archived snapshot of one target.
+    /// Archives every completed, not yet archived snapshot of one target, and records the run
+    /// of the target in the journal and the metrics.
     pub async fn archive_target(&self, target: &Target) -> TargetReport {
+        let started = std::time::Instant::now();
+        if let Err(e) = self.journal.target_started(target, Utc::now()).await {
+            error!(project = %target.project_id, cluster = %target.cluster, error = %e, "cannot record the run in the journal");
+            return TargetReport {
+                target: target.clone(),
+                snapshots: Vec::new(),
+                error: Some(e.to_string()),
+            };
+        }
+        let report = self.archive_target_snapshots(target).await;
+        let success = report.succeeded();
+        let finished = Utc::now();
+        if let Err(e) = self
+            .journal
+            .target_finished(target, success, finished)
+            .await
+        {
+            error!(project = %target.project_id, cluster = %target.cluster, error = %e, "cannot record the end of the run in the journal");
+        }
+        self.metrics.record_run(
+            target,
+            if success {
+                RunStatus::Success
+            } else {
+                RunStatus::Failure
+            },
+            started.elapsed().as_secs_f64(),
+            finished.timestamp_millis() as f64 / 1000.0,
+        );
+        report
+    }
+
+    async fn archive_target_snapshots(&self, target: &Target) -> TargetReport {
         let span = info_span!("target", project = %target.project_id, cluster = %target.cluster);
         async {
             let mut report = TargetReport {
@@ -277,7 +340,8 @@ impl Archiver {
                         continue;
                     }
                 }
-                if self.cancel.is_cancelled() {
+                if self.shutdown.drain.is_cancelled() {
+                    info!("shutting down: the remaining snapshots wait for the next run");
                     break;
                 }
                 let outcome = self.archive_snapshot(target, &id, snapshot).await;
@@ -324,6 +388,7 @@ impl Archiver {
                 continue;
             }
             error!(snapshot = %record.snapshot_id, "snapshot LOST: Atlas no longer holds it and it was never archived");
+            self.metrics.record_lost(target);
             self.journal
                 .transition(
                     &record.key(),
@@ -388,36 +453,47 @@ impl Archiver {
             let mut reuse_job = record.restore_job_id.clone();
             loop {
                 attempt += 1;
-                match self.attempt(&key, &object_key, reuse_job.take(), snapshot).await {
+                let e = match self.attempt(&key, &object_key, reuse_job.take(), snapshot).await {
                     Ok(outcome) => return Ok(outcome),
-                    Err(e) => {
-                        let retry = e.is_retryable() && attempt < ATTEMPTS_PER_RUN && !self.cancel.is_cancelled();
-                        let change = Change {
-                            error: Some(e.to_string()),
-                            reason: Some(e.reason()),
+                    Err(e @ ArchiveError::Journal(_)) => return Err(e),
+                    Err(e) => e,
+                };
+                if matches!(e, ArchiveError::Transfer(TransferError::Cancelled)) {
+                    // Not a failure of the snapshot: leave it resumable, without counting an attempt.
+                    self.journal
+                        .transition(&key, SnapshotState::DownloadRequested, Change {
                             upload_id: Some(String::new()),
+                            note: Some("interrupted by shutdown; the upload was aborted and the next run resumes".into()),
                             ..Change::default()
-                        };
-                        if matches!(e, ArchiveError::Journal(_)) {
-                            return Err(e);
-                        }
-                        self.journal.transition(&key, SnapshotState::Failed, change).await?;
-                        if matches!(&e, ArchiveError::Atlas(a) if a.is_not_found()) {
-                            error!(error = %e, "snapshot LOST: Atlas no longer holds it and it was never archived");
-                            return Ok(SnapshotOutcome::Lost { snapshot_id: id.to_owned() });
-                        }
-                        if !retry {
-                            error!(error = %e, reason = %e.reason(), attempt, "snapshot not archived; the next run tries again");
-                            return Err(e);
-                        }
-                        // A dropped connection may reuse the same URL; a refused one needs a new job.
-                        if !matches!(e, ArchiveError::Transfer(TransferError::UrlRejected { .. }) | ArchiveError::Atlas(_)) {
-                            reuse_job = self.journal.get(&key).await?.and_then(|r| r.restore_job_id);
-                        }
-                        warn!(error = %e, attempt, "attempt failed; trying again");
-                        tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-                    }
+                        })
+                        .await?;
+                    warn!("transfer interrupted by shutdown; the next run resumes it");
+                    return Err(e);
                 }
+                self.metrics.record_failure(target, &e.reason());
+                let change = Change {
+                    error: Some(e.to_string()),
+                    reason: Some(e.reason()),
+                    upload_id: Some(String::new()),
+                    ..Change::default()
+                };
+                self.journal.transition(&key, SnapshotState::Failed, change).await?;
+                if matches!(&e, ArchiveError::Atlas(a) if a.is_not_found()) {
+                    error!(error = %e, "snapshot LOST: Atlas no longer holds it and it was never archived");
+                    self.metrics.record_lost(target);
+                    return Ok(SnapshotOutcome::Lost { snapshot_id: id.to_owned() });
+                }
+                let retry = e.is_retryable() && attempt < ATTEMPTS_PER_RUN && !self.shutdown.drain.is_cancelled();
+                if !retry {
+                    error!(error = %e, reason = %e.reason(), attempt, "snapshot not archived; the next run tries again");
+                    return Err(e);
+                }
+                // A dropped connection may reuse the same URL; a refused one needs a new job.
+                if !matches!(e, ArchiveError::Transfer(TransferError::UrlRejected { .. }) | ArchiveError::Atlas(_)) {
+                    reuse_job = self.journal.get(&key).await?.and_then(|r| r.restore_job_id);
+                }
+                warn!(error = %e, attempt, "attempt failed; trying again");
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
         }
         .instrument(span)
@@ -476,6 +552,7 @@ impl Archiver {
             )
             .await?;
         info!(key = %object_key, "already in the bucket with a matching manifest; recorded without a new download");
+        self.metrics.record_archived(&key.target(), 0);
         Ok(Some(SnapshotOutcome::Adopted {
             snapshot_id: key.snapshot_id.clone(),
             object_key: object_key.to_owned(),
@@ -588,6 +665,13 @@ impl Archiver {
         let job_id = job.id.clone();
         let url = SnapshotUrl::parse(job.snapshot_url.as_deref().unwrap_or_default())?;
         info!(url = %url, "download ready");
+        // Waiting for Atlas holds no slot; the transfer itself does.
+        let _slot = self
+            .transfers
+            .acquire()
+            .await
+            .map_err(|_| ArchiveError::Integrity("the transfer limiter was closed".into()))?;
+        let _in_flight = InFlight::new(&self.metrics);
         let source = transfer::open(&self.download, &url).await?;
         let part_size = plan_part_size(self.settings.part_size, source.content_length);
         if let Some(len) = source.content_length
@@ -627,7 +711,7 @@ impl Archiver {
             &upload,
             part_size,
             self.settings.parts_in_flight,
-            &self.cancel,
+            &self.shutdown.abort,
         )
         .await?;
         let head = self.store.head(object_key).await?.ok_or_else(|| {
@@ -683,6 +767,7 @@ impl Archiver {
                 },
             )
             .await?;
+        self.metrics.record_archived(&key.target(), outcome.bytes);
         let secs = started.elapsed().as_secs_f64().max(1e-6);
         info!(
             key = %object_key,
@@ -697,6 +782,22 @@ impl Archiver {
             size_bytes: outcome.bytes,
             sha256: outcome.sha256,
         })
+    }
+}
+
+/// Counts a transfer in `atlas_archiver_transfers_in_flight` for as long as it lives.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.transfer_in_flight(1);
+        Self(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.transfer_in_flight(-1);
     }
 }
 

@@ -80,6 +80,7 @@ impl S3Server {
             parts_in_flight: 2,
             checksum_calculation: Some(ChecksumCalculation::WhenRequired),
             key_template: "{prefix}{snapshot_id}".into(),
+            max_concurrent_transfers: 2,
         })
         .await
     }

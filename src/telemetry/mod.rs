@@ -39,3 +39,6 @@ pub fn init(format: LogFormat, level: &str) {
     // A second init (tests) keeps the first subscriber.
     drop(result);
 }
+
+mod metrics;
+pub use metrics::{Metrics, RunStatus};

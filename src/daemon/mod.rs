@@ -1,0 +1,280 @@
+//! `run`: the long-lived service. Wires the journal, clients and pipeline to the scheduling loop
+//! ([`scheduler`]), the HTTP endpoints (`server`) and systemd ([`notify`]); owns the shutdown
+//! sequence: stop scheduling, let transfers finish within `shutdown_grace`, then abort what
+//! remains cleanly (a second signal aborts at once).
+//! Must not: archive anything itself (that is `pipeline`).
+
+pub mod notify;
+pub mod scheduler;
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::http::StatusCode;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::atlas::AtlasClient;
+use crate::config::{Config, Target};
+use crate::journal::Journal;
+use crate::pipeline::{Archiver, PipelineSettings, Shutdown};
+use crate::server::{self, ServerState, Trigger};
+use crate::store::ObjectStore;
+use crate::telemetry::Metrics;
+use notify::Notifier;
+use scheduler::{Control, LoopSettings, SystemClock, TargetRunner, TriggerError};
+
+/// Longest nap of the loop between two looks at the wall clock.
+const LOOP_SLICE: Duration = Duration::from_secs(1);
+/// `/healthz` fails when the loop has not gone round for this long.
+const HEARTBEAT_BOUND: Duration = Duration::from_secs(60);
+/// After the grace period, how long aborting the remaining transfers may take.
+const ABORT_BOUND: Duration = Duration::from_secs(60);
+
+/// Start-up failures of the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Could not set something up.
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// The pipeline as the scheduler's runner; remembers the last failure for STATUS=.
+struct ArchiverRunner {
+    archiver: Archiver,
+    last_failure: Arc<Mutex<Option<String>>>,
+}
+
+#[async_trait]
+impl TargetRunner for ArchiverRunner {
+    async fn run_target(&self, target: Target) -> bool {
+        let report = self.archiver.archive_target(&target).await;
+        let ok = report.succeeded();
+        if !ok && let Ok(mut slot) = self.last_failure.lock() {
+            *slot = Some(format!(
+                "{target} at {}",
+                Utc::now().format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+        ok
+    }
+}
+
+struct ControlTrigger(Arc<Control<ArchiverRunner, SystemClock>>);
+
+impl Trigger for ControlTrigger {
+    fn trigger(&self, target: &Target) -> Result<(), (StatusCode, &'static str)> {
+        self.0.trigger(target, "HTTP request").map_err(|e| match e {
+            TriggerError::AlreadyRunning => {
+                (StatusCode::CONFLICT, "a run of this target is in progress")
+            }
+            TriggerError::UnknownTarget => (StatusCode::NOT_FOUND, "no such target in the config"),
+            TriggerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        })
+    }
+
+    fn heartbeat_age(&self) -> Option<Duration> {
+        self.0.heartbeat.age(Utc::now())
+    }
+}
+
+/// Runs the daemon until `signals` yields twice or the first shutdown completes.
+/// `signals` is a stream of shutdown requests (SIGTERM/SIGINT in production).
+pub async fn run<S, F>(config: Config, mut next_signal: S) -> Result<(), DaemonError>
+where
+    S: FnMut() -> F + Send,
+    F: Future<Output = ()> + Send,
+{
+    let startup =
+        |what: &str, e: &dyn std::fmt::Display| DaemonError::Startup(format!("{what}: {e}"));
+    let notifier = Notifier::from_env();
+    let journal = Journal::open(&config.journal.path).map_err(|e| startup("journal", &e))?;
+    let atlas = AtlasClient::new(&config.atlas).map_err(|e| startup("Atlas client", &e))?;
+    let store = ObjectStore::connect(&config.storage).await;
+    let metrics = Metrics::default();
+    for t in &config.targets {
+        metrics.register_target(t);
+    }
+    let history = journal
+        .target_history()
+        .await
+        .map_err(|e| startup("journal", &e))?;
+    for h in &history {
+        if let Some(at) = h.last_success_at {
+            metrics.restore_last_success(&h.target, at.timestamp_millis() as f64 / 1000.0);
+        }
+    }
+    let shutdown = Shutdown::default();
+    let archiver = Archiver::new(
+        atlas,
+        store.clone(),
+        journal,
+        PipelineSettings::from_config(&config),
+        shutdown.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| startup("pipeline", &e))?;
+    let last_failure = Arc::new(Mutex::new(None));
+    let stopping = CancellationToken::new();
+    let control = Control::new(
+        Arc::new(ArchiverRunner {
+            archiver,
+            last_failure: Arc::clone(&last_failure),
+        }),
+        Arc::new(SystemClock),
+        config.targets.clone(),
+        stopping.clone(),
+    );
+
+    // HTTP listener: bound before READY=1, so that a port conflict is a start-up failure.
+    let server_stop = CancellationToken::new();
+    let server_state = Arc::new(ServerState {
+        metrics: metrics.clone(),
+        ready: AtomicBool::new(false),
+        trigger: Arc::new(ControlTrigger(Arc::clone(&control))),
+        heartbeat_bound: HEARTBEAT_BOUND,
+        token: config.server.token.clone(),
+        loopback: config.server.listen.is_none_or(|a| a.ip().is_loopback()),
+    });
+    let server_task = match config.server.listen {
+        Some(addr) => {
+            let listener = server::bind(addr)
+                .await
+                .map_err(|e| startup(&format!("cannot listen on {addr} (server.listen)"), &e))?;
+            info!(%addr, "HTTP endpoints listening: /healthz /readyz /metrics");
+            let state = Arc::clone(&server_state);
+            let stop = server_stop.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = server::serve(listener, state, stop).await {
+                    error!(error = %e, "HTTP server failed");
+                }
+            }))
+        }
+        None => None,
+    };
+
+    // Readiness: the bucket must answer. Retried until it does, so that a store that is down
+    // at boot delays readiness instead of crash-looping the service.
+    {
+        let state = Arc::clone(&server_state);
+        let store = store.clone();
+        let stop = stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                match store.check_bucket().await {
+                    Ok(()) => {
+                        server::set_ready(&state);
+                        info!(bucket = store.bucket(), "bucket reachable: ready");
+                        break;
+                    }
+                    Err(e) => error!(error = %e, "bucket not reachable; retrying in 30s"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    let settings = LoopSettings {
+        slice: notifier
+            .watchdog()
+            .map_or(LOOP_SLICE, |w| LOOP_SLICE.min(w / 3)),
+        jitter: config.schedule.jitter,
+        run_on_first_start: config.schedule.run_on_first_start,
+    };
+    let last_runs: Vec<(Target, chrono::DateTime<Utc>)> = history
+        .iter()
+        .filter_map(|h| h.last_started_at.map(|at| (h.target.clone(), at)))
+        .collect();
+    let schedules = config
+        .targets
+        .iter()
+        .map(|t| (t.clone(), config.schedule_for(t).clone()))
+        .collect();
+    let planned = scheduler::plan(schedules, &last_runs, Utc::now(), &settings);
+    let loop_task = {
+        let control = Arc::clone(&control);
+        let notifier = notifier.clone();
+        let metrics = metrics.clone();
+        let stop = stopping.clone();
+        let mut last_status = String::new();
+        tokio::spawn(scheduler::run_loop(
+            control.clone(),
+            planned,
+            settings,
+            stop,
+            move |planned| {
+                for p in planned {
+                    if let Some(due) = p.due {
+                        metrics.record_next_run(&p.target, due.timestamp_millis() as f64 / 1000.0);
+                    }
+                }
+                let status = status_line(planned, metrics.transfers_in_flight_now(), &last_failure);
+                if status != last_status {
+                    notifier.status(&status);
+                    last_status = status;
+                }
+                // Driven from the loop itself: a wedged loop stops the pings and systemd restarts us.
+                notifier.watchdog_ping();
+            },
+        ))
+    };
+    notifier.ready();
+    info!(targets = config.targets.len(), "daemon started");
+
+    next_signal().await;
+    info!(grace = ?config.schedule.shutdown_grace, "shutting down: no new runs; transfers in flight may finish");
+    notifier.stopping();
+    stopping.cancel();
+    shutdown.drain.cancel();
+    let _ = loop_task.await;
+    tokio::select! {
+        () = control.wait_idle() => info!("all runs finished"),
+        () = tokio::time::sleep(config.schedule.shutdown_grace) => {
+            warn!("grace period over: aborting the transfers still running (their uploads are aborted; they resume at the next start)");
+        }
+        () = next_signal() => warn!("second signal: aborting the transfers still running"),
+    }
+    shutdown.abort.cancel();
+    if tokio::time::timeout(ABORT_BOUND, control.wait_idle())
+        .await
+        .is_err()
+    {
+        error!(
+            "transfers did not stop within {ABORT_BOUND:?}; exiting anyway (the next start aborts their uploads)"
+        );
+    }
+    server_stop.cancel();
+    if let Some(task) = server_task {
+        let _ = task.await;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn status_line(
+    planned: &[scheduler::PlannedTarget],
+    in_flight: i64,
+    last_failure: &Mutex<Option<String>>,
+) -> String {
+    let next = planned
+        .iter()
+        .filter_map(|p| p.due.map(|d| (d, &p.target)))
+        .min_by_key(|(d, _)| *d)
+        .map_or_else(
+            || "no run planned".to_owned(),
+            |(d, t)| format!("next run {} at {}", t, d.format("%Y-%m-%d %H:%M:%S UTC")),
+        );
+    let failure = last_failure
+        .lock()
+        .ok()
+        .and_then(|f| f.clone())
+        .map_or_else(|| "no failures".to_owned(), |f| format!("last failure {f}"));
+    format!("{next}; {in_flight} transfers in flight; {failure}")
+}

@@ -1,0 +1,249 @@
+//! The scheduling loop: wakes in short slices, re-reads the wall clock (so a suspended VM or a
+//! clock step never skips a slot), starts each target's run when its slot (plus its stable
+//! jitter) has come, never overlaps two runs of one target, and never replays a backlog.
+//! Generic over the clock and the runner so that tests can drive days of schedule in seconds.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Target;
+use crate::schedule::{Schedule, StartDecision, on_start, stable_jitter};
+
+/// Where "now" comes from.
+pub trait Clock: Send + Sync + 'static {
+    /// The current wall-clock time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Runs one target once (the pipeline, or a test double).
+#[async_trait]
+pub trait TargetRunner: Send + Sync + 'static {
+    /// Archives the target; returns whether everything succeeded.
+    async fn run_target(&self, target: Target) -> bool;
+}
+
+/// One target's place in the schedule.
+#[derive(Debug, Clone)]
+pub struct PlannedTarget {
+    /// The target.
+    pub target: Target,
+    /// Its schedule.
+    pub schedule: Schedule,
+    /// Its stable jitter.
+    pub jitter: Duration,
+    /// When it runs next (slot plus jitter).
+    pub due: Option<DateTime<Utc>>,
+}
+
+/// Why a manual run was not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerError {
+    /// A run of this target is in progress.
+    AlreadyRunning,
+    /// No such target in the config.
+    UnknownTarget,
+    /// The daemon is shutting down.
+    ShuttingDown,
+}
+
+/// The loop's liveness, read by `/healthz` and the systemd watchdog.
+#[derive(Debug, Default)]
+pub struct Heartbeat {
+    unix_millis: AtomicI64,
+}
+
+impl Heartbeat {
+    fn beat(&self, now: DateTime<Utc>) {
+        self.unix_millis
+            .store(now.timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// How long ago the loop last went round (`None` before its first round).
+    pub fn age(&self, now: DateTime<Utc>) -> Option<Duration> {
+        let last = self.unix_millis.load(Ordering::Relaxed);
+        if last == 0 {
+            return None;
+        }
+        u64::try_from(now.timestamp_millis() - last)
+            .ok()
+            .map(Duration::from_millis)
+    }
+}
+
+/// Shared between the loop and the HTTP trigger: which targets run, and the task tracker.
+pub struct Control<R: TargetRunner, C: Clock> {
+    runner: Arc<R>,
+    clock: Arc<C>,
+    running: Mutex<HashSet<Target>>,
+    targets: Vec<Target>,
+    tracker: TaskTracker,
+    stopping: CancellationToken,
+    /// Liveness of the loop.
+    pub heartbeat: Heartbeat,
+}
+
+impl<R: TargetRunner, C: Clock> Control<R, C> {
+    /// For `targets`, run by `runner`, timed by `clock`.
+    pub fn new(
+        runner: Arc<R>,
+        clock: Arc<C>,
+        targets: Vec<Target>,
+        stopping: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            runner,
+            clock,
+            running: Mutex::new(HashSet::new()),
+            targets,
+            tracker: TaskTracker::new(),
+            stopping,
+            heartbeat: Heartbeat::default(),
+        })
+    }
+
+    fn running(&self) -> MutexGuard<'_, HashSet<Target>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Targets with a run in progress.
+    pub fn running_targets(&self) -> Vec<Target> {
+        self.running().iter().cloned().collect()
+    }
+
+    /// The clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Starts a run of `target` unless one is in progress. The run ends by itself; the tracker
+    /// lets shutdown wait for it.
+    pub fn trigger(
+        self: &Arc<Self>,
+        target: &Target,
+        why: &'static str,
+    ) -> Result<(), TriggerError> {
+        if self.stopping.is_cancelled() {
+            return Err(TriggerError::ShuttingDown);
+        }
+        if !self.targets.contains(target) {
+            return Err(TriggerError::UnknownTarget);
+        }
+        if !self.running().insert(target.clone()) {
+            return Err(TriggerError::AlreadyRunning);
+        }
+        info!(project = %target.project_id, cluster = %target.cluster, why, "run starting");
+        let control = Arc::clone(self);
+        let target = target.clone();
+        self.tracker.spawn(async move {
+            let ok = control.runner.run_target(target.clone()).await;
+            control.running().remove(&target);
+            info!(project = %target.project_id, cluster = %target.cluster, ok, "run finished");
+        });
+        Ok(())
+    }
+
+    /// Stops accepting runs and waits for the ones in flight.
+    pub async fn wait_idle(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// The loop settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopSettings {
+    /// Longest sleep between two looks at the clock.
+    pub slice: Duration,
+    /// Jitter window.
+    pub jitter: Duration,
+    /// Catch-up on the very first start.
+    pub run_on_first_start: bool,
+}
+
+/// Plans every target at start-up: a catch-up run now, or its next slot.
+pub fn plan(
+    targets: Vec<(Target, Schedule)>,
+    last_runs: &[(Target, DateTime<Utc>)],
+    now: DateTime<Utc>,
+    settings: &LoopSettings,
+) -> Vec<PlannedTarget> {
+    targets
+        .into_iter()
+        .map(|(target, schedule)| {
+            let jitter = stable_jitter(&target.to_string(), settings.jitter);
+            let last = last_runs.iter().find(|(t, _)| *t == target).map(|(_, at)| *at);
+            let due = match on_start(&schedule, last, now, settings.run_on_first_start) {
+                StartDecision::CatchUp { slot } => {
+                    info!(project = %target.project_id, cluster = %target.cluster, %slot, "a slot was missed while stopped: running once now");
+                    Some(now)
+                }
+                StartDecision::Wait => schedule.next_after(now).map(|slot| slot + jitter),
+            };
+            PlannedTarget { target, schedule, jitter, due }
+        })
+        .collect()
+}
+
+/// Runs the loop until `stop` is cancelled. `on_round` is called after every round (status,
+/// watchdog, metrics), with the planned targets.
+pub async fn run_loop<R: TargetRunner, C: Clock>(
+    control: Arc<Control<R, C>>,
+    mut planned: Vec<PlannedTarget>,
+    settings: LoopSettings,
+    stop: CancellationToken,
+    mut on_round: impl FnMut(&[PlannedTarget]) + Send,
+) {
+    loop {
+        let now = control.now();
+        for p in &mut planned {
+            let Some(due) = p.due else { continue };
+            if due > now {
+                continue;
+            }
+            match control.trigger(&p.target, "schedule") {
+                Ok(()) => {}
+                Err(TriggerError::AlreadyRunning) => {
+                    warn!(project = %p.target.project_id, cluster = %p.target.cluster, "previous run still in progress; skipping this slot");
+                }
+                Err(e) => warn!(?e, "run not started"),
+            }
+            // The next slot after now, never one in the past: no backlog after a pause.
+            p.due = p.schedule.next_after(now).map(|slot| slot + p.jitter);
+        }
+        control.heartbeat.beat(now);
+        on_round(&planned);
+        let until_next = planned
+            .iter()
+            .filter_map(|p| p.due)
+            .min()
+            .and_then(|due| (due - now).to_std().ok())
+            .unwrap_or(settings.slice);
+        let nap = until_next
+            .min(settings.slice)
+            .max(Duration::from_millis(10));
+        tokio::select! {
+            () = tokio::time::sleep(nap) => {}
+            () = stop.cancelled() => break,
+        }
+    }
+}

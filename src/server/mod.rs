@@ -1,0 +1,139 @@
+//! The daemon's HTTP endpoints: `/healthz` (the scheduler loop is alive), `/readyz` (start-up
+//! checks passed), `/metrics` (Prometheus text) and `POST /v1/targets/{project}/{cluster}/run`
+//! (a run now, bearer-token guarded when not on loopback).
+//! Must not: hold business logic; it reads telemetry and asks the scheduler's control handle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Target;
+use crate::telemetry::Metrics;
+
+/// What the endpoints need from the daemon.
+pub trait Trigger: Send + Sync + 'static {
+    /// Starts a run; `Err` carries the HTTP status and a message.
+    fn trigger(&self, target: &Target) -> Result<(), (StatusCode, &'static str)>;
+    /// Age of the scheduler loop's last round.
+    fn heartbeat_age(&self) -> Option<Duration>;
+}
+
+/// Shared state of the endpoints.
+pub struct ServerState {
+    /// Metrics to render.
+    pub metrics: Metrics,
+    /// Set once start-up checks passed.
+    pub ready: AtomicBool,
+    /// The scheduler's control handle.
+    pub trigger: Arc<dyn Trigger>,
+    /// `/healthz` fails when the loop's heartbeat is older than this.
+    pub heartbeat_bound: Duration,
+    /// Token for the trigger (required off loopback).
+    pub token: Option<SecretString>,
+    /// Whether the listener is on a loopback address.
+    pub loopback: bool,
+}
+
+/// Binds the listener (errors here are start-up errors).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/targets/{project}/{cluster}/run", post(run_now))
+        .with_state(state);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+async fn healthz(State(s): State<Arc<ServerState>>) -> Response {
+    match s.trigger.heartbeat_age() {
+        Some(age) if age <= s.heartbeat_bound => (StatusCode::OK, "ok\n").into_response(),
+        Some(age) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("scheduler loop stalled for {}s\n", age.as_secs()),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "scheduler loop not started\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz(State(s): State<Arc<ServerState>>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<ServerState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn run_now(
+    State(s): State<Arc<ServerState>>,
+    Path((project, cluster)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(token) = &s.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose_secret().as_bytes()))
+        {
+            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+        }
+    } else if !s.loopback {
+        return (StatusCode::FORBIDDEN, "no server.token configured\n").into_response();
+    }
+    let target = Target {
+        project_id: project,
+        cluster,
+    };
+    match s.trigger.trigger(&target) {
+        Ok(()) => (StatusCode::ACCEPTED, "run started\n").into_response(),
+        Err((status, message)) => (status, format!("{message}\n")).into_response(),
+    }
+}
+
+/// Compares without leaking the position of the first difference through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Marks the daemon ready.
+pub fn set_ready(state: &ServerState) {
+    state.ready.store(true, Ordering::Relaxed);
+}
