@@ -22,5 +22,5 @@ cargo test --locked --all-targets
 echo "== starting Garage"
 eval "$(scripts/start-garage.sh)"
 pids+=("$ATLAS_ARCHIVER_TEST_S3_PID")
-echo "== cargo test (S3 end-to-end suites, S3 server: Garage)"
-cargo test --locked --test e2e
+echo "== cargo test (S3 end-to-end and daemon suites, S3 server: Garage)"
+cargo test --locked --test e2e --test daemon

@@ -208,6 +208,39 @@ fn every_mistake_names_the_file_and_the_key() {
             GOOD.replace("[storage]", "[storage]\nparts_in_flight = \"many\""),
             "parts_in_flight",
         ),
+        (
+            format!("{GOOD}\n[schedule]\ncron = \"61 * * * *\"\n"),
+            "schedule.cron",
+        ),
+        (
+            format!("{GOOD}\n[schedule]\ncron = \"0 3 * *\"\n"),
+            "5 (minute hour day month weekday)",
+        ),
+        (
+            format!("{GOOD}\n[schedule]\ntimezone = \"Mars/Olympus\"\n"),
+            "schedule.timezone",
+        ),
+        (
+            format!("{GOOD}\n[schedule]\njitter = \"a while\"\n"),
+            "schedule.jitter",
+        ),
+        (format!("{GOOD}cron = \"0 0 31 2 *\"\n"), "target[0].cron"),
+        (
+            format!("{GOOD}timezone = \"Berlin\"\n"),
+            "target[0].timezone",
+        ),
+        (
+            format!("{GOOD}\n[server]\nlisten = \"localhost\"\n"),
+            "server.listen",
+        ),
+        (
+            format!("{GOOD}\n[server]\nlisten = \"0.0.0.0:9187\"\n"),
+            "server.token",
+        ),
+        (
+            GOOD.replace("[storage]", "[storage]\nmax_concurrent_transfers = 0"),
+            "storage.max_concurrent_transfers",
+        ),
         ("this is = not toml [".to_owned(), &file),
     ];
     for (text, needle) in cases {
@@ -222,6 +255,25 @@ fn every_mistake_names_the_file_and_the_key() {
             "{message:?} leaks the secret"
         );
     }
+}
+
+#[test]
+fn schedules_per_target_and_the_server() {
+    let c = Case::new();
+    let text = format!(
+        "{GOOD}cron = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\n\n[schedule]\ncron = \"0 4 * * *\"\njitter = \"10m\"\n\n[server]\nlisten = \"0.0.0.0:9187\"\ntoken = \"t0k3n\"\n"
+    );
+    let config = loaded(&c, &text, &[]);
+    let t = &config.targets[0];
+    assert_eq!(config.schedule_for(t).expression(), "30 2 * * *");
+    assert_eq!(config.schedule_for(t).zone().name(), "Europe/Berlin");
+    assert_eq!(config.schedule.default.expression(), "0 4 * * *");
+    assert_eq!(config.schedule.jitter, Duration::from_secs(600));
+    assert_eq!(config.schedule.shutdown_grace, Duration::from_secs(300));
+    assert!(config.server.listen.is_some_and(|a| a.port() == 9187));
+    assert!(!config.redacted_summary().contains("t0k3n"));
+    let off = loaded(&c, &format!("{GOOD}\n[server]\nlisten = \"\"\n"), &[]);
+    assert!(off.server.listen.is_none());
 }
 
 #[test]

@@ -247,3 +247,6 @@ pub async fn run_loop<R: TargetRunner, C: Clock>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -106,7 +106,10 @@ fn a_job_inside_the_repeated_hour_runs_once() {
     // 01:30 happens twice in New York on 1 November 2026 (EDT, then EST): one run, the first.
     let s = schedule("30 1 * * *", "America/New_York");
     let day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap_or_default();
-    assert_eq!(runs_on_local_day(&s, day), vec![utc("2026-11-01T05:30:00Z")]);
+    assert_eq!(
+        runs_on_local_day(&s, day),
+        vec![utc("2026-11-01T05:30:00Z")]
+    );
 }
 
 #[test]

@@ -90,6 +90,8 @@ pub struct Faults {
     pub expired_url_burst: u32,
     /// Snapshots that vanish (404) when a download is requested.
     pub vanished: HashSet<String>,
+    /// Serve snapshot bytes at about this rate (a slow link), when set.
+    pub throttle_bytes_per_sec: Option<u64>,
     /// Access tokens live this many seconds (default 3600).
     pub token_lifetime_secs: Option<u64>,
 }

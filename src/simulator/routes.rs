@@ -608,12 +608,15 @@ async fn download(
         }
         (snap.size, snap.id, cut)
     };
-    let chunked = app.lock().faults.chunked;
+    let (chunked, throttle) = {
+        let s = app.lock();
+        (s.faults.chunked, s.faults.throttle_bytes_per_sec)
+    };
     let generator = SnapshotBytes::new(&snapshot_id, size);
     // State: (bytes left to generate, bytes sent, cut point, finished).
     let stream = futures_util::stream::unfold(
         (generator, 0u64, cut, false),
-        |(mut generator, sent, cut, finished)| async move {
+        move |(mut generator, sent, cut, finished)| async move {
             const CHUNK: usize = 64 << 10;
             if finished {
                 return None;
@@ -635,6 +638,10 @@ async fn download(
                 n = n.min(usize::try_from(limit - sent).unwrap_or(usize::MAX));
             }
             buf.truncate(n);
+            if let Some(rate) = throttle.filter(|r| *r > 0) {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / rate as f64))
+                    .await;
+            }
             Some((
                 Ok::<Bytes, std::io::Error>(Bytes::from(buf)),
                 (generator, sent + n as u64, cut, false),

@@ -1,0 +1,370 @@
+//! `atlas-archiver run` as a process: schedule, HTTP endpoints, systemd notifications, and the
+//! shutdown sequence, against the Atlas simulator and a real S3 server.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atlas_archiver::simulator::scenario;
+use common::{World, parse_json};
+
+const PROJECT: &str = "5f0a1b2c3d4e5f60718293a4";
+
+/// Collects sd_notify datagrams sent to a socket the test owns.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl NotifySocket {
+    fn new(dir: &std::path::Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&messages);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(300) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    sink.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(text);
+                }
+            }
+        });
+        Self { path, messages }
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn saw(&self, needle: &str) -> bool {
+        self.all()
+            .iter()
+            .any(|m| m.lines().any(|l| l.starts_with(needle)))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn spawn_run(w: &World, config: &str, notify: &NotifySocket) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"))
+        .args(["run", "--config", config])
+        .current_dir(w.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "atlas_archiver=debug")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"))
+}
+
+fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().unwrap_or_else(|| panic!("child has exited"));
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+async fn finish(child: tokio::process::Child, limit: Duration) -> (i32, String, Duration) {
+    let started = Instant::now();
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("did not exit within {limit:?}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+fn daemon_config(w: &World, port: u16, grace: &str, extra_storage: &str) -> String {
+    let path = w.write_config("", extra_storage);
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    text = text.replace(
+        "[journal]",
+        &format!("[schedule]\ncron = \"*/2 * * * * *\"\nshutdown_grace = \"{grace}\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n[journal]"),
+    );
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path.to_string_lossy().into_owned()
+}
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_archives_on_schedule_and_reports_health_readiness_and_metrics() {
+    let w = World::new(
+        "daemon",
+        scenario(PROJECT, &["one-flex", "two-flex"], 2, &[1 << 20]),
+    )
+    .await;
+    let port = free_port();
+    let config = daemon_config(&w, port, "5s", "");
+    let notify = NotifySocket::new(w.dir.path());
+    let child = spawn_run(&w, &config, &notify);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    wait_for("READY=1", Duration::from_secs(30), async || {
+        notify.saw("READY=1")
+    })
+    .await;
+    wait_for("/readyz 200", Duration::from_secs(30), async || {
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let health = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(health.status(), 200);
+    wait_for("8 objects", Duration::from_secs(60), async || {
+        w.keys().await.len() == 8
+    })
+    .await;
+    for cluster in w.sim.clusters() {
+        for snap in &cluster.snapshots {
+            let key = w
+                .keys()
+                .await
+                .into_keys()
+                .find(|k| k.ends_with(&format!("{}.tar.gz", snap.id)));
+            let key = key.unwrap_or_else(|| panic!("no archive of {}", snap.id));
+            assert_eq!(w.sha256_of_object(&key).await, snap.sha256());
+        }
+    }
+    // The metrics reflect it; counters are per target.
+    let mut text = String::new();
+    wait_for("metrics", Duration::from_secs(20), async || {
+        text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        ["one-flex", "two-flex"].iter().all(|c| {
+            let l = format!("{{project=\"{PROJECT}\",cluster=\"{c}\"}}");
+            metric(
+                &text,
+                &format!("atlas_archiver_snapshots_archived_total{l}"),
+            ) == Some(2.0)
+                && metric(&text, &format!("atlas_archiver_last_run_status{l}")) == Some(1.0)
+        })
+    })
+    .await;
+    let l = format!("{{project=\"{PROJECT}\",cluster=\"one-flex\"}}");
+    let now = chrono::Utc::now().timestamp() as f64;
+    let last_success = metric(
+        &text,
+        &format!("atlas_archiver_last_success_timestamp_seconds{l}"),
+    )
+    .unwrap_or_default();
+    assert!(
+        (now - last_success).abs() < 120.0,
+        "last success {last_success} vs now {now}\n{text}"
+    );
+    let next_run = metric(
+        &text,
+        &format!("atlas_archiver_next_run_timestamp_seconds{l}"),
+    )
+    .unwrap_or_default();
+    assert!(
+        next_run >= now - 5.0 && next_run <= now + 10.0,
+        "next run {next_run}\n{text}"
+    );
+    assert_eq!(
+        metric(&text, "atlas_archiver_bytes_uploaded_total"),
+        Some(f64::from(4u32 << 20))
+    );
+    assert_eq!(
+        metric(&text, "atlas_archiver_transfers_in_flight"),
+        Some(0.0)
+    );
+    assert!(
+        metric(&text, "atlas_archiver_run_duration_seconds_count").is_some_and(|c| c >= 2.0),
+        "{text}"
+    );
+    assert!(
+        !text.contains("http://") && !text.contains("sig="),
+        "no URL in labels"
+    );
+    // Runs every two seconds archive nothing twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(w.sim.observed().snapshot_downloads, 4);
+
+    // The trigger: 202 (or 409 while a scheduled run is in progress), 404 for unknown targets.
+    let trigger = http
+        .post(format!("{base}/v1/targets/{PROJECT}/one-flex/run"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(trigger.status().as_u16(), 202 | 409),
+        "{}",
+        trigger.status()
+    );
+    let unknown = http
+        .post(format!("{base}/v1/targets/{PROJECT}/nope/run"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(unknown.status(), 404);
+    assert!(notify.saw("STATUS=next run"), "{:?}", notify.all());
+
+    signal(&child, "-TERM");
+    let (code, stderr, took) = finish(child, Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(took < Duration::from_secs(10), "stopped in {took:?}");
+    wait_for("STOPPING=1", Duration::from_secs(5), async || {
+        notify.saw("STOPPING=1")
+    })
+    .await;
+    for s in w.secrets() {
+        assert!(!stderr.contains(&s), "secret-like {s:?} in the log");
+    }
+}
+
+/// SIGTERM during a slow transfer: with a short grace the transfer is aborted cleanly (no
+/// orphan upload, a resumable journal row), and a restart finishes the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_transfer_aborts_cleanly_and_a_restart_finishes() {
+    let w = World::new("sigterm", scenario(PROJECT, &["slow-flex"], 1, &[12 << 20])).await;
+    w.sim
+        .set_faults(|f| f.throttle_bytes_per_sec = Some(2 << 20));
+    let port = free_port();
+    let config = daemon_config(&w, port, "1s", "part_size = \"5MiB\"");
+    let notify = NotifySocket::new(w.dir.path());
+    let child = spawn_run(&w, &config, &notify);
+    wait_for(
+        "the download to start",
+        Duration::from_secs(30),
+        async || w.sim.observed().snapshot_downloads >= 1,
+    )
+    .await;
+    if w.s3.lists_uploads() {
+        wait_for(
+            "an open multipart upload",
+            Duration::from_secs(10),
+            async || !w.open_uploads().await.is_empty(),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    signal(&child, "-TERM");
+    let (code, stderr, took) = finish(child, Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        took < Duration::from_secs(8),
+        "grace 1s, then a clean abort; took {took:?}\n{stderr}"
+    );
+    assert!(stderr.contains("grace period over"), "{stderr}");
+    assert!(w.open_uploads().await.is_empty(), "the upload was aborted");
+    assert!(
+        w.keys().await.is_empty(),
+        "nothing half-written: {:?}",
+        w.keys().await
+    );
+    let status = parse_json(
+        &w.run(&["status", "--config", &config, "--json"], &[])
+            .await
+            .stdout,
+    );
+    let row = &status["targets"][0]["snapshots"][0];
+    assert_eq!(row["state"], "download_requested", "resumable: {row}");
+    assert!(row["upload_id"].is_null());
+    assert_eq!(row["attempts"], 0, "a shutdown is not a failed attempt");
+
+    // A restart completes the work.
+    w.sim.set_faults(|f| f.throttle_bytes_per_sec = None);
+    let notify = NotifySocket::new(&w.path("again"));
+    let child = spawn_run(&w, &config, &notify);
+    wait_for("the archive", Duration::from_secs(60), async || {
+        w.keys().await.len() == 2
+    })
+    .await;
+    let snap = w.sim.clusters()[0].snapshots[0].clone();
+    let key = w
+        .keys()
+        .await
+        .into_keys()
+        .find(|k| k.ends_with(".tar.gz"))
+        .unwrap_or_default();
+    assert_eq!(w.sha256_of_object(&key).await, snap.sha256());
+    signal(&child, "-TERM");
+    let (code, _, _) = finish(child, Duration::from_secs(30)).await;
+    assert_eq!(code, 0);
+}
+
+/// A second signal during the grace period aborts at once, still cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_aborts_at_once() {
+    let w = World::new("twice", scenario(PROJECT, &["slow-flex"], 1, &[12 << 20])).await;
+    w.sim
+        .set_faults(|f| f.throttle_bytes_per_sec = Some(1 << 20));
+    let port = free_port();
+    let config = daemon_config(&w, port, "10m", "part_size = \"5MiB\"");
+    let notify = NotifySocket::new(w.dir.path());
+    let child = spawn_run(&w, &config, &notify);
+    wait_for(
+        "the download to start",
+        Duration::from_secs(30),
+        async || w.sim.observed().snapshot_downloads >= 1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    signal(&child, "-TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&child, "-INT");
+    let (code, stderr, took) = finish(child, Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+    assert!(w.open_uploads().await.is_empty());
+    assert!(w.keys().await.is_empty());
+}
