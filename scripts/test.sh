@@ -10,6 +10,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 
+echo "== systemd unit sandboxing"
+scripts/check-systemd-unit.sh
+
 echo "== building tests"
 cargo build --all-targets --locked
 

@@ -1,0 +1,179 @@
+//! The systemd unit, the Dockerfile and the Kubernetes manifest stay consistent with the binary's
+//! commands, flags, default paths and ports. (They are not built here: there is no Docker engine.)
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use atlas_archiver::config::{Config, Secrets};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `atlas-archiver <args> --help` succeeds, and each `--flag` in `args` appears in its help.
+fn assert_cli_accepts(args: &[&str]) {
+    let subcommand: Vec<&str> = args
+        .iter()
+        .take_while(|a| !a.starts_with('-'))
+        .copied()
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"))
+        .args(&subcommand)
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{subcommand:?} --help failed");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(
+            help.contains(flag),
+            "{flag} is not a flag of {subcommand:?}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn the_systemd_unit_matches_the_binary() {
+    let unit = read("systemd/atlas-archiver.service");
+    let line = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+            .collect()
+    };
+    let exec = line("ExecStart");
+    let args: Vec<&str> = exec[0].split_whitespace().collect();
+    assert_eq!(args[0], "/usr/local/bin/atlas-archiver");
+    assert_cli_accepts(&args[1..]);
+    assert!(exec[0].contains(atlas_archiver::config::DEFAULT_CONFIG_PATH));
+    assert_eq!(line("Type"), ["notify"]);
+    assert_eq!(
+        line("StateDirectory"),
+        ["atlas-archiver"],
+        "the default journal lives in /var/lib/atlas-archiver"
+    );
+    assert_eq!(line("ConfigurationDirectory"), ["atlas-archiver"]);
+    // TimeoutStopSec covers the default shutdown grace (5 minutes).
+    let stop = line("TimeoutStopSec").join("");
+    let minutes: u64 = stop.trim_end_matches("min").parse().unwrap_or(0);
+    assert!(
+        minutes > 5,
+        "TimeoutStopSec={stop} must exceed the 5m default shutdown_grace"
+    );
+    // The credentials the example config names are the ones the unit loads.
+    for cred in line("LoadCredential") {
+        let name = cred.split(':').next().unwrap_or_default().to_owned();
+        assert!(
+            read("config/atlas-archiver.example.toml").contains(&format!("\"{name}\"")),
+            "credential {name} is not used by the example config"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_matches_the_binary() {
+    let docker = read("Dockerfile");
+    let directive = |name: &str| -> String {
+        docker
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {name} in the Dockerfile"))
+    };
+    let parse_list = |text: String| -> Vec<String> {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    };
+    assert_eq!(
+        parse_list(directive("ENTRYPOINT")),
+        ["/usr/local/bin/atlas-archiver"]
+    );
+    let cmd = parse_list(directive("CMD"));
+    assert_cli_accepts(&cmd.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(parse_list(directive("VOLUME")), ["/var/lib/atlas-archiver"]);
+    assert_eq!(directive("EXPOSE"), "9187");
+    assert_eq!(
+        directive("ENV"),
+        format!(
+            "ATLAS_ARCHIVER_CONFIG={}",
+            atlas_archiver::config::DEFAULT_CONFIG_PATH
+        )
+    );
+    assert!(directive("USER").starts_with("65532"), "non-root");
+}
+
+/// The lines of a `key: |` block scalar in a YAML file.
+fn block_scalar(yaml: &str, key: &str) -> String {
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != format!("{key}: |"));
+    let header = lines.next().unwrap_or_else(|| panic!("no {key} block"));
+    let indent = header.len() - header.trim_start().len() + 2;
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_kubernetes_manifest_matches_the_binary() {
+    let yaml = read("deploy/kubernetes/sidecar.yaml");
+    let config_text = block_scalar(&yaml, "config.toml");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &config_text).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load(&path, &HashMap::new(), Secrets::Skip)
+        .unwrap_or_else(|e| panic!("the ConfigMap's config is invalid: {e}"));
+    let port = config
+        .server
+        .listen
+        .map(|a| a.port())
+        .unwrap_or_else(|| panic!("the sidecar needs its listener"));
+    assert_eq!(
+        config.journal.path,
+        Path::new("/var/lib/atlas-archiver/journal.sqlite")
+    );
+    for probe in ["/healthz", "/readyz"] {
+        assert!(
+            yaml.contains(&format!("path: {probe}\n              port: {port}")),
+            "{probe} probe on port {port}"
+        );
+    }
+    let args_line = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("args:"))
+        .unwrap_or_default();
+    let args: Vec<String> =
+        serde_json::from_str(args_line.trim_start().trim_start_matches("args:").trim())
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_cli_accepts(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let config_arg = args
+        .iter()
+        .skip_while(|a| *a != "--config")
+        .nth(1)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        yaml.contains("mountPath: /etc/atlas-archiver")
+            && config_arg == "/etc/atlas-archiver/config.toml"
+    );
+    // Every secret file the config names is a key of the mounted Secret.
+    for line in config_text.lines().filter(|l| l.contains("_file = ")) {
+        let file = line.split('"').nth(1).unwrap_or_default();
+        let key = file
+            .strip_prefix("/run/secrets/atlas-archiver/")
+            .unwrap_or_else(|| panic!("{file} is not in the secret mount"));
+        assert!(
+            yaml.contains(&format!("  {key}: ")),
+            "the Secret has no key {key}"
+        );
+    }
+    assert!(
+        yaml.contains("mountPath: /run/secrets/atlas-archiver")
+            && yaml.contains("mountPath: /var/lib/atlas-archiver")
+    );
+    assert!(yaml.contains("runAsNonRoot: true"));
+}
