@@ -151,6 +151,20 @@ async fn configuration_mistakes_exit_2_and_name_the_key() {
         (CONFIG.replace("[journal]", "[journal]\nsize = 1"), "size"),
         (
             CONFIG.replace(
+                "[journal]",
+                "[schedule]\ncron = \"0 25 * * *\"\n\n[journal]",
+            ),
+            "schedule.cron",
+        ),
+        (
+            CONFIG.replace(
+                "[journal]",
+                "[schedule]\ntimezone = \"Europe/Berln\"\n\n[journal]",
+            ),
+            "schedule.timezone",
+        ),
+        (
+            CONFIG.replace(
                 "client_secret_file = \"secret\"",
                 "client_secret_file = \"nope\"",
             ),
@@ -163,10 +177,10 @@ async fn configuration_mistakes_exit_2_and_name_the_key() {
     ];
     for (text, key) in cases {
         let dir = scratch(&text);
-        for command in ["check-config", "once"] {
+        for command in ["check-config", "once", "run"] {
             let run = run_binary(&[command, "--config", "config.toml"], &[], dir.path()).await;
-            if key == "journal.path" && command == "once" {
-                continue; // `once` reports an unusable journal as a runtime failure (exit 1).
+            if key == "journal.path" && command != "check-config" {
+                continue; // `once` and `run` report an unusable journal as a runtime failure (exit 1).
             }
             run.assert_code(2);
             assert!(

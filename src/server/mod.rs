@@ -137,3 +137,79 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn set_ready(state: &ServerState) {
     state.ready.store(true, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct AlwaysStarts;
+
+    impl Trigger for AlwaysStarts {
+        fn trigger(&self, _: &Target) -> Result<(), (StatusCode, &'static str)> {
+            Ok(())
+        }
+        fn heartbeat_age(&self) -> Option<Duration> {
+            Some(Duration::from_secs(1))
+        }
+    }
+
+    async fn start(token: Option<&str>, loopback: bool) -> (String, CancellationToken) {
+        let listener = bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let state = Arc::new(ServerState {
+            metrics: Metrics::default(),
+            ready: AtomicBool::new(false),
+            trigger: Arc::new(AlwaysStarts),
+            heartbeat_bound: Duration::from_secs(60),
+            token: token.map(SecretString::from),
+            loopback,
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, state, stop.clone()));
+        (format!("http://{addr}"), stop)
+    }
+
+    #[tokio::test]
+    async fn the_trigger_needs_the_token_off_loopback() {
+        let (base, stop) = start(Some("s3cret-token"), false).await;
+        let http = reqwest::Client::new();
+        let url = format!("{base}/v1/targets/32b6e34b3d91647abb20e7b8/orders-flex/run");
+        let status = |r: Result<reqwest::Response, reqwest::Error>| {
+            r.map(|r| r.status().as_u16()).unwrap_or(0)
+        };
+        assert_eq!(status(http.post(&url).send().await), 401);
+        assert_eq!(
+            status(http.post(&url).bearer_auth("wrong").send().await),
+            401
+        );
+        assert_eq!(
+            status(http.post(&url).bearer_auth("s3cret-token").send().await),
+            202
+        );
+        assert_eq!(
+            status(http.get(format!("{base}/readyz")).send().await),
+            503,
+            "not ready until set_ready"
+        );
+        assert_eq!(
+            status(http.get(format!("{base}/healthz")).send().await),
+            200
+        );
+        stop.cancel();
+        let (base, stop) = start(None, false).await;
+        assert_eq!(
+            status(http.post(format!("{base}/v1/targets/a/b/run")).send().await),
+            403
+        );
+        stop.cancel();
+        let (base, stop) = start(None, true).await;
+        assert_eq!(
+            status(http.post(format!("{base}/v1/targets/a/b/run")).send().await),
+            202,
+            "loopback needs no token"
+        );
+        stop.cancel();
+    }
+}
