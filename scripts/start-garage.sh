@@ -16,7 +16,9 @@ if [ -z "$BIN" ] || ! "$BIN" --version 2>/dev/null | grep -q "[:v]${GARAGE_VERSI
   cargo install garage --version "${GARAGE_VERSION:-2.5.0}" --locked >&2
   BIN="${CARGO_HOME:-$HOME/.cargo}/bin/garage"
 fi
+STARTED=0
 if ! { [ -f "$W/pid" ] && kill -0 "$(cat "$W/pid")" 2>/dev/null; }; then
+  STARTED=1
   rm -rf "$W/meta" "$W/data"
   cat >"$W/garage.toml" <<CONF
 metadata_dir = "$W/meta"
@@ -51,5 +53,5 @@ cat <<ENV
 export ATLAS_ARCHIVER_TEST_S3_NAME=garage
 export ATLAS_ARCHIVER_TEST_S3_ENDPOINT=http://127.0.0.1:$PORT
 export ATLAS_ARCHIVER_TEST_S3_ACCESS_KEY=$AK ATLAS_ARCHIVER_TEST_S3_SECRET_KEY=$SK
-export ATLAS_ARCHIVER_TEST_S3_BUCKET=$BUCKET ATLAS_ARCHIVER_TEST_S3_PID=$(cat "$W/pid")
+export ATLAS_ARCHIVER_TEST_S3_BUCKET=$BUCKET ATLAS_ARCHIVER_TEST_S3_PID=$(cat "$W/pid") ATLAS_ARCHIVER_TEST_S3_STARTED=$STARTED
 ENV

@@ -10,7 +10,9 @@ if [ ! -x "$VENV/bin/moto_server" ]; then   # ~45-85 s, 317 MB venv
   python3 -m venv "$VENV" >&2
   "$VENV/bin/pip" install -q "moto[server]==${MOTO_VERSION:-5.2.5}" >&2
 fi
+STARTED=0
 if ! { [ -f "$W/pid" ] && kill -0 "$(cat "$W/pid")" 2>/dev/null; }; then
+  STARTED=1
   nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$W/server.log" 2>&1 &
   echo $! >"$W/pid"
 fi
@@ -24,5 +26,5 @@ cat <<ENV
 export ATLAS_ARCHIVER_TEST_S3_NAME=moto
 export ATLAS_ARCHIVER_TEST_S3_ENDPOINT=http://127.0.0.1:$PORT
 export ATLAS_ARCHIVER_TEST_S3_ACCESS_KEY=$AK ATLAS_ARCHIVER_TEST_S3_SECRET_KEY=$SK
-export ATLAS_ARCHIVER_TEST_S3_BUCKET=$BUCKET ATLAS_ARCHIVER_TEST_S3_PID=$(cat "$W/pid")
+export ATLAS_ARCHIVER_TEST_S3_BUCKET=$BUCKET ATLAS_ARCHIVER_TEST_S3_PID=$(cat "$W/pid") ATLAS_ARCHIVER_TEST_S3_STARTED=$STARTED
 ENV

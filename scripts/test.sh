@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): on a fresh machine it installs and starts the two real
 # S3-compatible servers the suite runs against, moto (PyPI) and Garage (crates.io), then runs
-# the whole suite against moto and the S3 suites again against Garage. Servers are stopped at exit.
+# the whole suite against moto and the S3 suites again against Garage. Servers this script
+# started are stopped at exit; servers already running are reused and left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -18,12 +19,12 @@ cargo build --all-targets --locked
 
 echo "== starting moto"
 eval "$(scripts/start-moto.sh)"
-pids+=("$ATLAS_ARCHIVER_TEST_S3_PID")
+[ "$ATLAS_ARCHIVER_TEST_S3_STARTED" = 1 ] && pids+=("$ATLAS_ARCHIVER_TEST_S3_PID")
 echo "== cargo test (all suites, S3 server: moto)"
 cargo test --locked --all-targets
 
 echo "== starting Garage"
 eval "$(scripts/start-garage.sh)"
-pids+=("$ATLAS_ARCHIVER_TEST_S3_PID")
+[ "$ATLAS_ARCHIVER_TEST_S3_STARTED" = 1 ] && pids+=("$ATLAS_ARCHIVER_TEST_S3_PID")
 echo "== cargo test (S3 end-to-end and daemon suites, S3 server: Garage)"
 cargo test --locked --test e2e --test daemon

@@ -19,6 +19,7 @@
 //! - [`schedule`]: cron expressions in time zones, jitter and the catch-up rule (pure).
 //! - [`simulator`]: a built-in Atlas simulator (for `demo`, `simulate` and tests).
 //! - [`embedded_store`]: an S3 server on loopback over a local directory (for `demo`).
+//! - [`fault`]: crash points for the reliability suite (only with the `fault-injection` feature).
 //! - [`telemetry`]: logging setup and the metrics registry.
 //! - [`cli`]: the command line; the only user of clap.
 //!
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod embedded_store;
+pub mod fault;
 pub mod journal;
 pub mod keys;
 pub mod pipeline;

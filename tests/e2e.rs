@@ -210,10 +210,11 @@ async fn truncated_download_leaves_nothing_behind(chunked: bool) {
         w.open_uploads().await.is_empty(),
         "the multipart upload was aborted"
     );
-    assert_eq!(
-        w.sim.observed().snapshot_downloads,
-        5 + 3,
-        "three attempts for the cut one"
+    // Three attempts; with parts already uploaded, a second GET per retry asks for a range first.
+    let downloads = w.sim.observed().snapshot_downloads;
+    assert!(
+        (5 + 3..=5 + 5).contains(&downloads),
+        "{downloads} downloads"
     );
 
     let status = parse_json(
@@ -476,5 +477,111 @@ async fn environment_variables_override_the_file() {
     assert!(
         keys.keys().all(|k| k.starts_with(&other_prefix)),
         "{keys:?}"
+    );
+}
+
+/// A connection cut mid-body once: with Range support the next attempt resumes after the parts
+/// already uploaded (one ranged GET); without it, the upload starts over. Either way the object
+/// is whole and no upload stays open.
+async fn cut_once_then_resume(range_support: bool) {
+    let w = World::new(
+        if range_support { "resume" } else { "noresume" },
+        scenario(PROJECT, &["big-flex"], 1, &[(12 << 20) + 100]),
+    )
+    .await;
+    let snap = w.sim.clusters()[0].snapshots[0].clone();
+    w.sim.set_faults(|f| {
+        f.cut_after.insert(snap.id.clone(), 11 << 20);
+        f.cut_times = 1;
+        f.range_support = range_support;
+    });
+    let cfg = w
+        .write_config("", "part_size = \"5MiB\"")
+        .to_string_lossy()
+        .into_owned();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    run.assert_no_secrets(&w.secrets());
+    let seen = w.sim.observed();
+    if range_support {
+        assert_eq!(
+            (seen.snapshot_downloads, seen.ranged_downloads),
+            (2, 1),
+            "one full GET, one resumed: {seen:?}\n{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("resuming the interrupted upload"),
+            "{}",
+            run.stderr
+        );
+    } else {
+        assert_eq!(
+            (seen.snapshot_downloads, seen.ranged_downloads),
+            (3, 0),
+            "a refused range, then a fresh GET: {seen:?}\n{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains("cannot resume the download; starting over"),
+            "{}",
+            run.stderr
+        );
+    }
+    let key = w
+        .keys()
+        .await
+        .into_keys()
+        .find(|k| k.ends_with(".tar.gz"))
+        .unwrap_or_default();
+    assert_eq!(
+        w.sha256_of_object(&key).await,
+        snap.sha256(),
+        "the resumed object is the whole snapshot"
+    );
+    assert!(w.open_uploads().await.is_empty());
+    assert_eq!(w.keys().await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_download_resumes_with_a_range_request() {
+    cut_once_then_resume(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_download_starts_over_when_the_source_ignores_ranges() {
+    cut_once_then_resume(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_uploads_under_the_prefix_are_aborted_at_start() {
+    let w = World::new("orphan", scenario(PROJECT, &["o-flex"], 1, &[1 << 20])).await;
+    if !w.s3.lists_uploads() {
+        eprintln!(
+            "note: {} cannot list multipart uploads; the cleanup is skipped there by design",
+            w.s3.name
+        );
+        return;
+    }
+    let client = w.s3.client().await;
+    let orphan_key = format!("{}{PROJECT}/o-flex/left-by-a-crash.tar.gz", w.prefix);
+    let orphan = client
+        .create_multipart(&orphan_key, "application/gzip")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(w.open_uploads().await.len(), 1);
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("aborted an orphan multipart upload"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        w.open_uploads().await.is_empty(),
+        "{} left open",
+        orphan.upload_id()
     );
 }

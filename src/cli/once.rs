@@ -94,6 +94,10 @@ pub(super) async fn execute(
     )
     .map_err(|e| Failure::Runtime(e.to_string()))?;
     archiver
+        .abort_orphan_uploads()
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    archiver
         .run(kind, targets)
         .await
         .map_err(|e| Failure::Runtime(format!("run aborted: {e}")))

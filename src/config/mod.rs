@@ -198,6 +198,16 @@ pub enum ChecksumCalculation {
     WhenRequired,
 }
 
+/// Which S3 checksum the store itself verifies on upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectChecksum {
+    /// Full-object CRC32C: each part and the whole object are checked by the store.
+    Crc32c,
+    /// None beyond SigV4's payload hash; atlas-archiver still checks SHA-256 and size itself.
+    None,
+}
+
 /// How to choose the multipart part size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartSize {
@@ -228,6 +238,8 @@ pub struct StorageConfig {
     pub parts_in_flight: usize,
     /// Checksum calculation; `None` leaves the SDK default (which honours the AWS env variable).
     pub checksum_calculation: Option<ChecksumCalculation>,
+    /// Store-verified checksum.
+    pub object_checksum: ObjectChecksum,
     /// Object key template.
     pub key_template: String,
     /// Transfers at once across targets.
@@ -415,6 +427,13 @@ impl Config {
             }
             None => out.push_str("request_checksum_calculation = \"sdk default\"\n"),
         }
+        out.push_str(&format!(
+            "checksum = \"{}\"\n",
+            match s.object_checksum {
+                ObjectChecksum::Crc32c => "crc32c",
+                ObjectChecksum::None => "none",
+            }
+        ));
         out.push_str(&format!("key_template = {:?}\n", s.key_template));
         out.push_str(&format!(
             "\n[journal]\npath = {:?}\n",
@@ -902,6 +921,12 @@ impl Validator<'_> {
                         format!("`{text}` is outside S3's limits: use \"auto\" or a size from 5MiB to 5GiB"),
                     ));
                 }
+                if !bytes.is_multiple_of(1 << 20) {
+                    return Err(self.invalid(
+                        "storage.part_size",
+                        format!("`{text}` is not a whole number of MiB (resumable hashing needs MiB boundaries): use e.g. \"16MiB\""),
+                    ));
+                }
                 PartSize::Fixed(bytes)
             }
         };
@@ -935,6 +960,23 @@ impl Validator<'_> {
                 ));
             }
         };
+        let object_checksum = match s.checksum.as_deref() {
+            None | Some("auto") => {
+                if endpoint.is_some() {
+                    ObjectChecksum::None
+                } else {
+                    ObjectChecksum::Crc32c
+                }
+            }
+            Some("crc32c") => ObjectChecksum::Crc32c,
+            Some("none") => ObjectChecksum::None,
+            Some(other) => {
+                return Err(self.invalid(
+                    "storage.checksum",
+                    format!("`{other}` is not valid: use \"auto\", \"crc32c\" or \"none\""),
+                ));
+            }
+        };
         let max_concurrent_transfers = s.max_concurrent_transfers.unwrap_or(2);
         if !(1..=64).contains(&max_concurrent_transfers) {
             return Err(self.invalid(
@@ -958,6 +1000,7 @@ impl Validator<'_> {
             part_size,
             parts_in_flight: parts_in_flight as usize,
             checksum_calculation,
+            object_checksum,
             key_template,
             max_concurrent_transfers: max_concurrent_transfers as usize,
         })

@@ -88,6 +88,9 @@ pub struct RawStorage {
     /// `"auto"` (default: `when_required` for custom endpoints, `when_supported` for AWS),
     /// `"when_supported"` or `"when_required"`: when the SDK adds request checksums.
     pub request_checksum_calculation: Option<String>,
+    /// S3 checksum the store verifies: `"auto"` (default: `"crc32c"` on AWS, `"none"` for custom
+    /// endpoints), `"crc32c"` (full-object CRC32C on every part and the whole object) or `"none"`.
+    pub checksum: Option<String>,
     /// Object key template. Default `{prefix}{project_id}/{cluster}/{date}/{snapshot_id}.tar.gz`.
     pub key_template: Option<String>,
     /// Snapshot transfers at once across all targets (default 2).

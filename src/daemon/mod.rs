@@ -118,6 +118,10 @@ where
         metrics.clone(),
     )
     .map_err(|e| startup("pipeline", &e))?;
+    archiver
+        .abort_orphan_uploads()
+        .await
+        .map_err(|e| startup("journal", &e))?;
     let last_failure = Arc::new(Mutex::new(None));
     let stopping = CancellationToken::new();
     let control = Control::new(

@@ -92,8 +92,11 @@ pub enum SnapshotState {
     Discovered,
     /// A download was asked of Atlas (the job id is recorded once Atlas answered).
     DownloadRequested,
-    /// Streaming into the store (the upload id is recorded once the store answered).
+    /// Streaming into the store (the upload id is recorded once the store answered; the size
+    /// and hashes once the stream ended, before the upload is completed).
     Uploading,
+    /// The object is complete and its size confirmed; the manifest is not written yet.
+    Uploaded,
     /// In the bucket, size confirmed, manifest written. Final.
     Archived,
     /// The last attempt failed; the next run tries again while Atlas holds the snapshot.
@@ -107,6 +110,7 @@ impl SnapshotState {
             Self::Discovered => "discovered",
             Self::DownloadRequested => "download_requested",
             Self::Uploading => "uploading",
+            Self::Uploaded => "uploaded",
             Self::Archived => "archived",
             Self::Failed => "failed",
         }
@@ -117,6 +121,7 @@ impl SnapshotState {
             "discovered" => Self::Discovered,
             "download_requested" => Self::DownloadRequested,
             "uploading" => Self::Uploading,
+            "uploaded" => Self::Uploaded,
             "archived" => Self::Archived,
             "failed" => Self::Failed,
             _ => return None,
@@ -125,16 +130,22 @@ impl SnapshotState {
 
     /// The state machine: which states may follow `self`.
     pub fn may_become(self, next: Self) -> bool {
-        use SnapshotState::{Archived, Discovered, DownloadRequested, Failed, Uploading};
+        use SnapshotState::{Archived, Discovered, DownloadRequested, Failed, Uploaded, Uploading};
         match (self, next) {
             (Archived, _) | (_, Discovered) => false,
-            // A new download after an expired URL or a failed attempt; a fresh one after a crash.
-            (Discovered | DownloadRequested | Uploading | Failed, DownloadRequested) => true,
+            // A new download after an expired URL or a failed attempt; a fresh one after a crash;
+            // a verified object that has vanished from the bucket.
+            (Discovered | DownloadRequested | Uploading | Uploaded | Failed, DownloadRequested) => {
+                true
+            }
             (DownloadRequested | Uploading, Uploading) => true,
+            // The object is complete: found by HEAD after the upload, or after a crash.
+            (Uploading | Failed | Uploaded, Uploaded) => true,
+            (Discovered | DownloadRequested, Uploaded) => false,
             // Adopted from the bucket (manifest found), or finished.
             (_, Archived) => true,
             (_, Failed) => true,
-            (Discovered | Failed, Uploading) => false,
+            (Discovered | Failed | Uploaded, Uploading) => false,
         }
     }
 }
@@ -229,6 +240,14 @@ pub struct SnapshotRecord {
     pub archived_at: Option<DateTime<Utc>>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Part size of the current upload.
+    pub part_size: Option<u64>,
+    /// The source's ETag, for `If-Range` on a resumed download.
+    pub source_etag: Option<String>,
+    /// The source's length, to check a resumed download's `Content-Range`.
+    pub source_length: Option<u64>,
+    /// Whether the current upload was created with a full-object CRC32C.
+    pub upload_crc32c: bool,
 }
 
 impl SnapshotRecord {
@@ -245,7 +264,7 @@ impl SnapshotRecord {
 /// The data a transition records. Fields left `None` keep their stored value.
 #[derive(Debug, Clone, Default)]
 pub struct Change {
-    /// Restore job id.
+    /// Restore job id (`Some("")` clears it).
     pub restore_job_id: Option<String>,
     /// Upload id (`Some("")` clears it).
     pub upload_id: Option<String>,
@@ -263,6 +282,16 @@ pub struct Change {
     pub reason: Option<String>,
     /// A note for the event log.
     pub note: Option<String>,
+    /// Forget size and hashes (a new upload starts).
+    pub clear_result: bool,
+    /// Part size of a new upload.
+    pub part_size: Option<u64>,
+    /// The source's ETag.
+    pub source_etag: Option<String>,
+    /// The source's length.
+    pub source_length: Option<u64>,
+    /// Whether a new upload uses a full-object CRC32C.
+    pub upload_crc32c: Option<bool>,
 }
 
 /// How a run ended.
@@ -442,12 +471,16 @@ impl Journal {
             tx.execute(
                 "UPDATE snapshots SET
                     state = ?4,
-                    restore_job_id = COALESCE(?5, restore_job_id),
+                    restore_job_id = CASE WHEN ?5 IS NULL THEN restore_job_id WHEN ?5 = '' THEN NULL ELSE ?5 END,
                     upload_id = CASE WHEN ?6 IS NULL THEN upload_id WHEN ?6 = '' THEN NULL ELSE ?6 END,
                     object_key = COALESCE(?7, object_key),
-                    size_bytes = COALESCE(?8, size_bytes),
-                    sha256 = COALESCE(?9, sha256),
-                    crc32c = COALESCE(?10, crc32c),
+                    size_bytes = CASE WHEN ?16 THEN NULL ELSE COALESCE(?8, size_bytes) END,
+                    sha256 = CASE WHEN ?16 THEN NULL ELSE COALESCE(?9, sha256) END,
+                    crc32c = CASE WHEN ?16 THEN NULL ELSE COALESCE(?10, crc32c) END,
+                    part_size = COALESCE(?17, part_size),
+                    source_etag = CASE WHEN ?16 THEN ?18 ELSE COALESCE(?18, source_etag) END,
+                    source_length = CASE WHEN ?16 THEN ?19 ELSE COALESCE(?19, source_length) END,
+                    upload_crc32c = COALESCE(?20, upload_crc32c),
                     attempts = attempts + ?11,
                     last_error = CASE WHEN ?12 THEN NULL WHEN ?13 IS NULL THEN last_error ELSE ?13 END,
                     last_reason = CASE WHEN ?12 THEN NULL WHEN ?14 IS NULL THEN last_reason ELSE ?14 END,
@@ -470,6 +503,11 @@ impl Journal {
                     change.error,
                     change.reason,
                     now(),
+                    change.clear_result,
+                    change.part_size.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                    change.source_etag,
+                    change.source_length.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                    change.upload_crc32c,
                 ],
             )
             .map_err(|e| sql_error(p, &e))?;
@@ -531,6 +569,98 @@ impl Journal {
                 })
                 .map_err(|e| sql_error(p, &e))?;
             rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql_error(p, &e))
+        })
+        .await
+    }
+
+    /// Records a part the store accepted, with the hash state after it (durable on return).
+    pub async fn record_part(
+        &self,
+        key: &SnapshotKey,
+        upload_id: &str,
+        part: PartRecord,
+    ) -> Result<(), JournalError> {
+        let key = key.clone();
+        let upload_id = upload_id.to_owned();
+        self.with(move |c, p| {
+            c.execute(
+                "INSERT OR REPLACE INTO upload_parts (project_id, cluster, snapshot_id, upload_id, part_number, size, etag, sha256_state, part_crc32c, crc32c_after, bytes_after)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    key.project_id,
+                    key.cluster,
+                    key.snapshot_id,
+                    upload_id,
+                    part.number,
+                    i64::try_from(part.size).unwrap_or(i64::MAX),
+                    part.etag,
+                    part.sha256_state,
+                    part.part_crc32c,
+                    part.crc32c_after,
+                    i64::try_from(part.bytes_after).unwrap_or(i64::MAX)
+                ],
+            )
+            .map_err(|e| sql_error(p, &e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The parts recorded for an upload, by part number.
+    pub async fn parts(
+        &self,
+        key: &SnapshotKey,
+        upload_id: &str,
+    ) -> Result<Vec<PartRecord>, JournalError> {
+        let key = key.clone();
+        let upload_id = upload_id.to_owned();
+        self.with(move |c, p| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT part_number, size, etag, sha256_state, part_crc32c, crc32c_after, bytes_after FROM upload_parts
+                     WHERE project_id = ?1 AND cluster = ?2 AND snapshot_id = ?3 AND upload_id = ?4 ORDER BY part_number",
+                )
+                .map_err(|e| sql_error(p, &e))?;
+            let rows = stmt
+                .query_map(params![key.project_id, key.cluster, key.snapshot_id, upload_id], |r| {
+                    Ok(PartRecord {
+                        number: r.get(0)?,
+                        size: r.get::<_, i64>(1).map(|n| u64::try_from(n).unwrap_or(0))?,
+                        etag: r.get(2)?,
+                        sha256_state: r.get(3)?,
+                        part_crc32c: r.get(4)?,
+                        crc32c_after: r.get(5)?,
+                        bytes_after: r.get::<_, i64>(6).map(|n| u64::try_from(n).unwrap_or(0))?,
+                    })
+                })
+                .map_err(|e| sql_error(p, &e))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql_error(p, &e))
+        })
+        .await
+    }
+
+    /// Forgets the parts of uploads of this snapshot (after it was archived, or its upload aborted).
+    pub async fn forget_parts(&self, key: &SnapshotKey) -> Result<(), JournalError> {
+        let key = key.clone();
+        self.with(move |c, p| {
+            c.execute(
+                "DELETE FROM upload_parts WHERE project_id = ?1 AND cluster = ?2 AND snapshot_id = ?3",
+                params![key.project_id, key.cluster, key.snapshot_id],
+            )
+            .map_err(|e| sql_error(p, &e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Upload ids the journal still owns (kept for a resume), for the start-up cleanup.
+    pub async fn owned_uploads(&self) -> Result<Vec<String>, JournalError> {
+        self.with(|c, p| {
+            let mut stmt = c
+                .prepare("SELECT upload_id FROM snapshots WHERE upload_id IS NOT NULL AND state != 'archived'")
+                .map_err(|e| sql_error(p, &e))?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| sql_error(p, &e))?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(|e| sql_error(p, &e))
         })
         .await
     }
@@ -624,6 +754,25 @@ impl Journal {
     }
 }
 
+/// One uploaded part, with the hash state after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartRecord {
+    /// 1-based part number.
+    pub number: i32,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag the store returned.
+    pub etag: String,
+    /// `ResumableSha256` checkpoint after this part.
+    pub sha256_state: String,
+    /// CRC32C of this part alone.
+    pub part_crc32c: u32,
+    /// CRC32C of the stream up to the end of this part.
+    pub crc32c_after: u32,
+    /// Bytes of the stream up to the end of this part.
+    pub bytes_after: u64,
+}
+
 /// One row of `target_runs`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetHistory {
@@ -660,7 +809,7 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
-const COLUMNS: &str = "project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version, expires_at, restore_job_id, upload_id, object_key, size_bytes, sha256, crc32c, attempts, last_error, last_reason, archived_at, updated_at";
+const COLUMNS: &str = "project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version, expires_at, restore_job_id, upload_id, object_key, size_bytes, sha256, crc32c, attempts, last_error, last_reason, archived_at, updated_at, part_size, source_etag, source_length, upload_crc32c";
 
 fn fetch(
     c: &Connection,
@@ -712,6 +861,14 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
         last_reason: r.get(16)?,
         archived_at: parse_time(r.get(17)?),
         updated_at: parse_time(r.get(18)?).unwrap_or_else(Utc::now),
+        part_size: r
+            .get::<_, Option<i64>>(19)?
+            .and_then(|n| u64::try_from(n).ok()),
+        source_etag: r.get(20)?,
+        source_length: r
+            .get::<_, Option<i64>>(21)?
+            .and_then(|n| u64::try_from(n).ok()),
+        upload_crc32c: r.get::<_, Option<bool>>(22)?.unwrap_or(false),
     })
 }
 

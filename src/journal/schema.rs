@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use super::{JournalError, sql_error};
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -66,6 +66,59 @@ CREATE TABLE target_runs (
     last_status TEXT,
     last_success_at TEXT,
     PRIMARY KEY (project_id, cluster)
+);
+",
+    // v3: the `uploaded` state (object complete and verified, manifest pending), the source's
+    // identity for ranged resumes, the part size and checksum mode of the current upload, and one
+    // row per uploaded part with the hash state after it, so that an interrupted upload resumes
+    // where it stopped.
+    r"
+CREATE TABLE snapshots_v3 (
+    project_id TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('discovered','download_requested','uploading','uploaded','archived','failed')),
+    scheduled_at TEXT,
+    finished_at TEXT,
+    mongodb_version TEXT,
+    expires_at TEXT,
+    restore_job_id TEXT,
+    upload_id TEXT,
+    object_key TEXT,
+    size_bytes INTEGER,
+    sha256 TEXT,
+    crc32c TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_reason TEXT,
+    archived_at TEXT,
+    updated_at TEXT NOT NULL,
+    part_size INTEGER,
+    source_etag TEXT,
+    source_length INTEGER,
+    upload_crc32c INTEGER,
+    PRIMARY KEY (project_id, cluster, snapshot_id)
+);
+INSERT INTO snapshots_v3 (project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version, expires_at,
+    restore_job_id, upload_id, object_key, size_bytes, sha256, crc32c, attempts, last_error, last_reason, archived_at, updated_at)
+  SELECT project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version, expires_at,
+    restore_job_id, upload_id, object_key, size_bytes, sha256, crc32c, attempts, last_error, last_reason, archived_at, updated_at
+  FROM snapshots;
+DROP TABLE snapshots;
+ALTER TABLE snapshots_v3 RENAME TO snapshots;
+CREATE TABLE upload_parts (
+    project_id TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    part_number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    sha256_state TEXT NOT NULL,
+    part_crc32c INTEGER NOT NULL,
+    crc32c_after INTEGER NOT NULL,
+    bytes_after INTEGER NOT NULL,
+    PRIMARY KEY (project_id, cluster, snapshot_id, upload_id, part_number)
 );
 ",
 ];

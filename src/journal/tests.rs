@@ -15,7 +15,14 @@ fn open(dir: &tempfile::TempDir) -> Journal {
 #[test]
 fn the_state_machine_allows_only_the_documented_moves() {
     use SnapshotState::*;
-    let all = [Discovered, DownloadRequested, Uploading, Archived, Failed];
+    let all = [
+        Discovered,
+        DownloadRequested,
+        Uploading,
+        Uploaded,
+        Archived,
+        Failed,
+    ];
     let allowed = [
         (Discovered, DownloadRequested),
         (Discovered, Archived),
@@ -26,8 +33,14 @@ fn the_state_machine_allows_only_the_documented_moves() {
         (DownloadRequested, Failed),
         (Uploading, DownloadRequested),
         (Uploading, Uploading),
+        (Uploading, Uploaded),
         (Uploading, Archived),
         (Uploading, Failed),
+        (Uploaded, DownloadRequested),
+        (Uploaded, Uploaded),
+        (Uploaded, Archived),
+        (Uploaded, Failed),
+        (Failed, Uploaded),
         (Failed, DownloadRequested),
         (Failed, Archived),
         (Failed, Failed),

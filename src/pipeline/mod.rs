@@ -5,6 +5,7 @@
 //! the others.
 //! Must not: parse CLI flags or schedule anything.
 
+pub mod digest;
 pub mod manifest;
 pub mod transfer;
 
@@ -28,6 +29,7 @@ use crate::journal::{
 use crate::keys;
 use crate::store::{ObjectStore, StoreError, plan_part_size};
 use crate::telemetry::{Metrics, RunStatus};
+use digest::ResumableSha256;
 use manifest::{MANIFEST_FORMAT, Manifest};
 use transfer::{DownloadSettings, SnapshotUrl, TransferError};
 
@@ -440,41 +442,42 @@ impl Archiver {
                     finished: snapshot.finish_time.or(snapshot.scheduled_time).unwrap_or_else(Utc::now),
                 },
             );
+            if let Some(outcome) = self.finish_recorded_upload(&record, &object_key).await? {
+                return Ok(outcome);
+            }
             if let Some(outcome) = self.adopt_existing(&key, &object_key).await? {
                 return Ok(outcome);
             }
-            if let Some(upload_id) = &record.upload_id {
-                // A previous process died mid-upload: abort its parts before starting over.
-                if let Err(e) = self.store.abort_multipart(&object_key, upload_id).await {
-                    warn!(error = %e, "could not abort the upload left by an earlier attempt");
-                }
-            }
             let mut attempt = 0;
-            let mut reuse_job = record.restore_job_id.clone();
             loop {
                 attempt += 1;
-                let e = match self.attempt(&key, &object_key, reuse_job.take(), snapshot).await {
+                let e = match self.attempt(&key, &object_key).await {
                     Ok(outcome) => return Ok(outcome),
                     Err(e @ ArchiveError::Journal(_)) => return Err(e),
                     Err(e) => e,
                 };
+                let retry = e.is_retryable() && attempt < ATTEMPTS_PER_RUN && !self.shutdown.drain.is_cancelled();
+                // An upload whose download side failed is kept for a ranged resume by the next
+                // attempt of this run; otherwise it is aborted now, so that nothing is left behind.
+                let keep_upload = retry && matches!(&e, ArchiveError::Transfer(t) if t.upload_is_resumable());
+                if !keep_upload {
+                    self.abort_recorded_upload(&key, &object_key).await?;
+                }
                 if matches!(e, ArchiveError::Transfer(TransferError::Cancelled)) {
                     // Not a failure of the snapshot: leave it resumable, without counting an attempt.
                     self.journal
                         .transition(&key, SnapshotState::DownloadRequested, Change {
-                            upload_id: Some(String::new()),
-                            note: Some("interrupted by shutdown; the upload was aborted and the next run resumes".into()),
+                            note: Some("interrupted by shutdown; the upload was aborted and the next run starts again".into()),
                             ..Change::default()
                         })
                         .await?;
-                    warn!("transfer interrupted by shutdown; the next run resumes it");
+                    warn!("transfer interrupted by shutdown; the next run takes it up again");
                     return Err(e);
                 }
                 self.metrics.record_failure(target, &e.reason());
                 let change = Change {
                     error: Some(e.to_string()),
                     reason: Some(e.reason()),
-                    upload_id: Some(String::new()),
                     ..Change::default()
                 };
                 self.journal.transition(&key, SnapshotState::Failed, change).await?;
@@ -483,21 +486,84 @@ impl Archiver {
                     self.metrics.record_lost(target);
                     return Ok(SnapshotOutcome::Lost { snapshot_id: id.to_owned() });
                 }
-                let retry = e.is_retryable() && attempt < ATTEMPTS_PER_RUN && !self.shutdown.drain.is_cancelled();
                 if !retry {
                     error!(error = %e, reason = %e.reason(), attempt, "snapshot not archived; the next run tries again");
                     return Err(e);
                 }
-                // A dropped connection may reuse the same URL; a refused one needs a new job.
-                if !matches!(e, ArchiveError::Transfer(TransferError::UrlRejected { .. }) | ArchiveError::Atlas(_)) {
-                    reuse_job = self.journal.get(&key).await?.and_then(|r| r.restore_job_id);
+                // A refused URL needs a new download job; anything else may reuse the current one.
+                if matches!(e, ArchiveError::Transfer(TransferError::UrlRejected { .. })) {
+                    self.journal
+                        .transition(&key, SnapshotState::Failed, Change {
+                            note: Some("the snapshot URL was refused: a new download job will be requested".into()),
+                            restore_job_id: Some(String::new()),
+                            ..Change::default()
+                        })
+                        .await?;
                 }
-                warn!(error = %e, attempt, "attempt failed; trying again");
+                warn!(error = %e, attempt, keep_upload, "attempt failed; trying again");
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
         }
         .instrument(span)
         .await
+    }
+
+    /// Aborts the upload the journal records for this snapshot (if any) and forgets it.
+    async fn abort_recorded_upload(
+        &self,
+        key: &SnapshotKey,
+        object_key: &str,
+    ) -> Result<(), ArchiveError> {
+        let Some(record) = self.journal.get(key).await? else {
+            return Ok(());
+        };
+        let Some(upload_id) = record.upload_id else {
+            return Ok(());
+        };
+        let upload = self
+            .store
+            .existing_multipart(object_key, &upload_id, record.upload_crc32c);
+        transfer::abort_upload(&upload).await;
+        self.journal
+            .transition(
+                key,
+                record.state,
+                Change {
+                    upload_id: Some(String::new()),
+                    note: Some(format!("upload {upload_id} aborted")),
+                    ..Change::default()
+                },
+            )
+            .await?;
+        self.journal.forget_parts(key).await?;
+        Ok(())
+    }
+
+    /// A previous attempt streamed everything and recorded the result, and the object is in the
+    /// bucket with that size: the upload was completed before a crash. Finish the job (verify,
+    /// manifest) without downloading again.
+    async fn finish_recorded_upload(
+        &self,
+        record: &SnapshotRecord,
+        object_key: &str,
+    ) -> Result<Option<SnapshotOutcome>, ArchiveError> {
+        let (Some(size), Some(_), Some(_)) = (record.size_bytes, &record.sha256, &record.crc32c)
+        else {
+            return Ok(None);
+        };
+        if !matches!(
+            record.state,
+            SnapshotState::Uploading | SnapshotState::Uploaded | SnapshotState::Failed
+        ) {
+            return Ok(None);
+        }
+        match self.store.head(object_key).await? {
+            Some(head) if head.size == size => {
+                info!(key = %object_key, "the upload of an earlier attempt was completed; finishing it without a new download");
+                self.finish(&record.key(), object_key).await.map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The bucket already has this snapshot (say, the journal was lost): adopt it if the manifest
@@ -559,78 +625,62 @@ impl Archiver {
         }))
     }
 
-    /// Gets a usable download job: the one the journal remembers if Atlas still serves it,
-    /// else a new one.
+    /// Gets a usable download job: the one the journal remembers if Atlas still serves it; else,
+    /// after a crash between asking and recording, one Atlas lists for this snapshot; else a new
+    /// one. Records the job before returning it.
     async fn obtain_job(
         &self,
         key: &SnapshotKey,
-        reuse: Option<String>,
+        record: &SnapshotRecord,
     ) -> Result<RestoreJob, ArchiveError> {
-        if let Some(job_id) = reuse {
-            match self
+        let remembered = match &record.restore_job_id {
+            Some(job_id) => match self
                 .atlas
-                .get_restore_job(&key.project_id, &key.cluster, &job_id)
+                .get_restore_job(&key.project_id, &key.cluster, job_id)
                 .await
             {
-                Ok(job) if usable(&job) => {
-                    info!(job = %job_id, "reusing the download job of an earlier attempt");
-                    self.journal
-                        .transition(
-                            key,
-                            SnapshotState::DownloadRequested,
-                            Change {
-                                restore_job_id: Some(job_id.clone()),
-                                note: Some(format!("reusing download job {job_id}")),
-                                ..Change::default()
-                            },
-                        )
-                        .await?;
-                    return Ok(job);
-                }
+                Ok(job) if usable(&job) => Some(job),
                 Ok(_) => {
-                    info!(job = %job_id, "earlier download job is no longer usable; requesting a new one")
+                    info!(job = %job_id, "the earlier download job is no longer usable; requesting a new one");
+                    None
                 }
+                Err(e) if e.is_transient() => return Err(e.into()),
                 Err(e) => {
-                    warn!(job = %job_id, error = %e, "cannot read the earlier download job; requesting a new one")
+                    warn!(job = %job_id, error = %e, "cannot read the earlier download job; requesting a new one");
+                    None
+                }
+            },
+            // The intent was recorded but not the answer: Atlas may have created a job.
+            None if record.state == SnapshotState::DownloadRequested => {
+                self.find_live_job(key).await?
+            }
+            None => None,
+        };
+        let job = match remembered {
+            Some(job) => job,
+            None => {
+                self.journal
+                    .transition(
+                        key,
+                        SnapshotState::DownloadRequested,
+                        Change {
+                            note: Some("requesting a download from Atlas".into()),
+                            restore_job_id: Some(String::new()),
+                            ..Change::default()
+                        },
+                    )
+                    .await?;
+                crate::fault::point("after-download-intent");
+                match self.atlas.request_download(&key.project_id, &key.cluster, &key.snapshot_id).await {
+                    Ok(job) => job,
+                    // A download of this snapshot is already being prepared: find and reuse it.
+                    Err(AtlasError::Api { status: 409, .. }) => self
+                        .find_live_job(key)
+                        .await?
+                        .ok_or_else(|| ArchiveError::Integrity("Atlas says a download is in progress but lists none for this snapshot".into()))?,
+                    Err(e) => return Err(e.into()),
                 }
             }
-        }
-        self.journal
-            .transition(
-                key,
-                SnapshotState::DownloadRequested,
-                Change {
-                    note: Some("requesting a download from Atlas".into()),
-                    ..Change::default()
-                },
-            )
-            .await?;
-        let job = match self
-            .atlas
-            .request_download(&key.project_id, &key.cluster, &key.snapshot_id)
-            .await
-        {
-            Ok(job) => job,
-            Err(AtlasError::Api { status: 409, .. }) => {
-                // A download of this snapshot is already being prepared: find and reuse it.
-                let jobs = self
-                    .atlas
-                    .list_restore_jobs(&key.project_id, &key.cluster)
-                    .await?;
-                jobs.into_iter()
-                    .filter(|j| {
-                        j.snapshot_id.as_deref() == Some(key.snapshot_id.as_str())
-                            && j.is_download()
-                    })
-                    .find(|j| j.phase() != Phase::Failed && !expired(j))
-                    .ok_or_else(|| {
-                        ArchiveError::Integrity(
-                            "Atlas says a download is in progress but lists none for this snapshot"
-                                .into(),
-                        )
-                    })?
-            }
-            Err(e) => return Err(e.into()),
         };
         let job_id = job.id.clone().ok_or_else(|| {
             ArchiveError::Integrity("Atlas returned a download job without an id".into())
@@ -646,23 +696,39 @@ impl Archiver {
                 },
             )
             .await?;
+        crate::fault::point("after-download-requested");
         Ok(job)
     }
 
-    /// One attempt: job → URL → stream → HEAD → manifest → archived.
+    /// A live download job Atlas lists for this snapshot, if any.
+    async fn find_live_job(&self, key: &SnapshotKey) -> Result<Option<RestoreJob>, ArchiveError> {
+        let jobs = self
+            .atlas
+            .list_restore_jobs(&key.project_id, &key.cluster)
+            .await?;
+        Ok(jobs
+            .into_iter()
+            .filter(|j| j.snapshot_id.as_deref() == Some(key.snapshot_id.as_str()))
+            .find(usable))
+    }
+
+    /// One attempt: job → URL → stream (fresh, or resumed) → record the result → complete →
+    /// finish (HEAD, manifest, archived).
     async fn attempt(
         &self,
         key: &SnapshotKey,
         object_key: &str,
-        reuse_job: Option<String>,
-        snapshot: &Snapshot,
     ) -> Result<SnapshotOutcome, ArchiveError> {
-        let job = self.obtain_job(key, reuse_job).await?;
+        let record =
+            self.journal.get(key).await?.ok_or_else(|| {
+                ArchiveError::Integrity("the journal lost the snapshot's row".into())
+            })?;
+        let previous_job = record.restore_job_id.clone();
+        let job = self.obtain_job(key, &record).await?;
         let job = self
             .atlas
             .wait_for_url(&key.project_id, &key.cluster, job)
             .await?;
-        let job_id = job.id.clone();
         let url = SnapshotUrl::parse(job.snapshot_url.as_deref().unwrap_or_default())?;
         info!(url = %url, "download ready");
         // Waiting for Atlas holds no slot; the transfer itself does.
@@ -672,9 +738,94 @@ impl Archiver {
             .await
             .map_err(|_| ArchiveError::Integrity("the transfer limiter was closed".into()))?;
         let _in_flight = InFlight::new(&self.metrics);
-        let source = transfer::open(&self.download, &url).await?;
-        let part_size = plan_part_size(self.settings.part_size, source.content_length);
-        if let Some(len) = source.content_length
+
+        // Resume only an upload fed by the same download job: another job may serve other bytes.
+        let same_job = previous_job.is_some() && previous_job == job.id;
+        let resumed = match (&record.upload_id, record.part_size) {
+            (Some(upload_id), Some(part_size)) if same_job => {
+                self.prepare_resume(key, object_key, &record, upload_id, part_size, &url)
+                    .await?
+            }
+            _ => None,
+        };
+        let (upload, source, part_size, resume) = match resumed {
+            Some((upload, source, part_size, point)) => (upload, source, part_size, Some(point)),
+            None => {
+                self.abort_recorded_upload(key, object_key).await?;
+                let (upload, source, part_size) = self.start_upload(key, object_key, &url).await?;
+                (upload, source, part_size, None)
+            }
+        };
+        let log = JournalParts {
+            journal: &self.journal,
+            key,
+            upload_id: upload.upload_id(),
+        };
+        let started = std::time::Instant::now();
+        let resumed_from = resume.as_ref().map_or(0, |r| r.offset);
+        let outcome = transfer::pump(
+            source,
+            &upload,
+            part_size,
+            self.settings.parts_in_flight,
+            &self.shutdown.abort,
+            &log,
+            resume,
+        )
+        .await;
+        let outcome = match outcome {
+            Err(TransferError::Store(e)) if upload.verifies_crc32c() && e.is_checksum_refusal() => {
+                self.store.refuse_checksums(&e);
+                return Err(TransferError::Store(e).into());
+            }
+            other => other?,
+        };
+        // Intent before CompleteMultipartUpload: after a crash, the recorded size and hashes let
+        // a HEAD tell whether the upload was completed, and finish it without a new download.
+        self.journal
+            .transition(
+                key,
+                SnapshotState::Uploading,
+                Change {
+                    size_bytes: Some(outcome.bytes),
+                    sha256: Some(outcome.sha256.clone()),
+                    crc32c: Some(outcome.crc32c.clone()),
+                    note: Some(format!(
+                        "stream complete ({} parts); completing the upload",
+                        outcome.parts.len()
+                    )),
+                    ..Change::default()
+                },
+            )
+            .await?;
+        crate::fault::point("before-complete");
+        let whole_crc = u32::from_str_radix(&outcome.crc32c, 16).unwrap_or_default();
+        upload.complete(&outcome.parts, whole_crc).await?;
+        crate::fault::point("after-complete");
+        let archived = self.finish(key, object_key).await?;
+        let secs = started.elapsed().as_secs_f64().max(1e-6);
+        info!(
+            key = %object_key,
+            bytes = outcome.bytes,
+            resumed_from,
+            sha256 = %outcome.sha256,
+            mib_per_s = format!("{:.1}", (outcome.bytes - resumed_from) as f64 / secs / 1_048_576.0),
+            "archived"
+        );
+        Ok(archived)
+    }
+
+    /// Opens the download from the start and creates a new multipart upload, recording intent
+    /// and outcome around the creation.
+    async fn start_upload(
+        &self,
+        key: &SnapshotKey,
+        object_key: &str,
+        url: &SnapshotUrl,
+    ) -> Result<(crate::store::MultipartUpload, transfer::Source, u64), ArchiveError> {
+        let source = transfer::open(&self.download, url).await?;
+        let part_size = plan_part_size(self.settings.part_size, source.total_length);
+        if let Some(len) = source.total_length
             && len.div_ceil(part_size) > crate::store::MAX_PARTS
         {
             return Err(TransferError::Store(StoreError::TooManyParts { part_size }).into());
@@ -685,61 +836,210 @@ impl Archiver {
                 SnapshotState::Uploading,
                 Change {
                     object_key: Some(object_key.to_owned()),
+                    clear_result: true,
+                    part_size: Some(part_size),
+                    source_etag: source.etag.clone(),
+                    source_length: source.total_length,
                     note: Some("creating the multipart upload".into()),
                     ..Change::default()
                 },
             )
             .await?;
+        crate::fault::point("before-create-upload");
         let upload = self
             .store
             .create_multipart(object_key, ARCHIVE_CONTENT_TYPE)
             .await?;
+        crate::fault::point("after-create-upload");
         self.journal
             .transition(
                 key,
                 SnapshotState::Uploading,
                 Change {
                     upload_id: Some(upload.upload_id().to_owned()),
+                    upload_crc32c: Some(upload.verifies_crc32c()),
                     note: Some(format!("upload started, part size {part_size}")),
                     ..Change::default()
                 },
             )
             .await?;
-        let started = std::time::Instant::now();
-        let outcome = transfer::pump(
-            source,
-            &upload,
-            part_size,
-            self.settings.parts_in_flight,
-            &self.shutdown.abort,
+        crate::fault::point("after-upload-recorded");
+        Ok((upload, source, part_size))
+    }
+
+    /// Reconciles the store's parts with the journal's and reopens the download at the end of
+    /// the contiguous parts both agree on. `None` when there is nothing to resume or the source
+    /// will not serve a range: the caller then starts over.
+    async fn prepare_resume(
+        &self,
+        key: &SnapshotKey,
+        object_key: &str,
+        record: &SnapshotRecord,
+        upload_id: &str,
+        part_size: u64,
+        url: &SnapshotUrl,
+    ) -> Result<
+        Option<(
+            crate::store::MultipartUpload,
+            transfer::Source,
+            u64,
+            transfer::ResumePoint,
+        )>,
+        ArchiveError,
+    > {
+        let upload = self
+            .store
+            .existing_multipart(object_key, upload_id, record.upload_crc32c);
+        let in_store = match upload.list_parts().await {
+            Ok(parts) => Some(parts),
+            Err(StoreError::Request {
+                code: Some(code), ..
+            }) if code == "NoSuchUpload" => {
+                info!("the interrupted upload no longer exists; starting over");
+                return Ok(None);
+            }
+            Err(e) => {
+                // Some stores answer ListParts in a form the SDK rejects (moto's root element);
+                // the journal recorded each part only after the store accepted it, and
+                // CompleteMultipartUpload checks every ETag, so the journal alone is safe here.
+                warn!(error = %e, "cannot list the parts of the interrupted upload; trusting the journal's record of them");
+                None
+            }
+        };
+        let journalled = self.journal.parts(key, upload_id).await?;
+        let mut agreed = Vec::new();
+        for (i, part) in journalled.iter().enumerate() {
+            let number = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            let in_store_too = in_store.as_ref().is_none_or(|parts| {
+                parts
+                    .iter()
+                    .any(|s| s.number == number && s.etag == part.etag && s.size == part.size)
+            });
+            let consistent = part.number == number
+                && part.size == part_size
+                && part.bytes_after == part_size * (i as u64 + 1)
+                && in_store_too;
+            if !consistent {
+                break;
+            }
+            agreed.push(part.clone());
+        }
+        let Some(last) = agreed.last() else {
+            info!("no complete part to resume from; starting over");
+            return Ok(None);
+        };
+        let Some(sha) = ResumableSha256::restore(&last.sha256_state) else {
+            return Ok(None);
+        };
+        let offset = last.bytes_after;
+        let source = match transfer::open_from(
+            &self.download,
+            url,
+            offset,
+            record.source_etag.as_deref(),
+            record.source_length,
         )
-        .await?;
+        .await
+        {
+            Ok(source) => source,
+            Err(e @ TransferError::UrlRejected { .. }) => return Err(e.into()),
+            Err(e) => {
+                warn!(error = %e, "cannot resume the download; starting over");
+                return Ok(None);
+            }
+        };
+        info!(
+            offset,
+            parts = agreed.len(),
+            "resuming the interrupted upload"
+        );
+        self.journal
+            .transition(
+                key,
+                SnapshotState::Uploading,
+                Change {
+                    note: Some(format!(
+                        "resuming at byte {offset} after {} parts",
+                        agreed.len()
+                    )),
+                    ..Change::default()
+                },
+            )
+            .await?;
+        let point = transfer::ResumePoint {
+            parts: agreed
+                .iter()
+                .map(|p| crate::store::CompletedPartInfo {
+                    number: p.number,
+                    etag: p.etag.clone(),
+                    size: p.size,
+                    crc32c: record.upload_crc32c.then_some(p.part_crc32c),
+                })
+                .collect(),
+            sha,
+            crc: last.crc32c_after,
+            offset,
+        };
+        Ok(Some((upload, source, part_size, point)))
+    }
+
+    /// The object is complete: confirm its size by HEAD, write the manifest, mark it archived.
+    async fn finish(
+        &self,
+        key: &SnapshotKey,
+        object_key: &str,
+    ) -> Result<SnapshotOutcome, ArchiveError> {
+        let record =
+            self.journal.get(key).await?.ok_or_else(|| {
+                ArchiveError::Integrity("the journal lost the snapshot's row".into())
+            })?;
+        let (Some(size), Some(sha256), Some(crc32c)) = (
+            record.size_bytes,
+            record.sha256.clone(),
+            record.crc32c.clone(),
+        ) else {
+            return Err(ArchiveError::Integrity(
+                "no recorded size and checksums to finish with".into(),
+            ));
+        };
         let head = self.store.head(object_key).await?.ok_or_else(|| {
             ArchiveError::Integrity(format!(
                 "{object_key} is missing right after its upload completed"
             ))
         })?;
-        if head.size != outcome.bytes {
+        if head.size != size {
             return Err(StoreError::SizeMismatch {
                 key: object_key.to_owned(),
-                expected: outcome.bytes,
+                expected: size,
                 found: head.size,
             }
             .into());
         }
+        self.journal
+            .transition(
+                key,
+                SnapshotState::Uploaded,
+                Change {
+                    upload_id: Some(String::new()),
+                    note: Some(format!("object complete, {size} bytes confirmed by HEAD")),
+                    ..Change::default()
+                },
+            )
+            .await?;
+        crate::fault::point("after-uploaded");
         let manifest = Manifest {
             format: MANIFEST_FORMAT.to_owned(),
             project_id: key.project_id.clone(),
             cluster: key.cluster.clone(),
             snapshot_id: key.snapshot_id.clone(),
-            snapshot_scheduled_at: snapshot.scheduled_time,
-            snapshot_finished_at: snapshot.finish_time,
-            mongodb_version: snapshot.mongodb_version.clone(),
+            snapshot_scheduled_at: record.scheduled_at,
+            snapshot_finished_at: record.finished_at,
+            mongodb_version: record.mongodb_version.clone(),
             object_key: object_key.to_owned(),
-            size_bytes: outcome.bytes,
-            sha256: outcome.sha256.clone(),
-            crc32c: outcome.crc32c.clone(),
-            restore_job_id: job_id,
+            size_bytes: size,
+            sha256: sha256.clone(),
+            crc32c,
+            restore_job_id: record.restore_job_id.clone(),
             archived_at: Utc::now(),
             tool: "atlas-archiver".to_owned(),
             tool_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -753,35 +1053,74 @@ impl Archiver {
                 "application/json",
             )
             .await?;
+        crate::fault::point("after-manifest");
         self.journal
             .transition(
                 key,
                 SnapshotState::Archived,
                 Change {
-                    size_bytes: Some(outcome.bytes),
-                    sha256: Some(outcome.sha256.clone()),
-                    crc32c: Some(outcome.crc32c.clone()),
-                    upload_id: Some(String::new()),
-                    note: Some(format!("{} parts", outcome.parts)),
+                    note: Some("manifest written".into()),
                     ..Change::default()
                 },
             )
             .await?;
-        self.metrics.record_archived(&key.target(), outcome.bytes);
-        let secs = started.elapsed().as_secs_f64().max(1e-6);
-        info!(
-            key = %object_key,
-            bytes = outcome.bytes,
-            sha256 = %outcome.sha256,
-            mib_per_s = format!("{:.1}", outcome.bytes as f64 / secs / 1_048_576.0),
-            "archived"
-        );
+        self.journal.forget_parts(key).await?;
+        self.metrics.record_archived(&key.target(), size);
         Ok(SnapshotOutcome::Archived {
             snapshot_id: key.snapshot_id.clone(),
             object_key: object_key.to_owned(),
-            size_bytes: outcome.bytes,
-            sha256: outcome.sha256,
+            size_bytes: size,
+            sha256,
         })
+    }
+
+    /// Aborts multipart uploads under the prefix that the journal does not own: left by a crash
+    /// before the upload id was recorded, or by an older journal. Stores that cannot list uploads
+    /// are skipped with a note (a bucket lifecycle rule is the backstop there).
+    pub async fn abort_orphan_uploads(&self) -> Result<usize, ArchiveError> {
+        let uploads = match self
+            .store
+            .list_multipart_uploads(&self.settings.prefix)
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(error = %e, "cannot list multipart uploads; orphan cleanup skipped (add a lifecycle rule that aborts incomplete uploads)");
+                return Ok(0);
+            }
+        };
+        let owned = self.journal.owned_uploads().await?;
+        let mut aborted = 0;
+        for (key, upload_id) in uploads {
+            if owned.contains(&upload_id) {
+                continue;
+            }
+            match self.store.abort_multipart(&key, &upload_id).await {
+                Ok(()) => {
+                    aborted += 1;
+                    info!(key = %key, "aborted an orphan multipart upload");
+                }
+                Err(e) => warn!(key = %key, error = %e, "cannot abort an orphan multipart upload"),
+            }
+        }
+        Ok(aborted)
+    }
+}
+
+/// Records each part the store accepted in the journal, with the hash state after it.
+struct JournalParts<'a> {
+    journal: &'a Journal,
+    key: &'a SnapshotKey,
+    upload_id: &'a str,
+}
+
+#[async_trait::async_trait]
+impl transfer::PartLog for JournalParts<'_> {
+    async fn part_done(&self, part: crate::journal::PartRecord) -> Result<(), String> {
+        self.journal
+            .record_part(self.key, self.upload_id, part)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 

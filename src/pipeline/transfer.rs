@@ -1,19 +1,24 @@
 //! Streams one snapshot URL into one multipart upload: download and upload overlap, parts are
 //! fixed-size, at most `parts_in_flight` uploads run at once, so memory stays near
 //! `part_size × (parts_in_flight + 1)` whatever the snapshot's size. SHA-256 and CRC32C are
-//! computed as the bytes pass. On any failure the upload is aborted: no orphan parts remain.
+//! computed as the bytes pass, and each accepted part is journalled with the hash state after it,
+//! so that a crash resumes at the end of the contiguous uploaded parts (with a ranged GET) instead
+//! of starting over. On a failure the upload is aborted, unless it is left for a resume.
 
 use std::fmt;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use url::Url;
 
+use async_trait::async_trait;
+
+use super::digest::ResumableSha256;
+use crate::journal::PartRecord;
 use crate::store::{CompletedPartInfo, MAX_PARTS, MultipartUpload, StoreError};
 
 /// A snapshot download URL. It is a bearer secret: its path and query never print.
@@ -89,6 +94,19 @@ pub enum TransferError {
     /// Shutdown asked us to stop.
     #[error("transfer cancelled by shutdown")]
     Cancelled,
+    /// The source did not honour a ranged request for a resume.
+    #[error(
+        "the snapshot URL does not support resuming at byte {offset} ({detail}); the upload starts over"
+    )]
+    RangeRefused {
+        /// Requested offset.
+        offset: u64,
+        /// What came back.
+        detail: String,
+    },
+    /// The journal could not record a part.
+    #[error("cannot record an uploaded part in the journal: {0}")]
+    PartLog(String),
 }
 
 impl TransferError {
@@ -100,7 +118,21 @@ impl TransferError {
             Self::LengthMismatch { .. } => "TRUNCATED_DOWNLOAD".into(),
             Self::Store(e) => e.reason(),
             Self::Cancelled => "CANCELLED".into(),
+            Self::RangeRefused { .. } => "RANGE_REFUSED".into(),
+            Self::PartLog(_) => "JOURNAL".into(),
         }
+    }
+
+    /// Whether the upload is worth keeping for a resume (the download side failed; what the
+    /// store holds is fine).
+    pub fn upload_is_resumable(&self) -> bool {
+        matches!(
+            self,
+            Self::Download {
+                reason: "DOWNLOAD_INTERRUPTED" | "DOWNLOAD_STALLED",
+                ..
+            }
+        ) || matches!(self, Self::LengthMismatch { expected, received } if received < expected)
     }
 
     /// Whether trying again in the same run may help.
@@ -109,7 +141,9 @@ impl TransferError {
             Self::Download { reason, .. } => {
                 *reason != "BAD_SNAPSHOT_URL" && *reason != "EMPTY_DOWNLOAD"
             }
-            Self::UrlRejected { .. } | Self::LengthMismatch { .. } => true,
+            Self::UrlRejected { .. } | Self::LengthMismatch { .. } | Self::RangeRefused { .. } => {
+                true
+            }
             Self::Store(StoreError::Request { code, .. }) => !matches!(
                 code.as_deref(),
                 Some(
@@ -119,7 +153,7 @@ impl TransferError {
                         | "SignatureDoesNotMatch"
                 )
             ),
-            Self::Store(_) | Self::Cancelled => false,
+            Self::Store(_) | Self::Cancelled | Self::PartLog(_) => false,
         }
     }
 }
@@ -151,21 +185,92 @@ pub fn download_client(settings: DownloadSettings) -> Result<reqwest::Client, Tr
 /// An open download, before the upload starts.
 pub struct Source {
     response: reqwest::Response,
-    /// `Content-Length`, when the server sent one.
-    pub content_length: Option<u64>,
+    /// Where this response starts in the object (0, or the resume offset).
+    pub offset: u64,
+    /// Length of the whole object, when the server said (`Content-Length` of a 200, or the total
+    /// of a 206's `Content-Range`).
+    pub total_length: Option<u64>,
+    /// The server's ETag, for `If-Range` on a later resume.
+    pub etag: Option<String>,
 }
 
 /// GETs the snapshot URL (no credentials) and checks the status.
 pub async fn open(client: &reqwest::Client, url: &SnapshotUrl) -> Result<Source, TransferError> {
-    let response = client
-        .get(url.0.clone())
-        .send()
-        .await
-        .map_err(|e| TransferError::Download {
-            reason: "DOWNLOAD_CONNECT",
-            message: format!("cannot reach {url}: {}", e.without_url()),
-        })?;
-    let status = response.status();
+    let response = send(client, url, None).await?;
+    check_status(url, response.status())?;
+    if response.status() != StatusCode::OK {
+        return Err(TransferError::Download {
+            reason: "DOWNLOAD_HTTP_STATUS",
+            message: format!("{url} answered HTTP {} to a plain GET", response.status()),
+        });
+    }
+    Ok(Source {
+        total_length: response.content_length(),
+        etag: etag_of(&response),
+        offset: 0,
+        response,
+    })
+}
+
+/// GETs the rest of the snapshot from `offset` (`Range`, with `If-Range` when the first response
+/// had an ETag). Only a 206 whose `Content-Range` starts at `offset` and whose total matches the
+/// known length is accepted; anything else means the upload must start over.
+pub async fn open_from(
+    client: &reqwest::Client,
+    url: &SnapshotUrl,
+    offset: u64,
+    etag: Option<&str>,
+    total: Option<u64>,
+) -> Result<Source, TransferError> {
+    let response = send(client, url, Some((offset, etag))).await?;
+    check_status(url, response.status())?;
+    let refused = |detail: String| TransferError::RangeRefused { offset, detail };
+    if response.status() != StatusCode::PARTIAL_CONTENT {
+        return Err(refused(format!(
+            "HTTP {} instead of 206",
+            response.status()
+        )));
+    }
+    let range = response
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| refused("206 without Content-Range".into()))?;
+    let (start, end, whole) = parse_content_range(range)
+        .ok_or_else(|| refused(format!("unreadable Content-Range {range:?}")))?;
+    if start != offset || whole.is_none_or(|w| end + 1 != w) || (total.is_some() && whole != total)
+    {
+        return Err(refused(format!(
+            "Content-Range {range:?} does not continue at {offset} of {total:?}"
+        )));
+    }
+    Ok(Source {
+        total_length: whole,
+        etag: etag_of(&response).or_else(|| etag.map(str::to_owned)),
+        offset,
+        response,
+    })
+}
+
+async fn send(
+    client: &reqwest::Client,
+    url: &SnapshotUrl,
+    range: Option<(u64, Option<&str>)>,
+) -> Result<reqwest::Response, TransferError> {
+    let mut request = client.get(url.0.clone());
+    if let Some((offset, etag)) = range {
+        request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+        if let Some(tag) = etag.filter(|t| !t.starts_with("W/")) {
+            request = request.header(reqwest::header::IF_RANGE, tag);
+        }
+    }
+    request.send().await.map_err(|e| TransferError::Download {
+        reason: "DOWNLOAD_CONNECT",
+        message: format!("cannot reach {url}: {}", error_chain(&e.without_url())),
+    })
+}
+
+fn check_status(url: &SnapshotUrl, status: StatusCode) -> Result<(), TransferError> {
     if matches!(
         status,
         StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::UNAUTHORIZED
@@ -174,85 +279,159 @@ pub async fn open(client: &reqwest::Client, url: &SnapshotUrl) -> Result<Source,
             status: status.as_u16(),
         });
     }
-    if status != StatusCode::OK {
+    if !matches!(status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
         return Err(TransferError::Download {
             reason: "DOWNLOAD_HTTP_STATUS",
             message: format!("{url} answered HTTP {status}"),
         });
     }
-    let content_length = response.content_length();
-    Ok(Source {
-        response,
-        content_length,
-    })
+    Ok(())
+}
+
+fn etag_of(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `bytes START-END/TOTAL` (TOTAL may be `*`).
+pub fn parse_content_range(text: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = text.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let (start, end): (u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
+    if end < start {
+        return None;
+    }
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((start, end, total))
+}
+
+/// Where an interrupted upload continues: the parts 1..=k the store and the journal agree on,
+/// and the hash state after part k.
+pub struct ResumePoint {
+    /// Parts already in the store.
+    pub parts: Vec<CompletedPartInfo>,
+    /// SHA-256 state after them.
+    pub sha: ResumableSha256,
+    /// CRC32C after them.
+    pub crc: u32,
+    /// Bytes after them (the offset to download from).
+    pub offset: u64,
+}
+
+/// Receives each part the store accepted, with the hash state after it; implemented over the
+/// journal by the pipeline.
+#[async_trait]
+pub trait PartLog: Send + Sync {
+    /// Records the part durably.
+    async fn part_done(&self, part: PartRecord) -> Result<(), String>;
 }
 
 /// What a finished transfer measured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferOutcome {
-    /// Bytes streamed.
+    /// Bytes of the whole object.
     pub bytes: u64,
     /// SHA-256, hex.
     pub sha256: String,
     /// CRC32C, hex.
     pub crc32c: String,
-    /// Parts uploaded.
-    pub parts: usize,
+    /// Parts in the object.
+    pub parts: Vec<CompletedPartInfo>,
 }
 
-/// Pumps `source` into `upload` and completes it; aborts the upload on any failure.
+/// Pumps `source` into `upload` (continuing from `resume`) and hands the outcome back; the
+/// caller records it, then completes the upload. On failure the part tasks are stopped and the
+/// upload is left as it is: the caller decides between resuming it and aborting it.
 pub async fn pump(
     mut source: Source,
     upload: &MultipartUpload,
     part_size: u64,
     parts_in_flight: usize,
     cancel: &CancellationToken,
+    log: &dyn PartLog,
+    resume: Option<ResumePoint>,
 ) -> Result<TransferOutcome, TransferError> {
-    let mut state = PumpState::new(part_size, parts_in_flight.max(1));
+    let mut state = PumpState::new(part_size, parts_in_flight.max(1), resume);
     let result = tokio::select! {
-        r = state.run(&mut source, upload) => r,
+        r = state.run(&mut source, upload, log) => r,
         () = cancel.cancelled() => Err(TransferError::Cancelled),
     };
     match result {
         Ok(outcome) => Ok(outcome),
-        Err(e) => {
-            state.in_flight.abort_all();
-            while state.in_flight.join_next().await.is_some() {}
-            if let Err(abort_error) = upload.abort().await {
-                warn!(error = %abort_error, "could not abort the multipart upload; it is retried at the next start");
-            } else {
-                debug!(upload_id = upload.upload_id(), "multipart upload aborted");
+        Err(e) if e.upload_is_resumable() => {
+            // The download broke, not the store: let the parts already on their way land and be
+            // journalled, so that a resume starts after them.
+            while let Some(joined) = state.in_flight.join_next().await {
+                if let Err(part_error) = state.finish_part(joined, log).await {
+                    debug!(error = %part_error, "a part in flight failed after the download broke");
+                }
             }
             Err(e)
         }
+        Err(e) => {
+            state.in_flight.abort_all();
+            while state.in_flight.join_next().await.is_some() {}
+            Err(e)
+        }
     }
+}
+
+/// Aborts an upload, logging (not failing) when the store refuses: the next start retries.
+pub async fn abort_upload(upload: &MultipartUpload) {
+    if let Err(abort_error) = upload.abort().await {
+        warn!(error = %abort_error, "could not abort the multipart upload; the next start retries");
+    } else {
+        debug!(upload_id = upload.upload_id(), "multipart upload aborted");
+    }
+}
+
+/// A part on its way to the store, with the hash state at its end.
+struct PartDone {
+    info: CompletedPartInfo,
+    sha256_state: String,
+    part_crc32c: u32,
+    crc32c_after: u32,
+    bytes_after: u64,
 }
 
 struct PumpState {
     part_size: usize,
     parts_in_flight: usize,
     buffer: BytesMut,
-    in_flight: JoinSet<Result<CompletedPartInfo, StoreError>>,
+    in_flight: JoinSet<Result<PartDone, StoreError>>,
     done: Vec<CompletedPartInfo>,
     next_part: i32,
-    sha: Sha256,
+    sha: ResumableSha256,
     crc: u32,
+    part_crc: u32,
     bytes: u64,
 }
 
 impl PumpState {
-    fn new(part_size: u64, parts_in_flight: usize) -> Self {
+    fn new(part_size: u64, parts_in_flight: usize, resume: Option<ResumePoint>) -> Self {
         let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
+        let (done, sha, crc, bytes) = match resume {
+            Some(r) => (r.parts, r.sha, r.crc, r.offset),
+            None => (Vec::new(), ResumableSha256::default(), 0, 0),
+        };
         Self {
             part_size,
             parts_in_flight,
             buffer: BytesMut::with_capacity(part_size),
             in_flight: JoinSet::new(),
-            done: Vec::new(),
-            next_part: 0,
-            sha: Sha256::new(),
-            crc: 0,
-            bytes: 0,
+            next_part: i32::try_from(done.len()).unwrap_or(i32::MAX),
+            done,
+            sha,
+            crc,
+            part_crc: 0,
+            bytes,
         }
     }
 
@@ -260,6 +439,7 @@ impl PumpState {
         &mut self,
         source: &mut Source,
         upload: &MultipartUpload,
+        log: &dyn PartLog,
     ) -> Result<TransferOutcome, TransferError> {
         while let Some(chunk) =
             source
@@ -279,20 +459,25 @@ impl PumpState {
                     ),
                 })?
         {
-            self.sha.update(&chunk);
-            self.crc = crc32c::crc32c_append(self.crc, &chunk);
-            self.bytes += chunk.len() as u64;
+            // Split at part boundaries before hashing, so that the hash state at the end of
+            // each part is known (and journalled) for a resume.
             let mut rest = &chunk[..];
             while !rest.is_empty() {
                 let take = (self.part_size - self.buffer.len()).min(rest.len());
-                self.buffer.extend_from_slice(&rest[..take]);
+                let piece = &rest[..take];
+                self.sha.update(piece);
+                self.crc = crc32c::crc32c_append(self.crc, piece);
+                self.part_crc = crc32c::crc32c_append(self.part_crc, piece);
+                self.bytes += take as u64;
+                self.buffer.extend_from_slice(piece);
                 rest = &rest[take..];
                 if self.buffer.len() == self.part_size {
-                    self.submit(upload).await?;
+                    self.submit(upload, log).await?;
                 }
             }
+            crate::fault::bytes(self.bytes);
         }
-        if let Some(expected) = source.content_length
+        if let Some(expected) = source.total_length
             && expected != self.bytes
         {
             return Err(TransferError::LengthMismatch {
@@ -308,23 +493,28 @@ impl PumpState {
             });
         }
         if !self.buffer.is_empty() {
-            self.submit(upload).await?;
+            self.submit(upload, log).await?;
         }
         while let Some(joined) = self.in_flight.join_next().await {
-            self.done.push(joined_part(joined)?);
+            self.finish_part(joined, log).await?;
         }
-        upload.complete(&self.done).await?;
+        self.done.sort_by_key(|p| p.number);
         let sha = std::mem::take(&mut self.sha);
         Ok(TransferOutcome {
             bytes: self.bytes,
-            sha256: hex::encode(sha.finalize()),
+            sha256: sha.finalize_hex(),
             crc32c: format!("{:08x}", self.crc),
-            parts: self.done.len(),
+            parts: std::mem::take(&mut self.done),
         })
     }
 
-    /// Hands the full buffer to an upload task, first waiting for a free slot.
-    async fn submit(&mut self, upload: &MultipartUpload) -> Result<(), TransferError> {
+    /// Hands the full buffer to an upload task, first waiting for a free slot. The hash state
+    /// now is the state at the end of this part.
+    async fn submit(
+        &mut self,
+        upload: &MultipartUpload,
+        log: &dyn PartLog,
+    ) -> Result<(), TransferError> {
         if u64::try_from(self.next_part).unwrap_or(u64::MAX) >= MAX_PARTS {
             return Err(StoreError::TooManyParts {
                 part_size: self.part_size as u64,
@@ -333,7 +523,7 @@ impl PumpState {
         }
         while self.in_flight.len() >= self.parts_in_flight {
             if let Some(joined) = self.in_flight.join_next().await {
-                self.done.push(joined_part(joined)?);
+                self.finish_part(joined, log).await?;
             }
         }
         self.next_part += 1;
@@ -341,22 +531,53 @@ impl PumpState {
             std::mem::replace(&mut self.buffer, BytesMut::with_capacity(self.part_size)).freeze();
         let upload = upload.clone();
         let number = self.next_part;
-        self.in_flight
-            .spawn(async move { upload.upload_part(number, body).await });
+        let part_crc = std::mem::take(&mut self.part_crc);
+        let sha256_state = self.sha.checkpoint().unwrap_or_default();
+        let (crc32c_after, bytes_after) = (self.crc, self.bytes);
+        self.in_flight.spawn(async move {
+            let info = upload.upload_part(number, body, part_crc).await?;
+            Ok(PartDone {
+                info,
+                sha256_state,
+                part_crc32c: part_crc,
+                crc32c_after,
+                bytes_after,
+            })
+        });
         Ok(())
     }
-}
 
-fn joined_part(
-    joined: Result<Result<CompletedPartInfo, StoreError>, tokio::task::JoinError>,
-) -> Result<CompletedPartInfo, TransferError> {
-    match joined {
-        Ok(Ok(part)) => Ok(part),
-        Ok(Err(e)) => Err(e.into()),
-        Err(e) => Err(TransferError::Download {
-            reason: "UPLOAD_TASK",
-            message: format!("an upload task ended unexpectedly: {e}"),
-        }),
+    /// Records a finished part in the journal (with its hash state) and keeps it for Complete.
+    async fn finish_part(
+        &mut self,
+        joined: Result<Result<PartDone, StoreError>, tokio::task::JoinError>,
+        log: &dyn PartLog,
+    ) -> Result<(), TransferError> {
+        let part = match joined {
+            Ok(Ok(part)) => part,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => {
+                return Err(TransferError::Download {
+                    reason: "UPLOAD_TASK",
+                    message: format!("an upload task ended unexpectedly: {e}"),
+                });
+            }
+        };
+        if !part.sha256_state.is_empty() {
+            log.part_done(PartRecord {
+                number: part.info.number,
+                size: part.info.size,
+                etag: part.info.etag.clone(),
+                sha256_state: part.sha256_state,
+                part_crc32c: part.part_crc32c,
+                crc32c_after: part.crc32c_after,
+                bytes_after: part.bytes_after,
+            })
+            .await
+            .map_err(TransferError::PartLog)?;
+        }
+        self.done.push(part.info);
+        Ok(())
     }
 }
 
@@ -370,4 +591,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parsing() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, 199, Some(200)))
+        );
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, 0, None)));
+        assert_eq!(parse_content_range("bytes 5-4/10"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(parse_content_range("bytes a-b/c"), None);
+    }
 }

@@ -82,7 +82,13 @@ pub struct Faults {
     pub url_in_post: bool,
     /// Downloads of these snapshots cut the connection after N bytes (each time, or `cut_times` times).
     pub cut_after: HashMap<String, u64>,
-    /// How many downloads the cut applies to (0 = every one).
+    /// Downloads of these snapshots end cleanly after N bytes, short of their Content-Length.
+    pub short_body_at: HashMap<String, u64>,
+    /// Downloads of these snapshots stop sending after N bytes and hang.
+    pub stall_after: HashMap<String, u64>,
+    /// Honour `Range: bytes=N-` (with `If-Range`) with a 206, as a resumable server does.
+    pub range_support: bool,
+    /// How many downloads a cut, short body or stall applies to (0 = every one).
     pub cut_times: u32,
     /// Serve without Content-Length (chunked).
     pub chunked: bool,
@@ -109,6 +115,8 @@ pub struct Observed {
     pub download_requests: u32,
     /// GETs of snapshot URLs.
     pub snapshot_downloads: u32,
+    /// GETs of snapshot URLs answered with a 206 (a resumed download).
+    pub ranged_downloads: u32,
     /// Snapshot URL requests that carried an `Authorization` header (must stay 0).
     pub credentials_sent_to_snapshot_url: u32,
     /// API requests that lacked the versioned `Accept` header.

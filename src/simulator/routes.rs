@@ -552,14 +552,54 @@ async fn get_job(
     ok_json(&job_json(&app, &s, &job))
 }
 
-/// The pre-signed snapshot URL: no Atlas auth, a token in the path and the query.
+/// How one download ends early, if it does.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// Serve everything.
+    Whole,
+    /// Reset the connection at this absolute offset.
+    Cut(u64),
+    /// End the body cleanly at this offset, short of the announced length.
+    Short(u64),
+    /// Stop sending at this offset and hang (a stalled server).
+    Stall(u64),
+}
+
+impl Ending {
+    fn at(self) -> Option<u64> {
+        match self {
+            Self::Whole => None,
+            Self::Cut(n) | Self::Short(n) | Self::Stall(n) => Some(n),
+        }
+    }
+}
+
+/// The ETag the snapshot URL sends (strong, stable per snapshot).
+fn snapshot_etag(snapshot_id: &str, size: u64) -> String {
+    format!("\"{snapshot_id}-{size:x}\"")
+}
+
+/// `bytes=N-` (the only form the archiver sends).
+fn range_start(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::RANGE)?
+        .to_str()
+        .ok()?
+        .strip_prefix("bytes=")?
+        .strip_suffix('-')?
+        .parse()
+        .ok()
+}
+
+/// The pre-signed snapshot URL: no Atlas auth, a token in the path and the query. Serves
+/// deterministic bytes, optionally honouring `Range` (with `If-Range`), and fails as the faults say.
 async fn download(
     State(app): State<App>,
     Path((token, file)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let (size, snapshot_id, cut) = {
+    let (size, snapshot_id, ending, chunked, throttle, ranges) = {
         let mut s = app.lock();
         s.observed.snapshot_downloads += 1;
         if headers.contains_key(header::AUTHORIZATION) {
@@ -596,46 +636,85 @@ async fn download(
         else {
             return (StatusCode::NOT_FOUND, "snapshot no longer exists").into_response();
         };
-        let mut cut = s.faults.cut_after.get(&snap.id).copied();
-        if cut.is_some() && s.faults.cut_times > 0 {
+        let f = &s.faults;
+        let mut ending = match (
+            f.cut_after.get(&snap.id),
+            f.short_body_at.get(&snap.id),
+            f.stall_after.get(&snap.id),
+        ) {
+            (Some(n), _, _) => Ending::Cut(*n),
+            (_, Some(n), _) => Ending::Short(*n),
+            (_, _, Some(n)) => Ending::Stall(*n),
+            _ => Ending::Whole,
+        };
+        if ending.at().is_some() && s.faults.cut_times > 0 {
             s.faults.cut_times -= 1;
             if s.faults.cut_times == 0 {
                 s.faults.cut_after.remove(&snap.id);
+                s.faults.short_body_at.remove(&snap.id);
+                s.faults.stall_after.remove(&snap.id);
             }
         }
-        if cut.is_some_and(|c| c >= snap.size) {
-            cut = None;
+        if ending.at().is_some_and(|c| c >= snap.size) {
+            ending = Ending::Whole;
         }
-        (snap.size, snap.id, cut)
+        (
+            snap.size,
+            snap.id,
+            ending,
+            s.faults.chunked,
+            s.faults.throttle_bytes_per_sec,
+            s.faults.range_support,
+        )
     };
-    let (chunked, throttle) = {
-        let s = app.lock();
-        (s.faults.chunked, s.faults.throttle_bytes_per_sec)
-    };
-    let generator = SnapshotBytes::new(&snapshot_id, size);
-    // State: (bytes left to generate, bytes sent, cut point, finished).
+    let etag = snapshot_etag(&snapshot_id, size);
+    // A range is honoured when supported, word-aligned (the generator works in 8-byte words),
+    // inside the object, and the If-Range validator (if any) still matches.
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v == etag);
+    let start = range_start(&headers).filter(|n| ranges && if_range_ok && n % 8 == 0 && *n < size);
+    let offset = start.unwrap_or(0);
+    let mut generator = SnapshotBytes::new(&snapshot_id, size);
+    generator.skip(offset);
+    if start.is_some() {
+        app.lock().observed.ranged_downloads += 1;
+    }
+    // State: (generator, absolute offset sent so far, finished).
     let stream = futures_util::stream::unfold(
-        (generator, 0u64, cut, false),
-        move |(mut generator, sent, cut, finished)| async move {
+        (generator, offset, false),
+        move |(mut generator, sent, finished)| async move {
             const CHUNK: usize = 64 << 10;
             if finished {
                 return None;
             }
-            if cut.is_some_and(|limit| sent >= limit) {
-                let cut_error = std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "simulated connection cut",
-                );
-                return Some((Err(cut_error), (generator, sent, cut, true)));
+            if let Some(limit) = ending.at()
+                && sent >= limit
+            {
+                match ending {
+                    Ending::Cut(_) => {
+                        let cut = std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "simulated connection cut",
+                        );
+                        return Some((Err(cut), (generator, sent, true)));
+                    }
+                    Ending::Stall(_) => {
+                        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                        return None;
+                    }
+                    Ending::Short(_) | Ending::Whole => return None,
+                }
             }
             if generator.remaining() == 0 {
                 return None;
             }
             let mut buf = vec![0u8; CHUNK];
             let mut n = generator.fill(&mut buf);
-            if let Some(limit) = cut {
-                // Serve exactly the bytes before the cut point, then fail.
-                n = n.min(usize::try_from(limit - sent).unwrap_or(usize::MAX));
+            if let Some(limit) = ending.at() {
+                // Serve exactly the bytes before the fault's offset.
+                n = n.min(usize::try_from(limit.saturating_sub(sent)).unwrap_or(usize::MAX));
             }
             buf.truncate(n);
             if let Some(rate) = throttle.filter(|r| *r > 0) {
@@ -644,7 +723,7 @@ async fn download(
             }
             Some((
                 Ok::<Bytes, std::io::Error>(Bytes::from(buf)),
-                (generator, sent + n as u64, cut, false),
+                (generator, sent + n as u64, false),
             ))
         },
     );
@@ -654,8 +733,20 @@ async fn download(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/gzip"),
     );
-    if !chunked && let Ok(v) = HeaderValue::from_str(&size.to_string()) {
-        h.insert(header::CONTENT_LENGTH, v);
+    if ranges {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    if start.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {offset}-{}/{size}", size - 1)) {
+            response.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    if !chunked && let Ok(v) = HeaderValue::from_str(&(size - offset).to_string()) {
+        response.headers_mut().insert(header::CONTENT_LENGTH, v);
     }
     response
 }

@@ -4,6 +4,8 @@
 
 mod multipart;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -14,7 +16,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use crate::config::{ChecksumCalculation, PartSize, StorageConfig, expose};
+use crate::config::{ChecksumCalculation, ObjectChecksum, PartSize, StorageConfig, expose};
 pub use multipart::{CompletedPartInfo, MultipartUpload};
 
 /// S3 allows at most this many parts in one upload.
@@ -62,6 +64,26 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the store refused S3 checksum headers (some S3-compatible stores do).
+    pub fn is_checksum_refusal(&self) -> bool {
+        match self {
+            Self::Request { code, message, .. } => {
+                matches!(
+                    code.as_deref(),
+                    Some(
+                        "NotImplemented"
+                            | "InvalidRequest"
+                            | "InvalidArgument"
+                            | "XAmzContentChecksumMismatch"
+                            | "BadDigest"
+                            | "InvalidDigest"
+                    )
+                ) || message.to_ascii_lowercase().contains("checksum")
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn from_sdk<E, R>(operation: &'static str, key: &str, error: SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -112,6 +134,8 @@ pub struct ObjectInfo {
 pub struct ObjectStore {
     client: aws_sdk_s3::Client,
     bucket: String,
+    /// Full-object CRC32C on uploads; switched off for the process when the store refuses it.
+    crc32c: Arc<AtomicBool>,
 }
 
 impl ObjectStore {
@@ -155,6 +179,9 @@ impl ObjectStore {
         Self {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             bucket: config.bucket.clone(),
+            crc32c: Arc::new(AtomicBool::new(
+                config.object_checksum == ObjectChecksum::Crc32c,
+            )),
         }
     }
 
@@ -269,13 +296,36 @@ impl ObjectStore {
         Ok(total)
     }
 
-    /// Starts a multipart upload.
+    /// Starts a multipart upload, with a full-object CRC32C when configured. A store that refuses
+    /// checksums (400/501 on the checksum headers) gets uploads without them from then on.
     pub async fn create_multipart(
         &self,
         key: &str,
         content_type: &str,
     ) -> Result<MultipartUpload, StoreError> {
-        MultipartUpload::create(self.client.clone(), &self.bucket, key, content_type).await
+        let crc = self.crc32c.load(Ordering::Relaxed);
+        match MultipartUpload::create(self.client.clone(), &self.bucket, key, content_type, crc)
+            .await
+        {
+            Err(e) if crc && e.is_checksum_refusal() => {
+                self.refuse_checksums(&e);
+                MultipartUpload::create(self.client.clone(), &self.bucket, key, content_type, false)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// Called when the store refused checksum headers: later uploads go without them.
+    pub fn refuse_checksums(&self, error: &StoreError) {
+        if self.crc32c.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error = %error, "the store refuses S3 checksum headers; continuing without them (SHA-256 and CRC32C are still checked by atlas-archiver; set storage.checksum = \"none\" to skip this probe)");
+        }
+    }
+
+    /// Reopens an upload by id (to resume it after a crash).
+    pub fn existing_multipart(&self, key: &str, upload_id: &str, crc32c: bool) -> MultipartUpload {
+        MultipartUpload::existing(self.client.clone(), &self.bucket, key, upload_id, crc32c)
     }
 
     /// Aborts an upload by id (after a crash, or when cleaning up).

@@ -1,4 +1,5 @@
-//! One multipart upload: create, upload parts (in-memory bodies, so the SDK may retry them),
+//! One multipart upload: create (optionally with a full-object CRC32C the store verifies), upload
+//! parts (in-memory bodies, so the SDK may retry them), list parts (to resume after a crash),
 //! complete (with our own retry, since CompleteMultipartUpload can fail after the store acted),
 //! and abort.
 
@@ -6,7 +7,8 @@ use std::time::Duration;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
+use base64::Engine as _;
 use bytes::Bytes;
 use tracing::warn;
 
@@ -23,6 +25,8 @@ pub struct CompletedPartInfo {
     pub etag: String,
     /// Size in bytes.
     pub size: u64,
+    /// CRC32C of the part (sent to the store when it verifies checksums).
+    pub crc32c: Option<u32>,
 }
 
 /// An upload in progress. Dropping it does not abort it: call [`MultipartUpload::abort`].
@@ -32,6 +36,12 @@ pub struct MultipartUpload {
     bucket: String,
     key: String,
     upload_id: String,
+    /// Whether the upload was created with a full-object CRC32C, which the store verifies.
+    crc32c: bool,
+}
+
+fn b64(crc: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
 }
 
 impl MultipartUpload {
@@ -40,12 +50,19 @@ impl MultipartUpload {
         bucket: &str,
         key: &str,
         content_type: &str,
+        crc32c: bool,
     ) -> Result<Self, StoreError> {
-        let out = client
+        let mut request = client
             .create_multipart_upload()
             .bucket(bucket)
             .key(key)
-            .content_type(content_type)
+            .content_type(content_type);
+        if crc32c {
+            request = request
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .checksum_type(ChecksumType::FullObject);
+        }
+        let out = request
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("CreateMultipartUpload", key, e))?;
@@ -63,10 +80,28 @@ impl MultipartUpload {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             upload_id,
+            crc32c,
         })
     }
 
-    /// The store's id for this upload (journalled, so that a crash can abort it later).
+    /// An upload created earlier (by this or a previous process).
+    pub(super) fn existing(
+        client: aws_sdk_s3::Client,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        crc32c: bool,
+    ) -> Self {
+        Self {
+            client,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            upload_id: upload_id.to_owned(),
+            crc32c,
+        }
+    }
+
+    /// The store's id for this upload (journalled, so that a crash can resume or abort it).
     pub fn upload_id(&self) -> &str {
         &self.upload_id
     }
@@ -76,14 +111,20 @@ impl MultipartUpload {
         &self.key
     }
 
-    /// Uploads one part.
+    /// Whether the store verifies a CRC32C on each part and on the whole object.
+    pub fn verifies_crc32c(&self) -> bool {
+        self.crc32c
+    }
+
+    /// Uploads one part. `crc32c` is the part's checksum, sent when the upload verifies them.
     pub async fn upload_part(
         &self,
         number: i32,
         body: Bytes,
+        crc32c: u32,
     ) -> Result<CompletedPartInfo, StoreError> {
         let size = body.len() as u64;
-        let out = self
+        let mut request = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -91,7 +132,11 @@ impl MultipartUpload {
             .upload_id(&self.upload_id)
             .part_number(number)
             .content_length(i64::try_from(size).unwrap_or(i64::MAX))
-            .body(ByteStream::from(body))
+            .body(ByteStream::from(body));
+        if self.crc32c {
+            request = request.checksum_crc32_c(b64(crc32c));
+        }
+        let out = request
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("UploadPart", &self.key, e))?;
@@ -104,13 +149,56 @@ impl MultipartUpload {
                 code: None,
                 message: format!("the store returned no ETag for part {number}"),
             })?;
-        Ok(CompletedPartInfo { number, etag, size })
+        Ok(CompletedPartInfo {
+            number,
+            etag,
+            size,
+            crc32c: self.crc32c.then_some(crc32c),
+        })
+    }
+
+    /// The parts the store holds for this upload, by number (pages through ListParts).
+    pub async fn list_parts(&self) -> Result<Vec<CompletedPartInfo>, StoreError> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&self.upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| StoreError::from_sdk("ListParts", &self.key, e))?;
+            for p in page.parts() {
+                if let (Some(number), Some(etag)) = (p.part_number(), p.e_tag()) {
+                    out.push(CompletedPartInfo {
+                        number,
+                        etag: etag.to_owned(),
+                        size: p.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                        crc32c: None,
+                    });
+                }
+            }
+            marker = page.next_part_number_marker().map(str::to_owned);
+            if page.is_truncated() != Some(true) || marker.is_none() {
+                break;
+            }
+        }
+        out.sort_by_key(|p| p.number);
+        Ok(out)
     }
 
     /// Completes the upload from the parts, in order. Retries transient failures; if the store
     /// says `NoSuchUpload` after an earlier attempt, the object may already be complete, which
     /// the caller's HEAD confirms.
-    pub async fn complete(&self, parts: &[CompletedPartInfo]) -> Result<(), StoreError> {
+    pub async fn complete(
+        &self,
+        parts: &[CompletedPartInfo],
+        whole_crc32c: u32,
+    ) -> Result<(), StoreError> {
         let mut sorted = parts.to_vec();
         sorted.sort_by_key(|p| p.number);
         let completed = CompletedMultipartUpload::builder()
@@ -118,10 +206,15 @@ impl MultipartUpload {
                 sorted
                     .iter()
                     .map(|p| {
-                        CompletedPart::builder()
+                        let mut part = CompletedPart::builder()
                             .part_number(p.number)
-                            .e_tag(&p.etag)
-                            .build()
+                            .e_tag(&p.etag);
+                        if self.crc32c
+                            && let Some(crc) = p.crc32c
+                        {
+                            part = part.checksum_crc32_c(b64(crc));
+                        }
+                        part.build()
                     })
                     .collect(),
             ))
@@ -129,16 +222,19 @@ impl MultipartUpload {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self
+            let mut request = self
                 .client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
                 .key(&self.key)
                 .upload_id(&self.upload_id)
-                .multipart_upload(completed.clone())
-                .send()
-                .await;
-            match result {
+                .multipart_upload(completed.clone());
+            if self.crc32c {
+                request = request
+                    .checksum_crc32_c(b64(whole_crc32c))
+                    .checksum_type(ChecksumType::FullObject);
+            }
+            match request.send().await {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt > 1 && e.code() == Some("NoSuchUpload") => {
                     warn!(key = %self.key, "CompleteMultipartUpload answered NoSuchUpload after a retry; checking whether the object exists");

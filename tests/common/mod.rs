@@ -79,6 +79,7 @@ impl S3Server {
             part_size: PartSize::Auto,
             parts_in_flight: 2,
             checksum_calculation: Some(ChecksumCalculation::WhenRequired),
+            object_checksum: atlas_archiver::config::ObjectChecksum::None,
             key_template: "{prefix}{snapshot_id}".into(),
             max_concurrent_transfers: 2,
         })
