@@ -585,3 +585,213 @@ async fn orphan_uploads_under_the_prefix_are_aborted_at_start() {
         orphan.upload_id()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_missing_mismatched_and_extra_objects() {
+    let w = World::new(
+        "verify",
+        scenario(PROJECT, &["v-flex"], 3, &[1 << 20, 2 << 20, 3 << 20]),
+    )
+    .await;
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    let clean = w.run(&["verify", "--config", &cfg, "--all"], &[]).await;
+    clean.assert_code(0);
+    assert!(
+        clean.stdout.contains("3 checked, 3 ok, 0 with problems"),
+        "{}",
+        clean.stdout
+    );
+
+    let client = w.s3.client().await;
+    let mut archives: Vec<String> = w
+        .keys()
+        .await
+        .into_keys()
+        .filter(|k| k.ends_with(".tar.gz"))
+        .collect();
+    archives.sort();
+    client
+        .delete(&archives[0])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let size = w.keys().await[&archives[1]];
+    let tampered = vec![0x42u8; usize::try_from(size).unwrap_or_default()];
+    client
+        .put_small(
+            &archives[1],
+            bytes::Bytes::from(tampered),
+            "application/gzip",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    client
+        .put_small(
+            &format!("{}stray.tar.gz", w.prefix),
+            bytes::Bytes::from_static(b"x"),
+            "application/gzip",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = w
+        .run(&["verify", "--config", &cfg, "--all", "--json"], &[])
+        .await;
+    report.assert_code(1);
+    let findings = parse_json(&report.stdout);
+    let verdict_of = |key: &str| -> String {
+        findings
+            .as_array()
+            .and_then(|a| a.iter().find(|f| f["key"] == key))
+            .map(|f| f["verdict"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(verdict_of(&archives[0]), "missing");
+    assert_eq!(verdict_of(&archives[1]), "mismatch");
+    assert_eq!(verdict_of(&archives[2]), "ok");
+    assert_eq!(verdict_of(&format!("{}stray.tar.gz", w.prefix)), "extra");
+    assert_eq!(
+        verdict_of(&format!("{}.manifest.json", archives[0])),
+        "extra",
+        "a manifest whose archive is gone"
+    );
+    let without_all = w.run(&["verify", "--config", &cfg], &[]).await;
+    without_all.assert_code(1);
+    assert!(
+        without_all.stdout.contains("MISSING")
+            && without_all.stdout.contains("MISMATCH")
+            && !without_all.stdout.contains("EXTRA")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_journal_is_refused_with_advice_and_rebuilt_from_the_bucket() {
+    let w = World::new(
+        "rebuild",
+        scenario(PROJECT, &["r-flex", "s-flex"], 2, &[1 << 20]),
+    )
+    .await;
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    let journal = w.path("state/journal.sqlite");
+    let len = std::fs::metadata(&journal)
+        .map(|m| m.len())
+        .unwrap_or_default();
+    assert!(len > 8192, "journal of {len} bytes");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap_or_else(|e| panic!("{e}"));
+    file.set_len(len / 2 + 100)
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(file);
+    let refused = w.run(&["once", "--config", &cfg], &[]).await;
+    refused.assert_code(1);
+    assert!(
+        refused.stderr.contains("damaged") && refused.stderr.contains("journal rebuild"),
+        "{}",
+        refused.stderr
+    );
+    let downloads = w.sim.observed().snapshot_downloads;
+
+    let rebuilt = w.run(&["journal", "rebuild", "--config", &cfg], &[]).await;
+    rebuilt.assert_code(0);
+    assert!(
+        rebuilt.stdout.contains("4 archived snapshots recovered"),
+        "{}",
+        rebuilt.stdout
+    );
+    assert!(rebuilt.stdout.contains("moved to"), "{}", rebuilt.stdout);
+    let again = w.run(&["once", "--config", &cfg], &[]).await;
+    again.assert_code(0);
+    assert_eq!(
+        w.sim.observed().snapshot_downloads,
+        downloads,
+        "nothing downloaded twice"
+    );
+    assert_eq!(
+        again.stdout.matches("archived earlier").count(),
+        4,
+        "{}",
+        again.stdout
+    );
+    w.run(&["verify", "--config", &cfg, "--all"], &[])
+        .await
+        .assert_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_journal_is_refused() {
+    let w = World::new("twoproc", scenario(PROJECT, &["slow-flex"], 1, &[4 << 20])).await;
+    w.sim
+        .set_faults(|f| f.throttle_bytes_per_sec = Some(1 << 20));
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    let first = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"))
+        .args(["once", "--config", &cfg])
+        .current_dir(w.dir.path())
+        .env_clear()
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = first.id().unwrap_or_default();
+    let started = std::time::Instant::now();
+    while w.sim.observed().snapshot_downloads == 0
+        && started.elapsed() < std::time::Duration::from_secs(20)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let second = w.run(&["once", "--config", &cfg], &[]).await;
+    second.assert_code(1);
+    assert!(
+        second
+            .stderr
+            .contains("in use by another atlas-archiver process")
+            && second.stderr.contains(&format!("pid {pid}")),
+        "{}",
+        second.stderr
+    );
+    let out = first
+        .wait_with_output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(w.keys().await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_verified_crc32c_checksums_work_or_fall_back_cleanly() {
+    let w = World::new(
+        "crc",
+        scenario(PROJECT, &["crc-flex"], 2, &[(11 << 20) + 5, 1 << 20]),
+    )
+    .await;
+    let cfg = w
+        .write_config("", "part_size = \"5MiB\"\nchecksum = \"crc32c\"")
+        .to_string_lossy()
+        .into_owned();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    let refused = run.stderr.contains("refuses S3 checksum headers");
+    eprintln!(
+        "{}: full-object CRC32C {}",
+        w.s3.name,
+        if refused {
+            "refused; fell back"
+        } else {
+            "accepted"
+        }
+    );
+    for snap in &w.sim.clusters()[0].snapshots {
+        let key = w
+            .keys()
+            .await
+            .into_keys()
+            .find(|k| k.ends_with(&format!("{}.tar.gz", snap.id)))
+            .unwrap_or_default();
+        assert_eq!(w.sha256_of_object(&key).await, snap.sha256());
+    }
+    w.run(&["verify", "--config", &cfg], &[])
+        .await
+        .assert_code(0);
+}

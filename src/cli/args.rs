@@ -65,6 +65,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read archived objects, recompute SHA-256 and compare with manifests and the journal (exit 1 on any problem).
+    Verify {
+        /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Only this target (PROJECT_ID/CLUSTER); repeatable.
+        #[arg(long = "target", value_name = "PROJECT_ID/CLUSTER")]
+        targets: Vec<String>,
+        /// Also report objects under the prefix that the journal does not know, and manifests without archives.
+        #[arg(long)]
+        all: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Journal maintenance.
+    Journal {
+        /// What to do.
+        #[command(subcommand)]
+        action: JournalAction,
+    },
     /// Try it with no Atlas account and no cloud: archive simulated snapshots into a local S3 server.
     Demo {
         /// Where to put the demo's bucket, journal and config [default: a new temporary directory].
@@ -76,5 +97,16 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8089")]
         listen: SocketAddr,
+    },
+}
+
+/// `journal` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JournalAction {
+    /// Start a new journal from the manifests in the bucket (after a lost or damaged journal); the old file is moved aside.
+    Rebuild {
+        /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
 }

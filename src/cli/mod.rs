@@ -4,6 +4,7 @@
 
 mod args;
 mod demo;
+mod maintenance;
 mod once;
 mod status;
 
@@ -15,7 +16,7 @@ use clap::Parser;
 
 use crate::config::{Config, ConfigError, Secrets, config_path};
 use crate::telemetry::{self, LogFormat};
-use args::{Cli, Command, LogFormatArg};
+use args::{Cli, Command, JournalAction, LogFormatArg};
 
 /// A failure at the edge, with its exit code.
 #[derive(Debug)]
@@ -96,6 +97,21 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
         Command::Status { config, json } => {
             let path = config_path(config.as_deref(), &env);
             status::run(&path, &env, json).await
+        }
+        Command::Verify {
+            config,
+            targets,
+            all,
+            json,
+        } => {
+            let path = config_path(config.as_deref(), &env);
+            maintenance::verify(&path, &env, &targets, all, json).await
+        }
+        Command::Journal {
+            action: JournalAction::Rebuild { config },
+        } => {
+            let path = config_path(config.as_deref(), &env);
+            maintenance::rebuild(&path, &env).await
         }
         Command::Demo { dir } => demo::run(dir).await,
         Command::Simulate { listen } => demo::simulate(listen).await,

@@ -41,7 +41,7 @@ pub(super) async fn run(
 }
 
 /// `--target` values must name configured targets.
-fn select_targets(config: &Config, args: &[String]) -> Result<Vec<Target>, Failure> {
+pub(super) fn select_targets(config: &Config, args: &[String]) -> Result<Vec<Target>, Failure> {
     if args.is_empty() {
         return Ok(config.targets.clone());
     }

@@ -45,7 +45,7 @@ pub enum JournalError {
     },
     /// The file is damaged.
     #[error(
-        "journal {path} is damaged ({detail}); move it aside and run again: archived snapshots are re-adopted from the manifests in the bucket, nothing is downloaded twice"
+        "journal {path} is damaged ({detail}); run `atlas-archiver journal rebuild`: it moves the file aside and recovers the archived snapshots from the manifests in the bucket (nothing is downloaded twice)"
     )]
     Corrupt {
         /// Journal path.
@@ -342,6 +342,47 @@ impl Journal {
             path: path.to_path_buf(),
             _lock: Some(Arc::new(lock)),
         })
+    }
+
+    /// Starts a new, empty journal at `path` under the lock, moving an existing one (and its
+    /// WAL files) aside to `<path>.replaced-<time>`. Returns the journal and where the old one went.
+    pub fn open_fresh(path: &Path) -> Result<(Self, Option<PathBuf>), JournalError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                io_error(
+                    path,
+                    &format!("cannot create directory {}: {e}", dir.display()),
+                )
+            })?;
+        }
+        let lock = JournalLock::acquire(path)?;
+        let mut moved = None;
+        if path.exists() {
+            let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+            let aside = PathBuf::from(format!("{}.replaced-{stamp}", path.display()));
+            for suffix in ["", "-wal", "-shm"] {
+                let from = PathBuf::from(format!("{}{suffix}", path.display()));
+                if from.exists() {
+                    let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+                    std::fs::rename(&from, &to).map_err(|e| {
+                        io_error(path, &format!("cannot move {} aside: {e}", from.display()))
+                    })?;
+                }
+            }
+            moved = Some(aside);
+        }
+        let conn = Connection::open(path).map_err(|e| sql_error(path, &e))?;
+        schema::prepare(&conn, path)?;
+        Ok((
+            Self {
+                conn: Arc::new(Mutex::new(conn)),
+                path: path.to_path_buf(),
+                _lock: Some(Arc::new(lock)),
+            },
+            moved,
+        ))
     }
 
     /// Opens read-only without the lock (for `status` while the daemon runs).

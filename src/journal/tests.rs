@@ -246,7 +246,7 @@ fn a_damaged_file_is_refused_with_advice() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
-        message.contains("damaged") && message.contains("move it aside"),
+        message.contains("damaged") && message.contains("journal rebuild"),
         "{message}"
     );
 }

@@ -7,7 +7,9 @@
 
 pub mod digest;
 pub mod manifest;
+pub mod rebuild;
 pub mod transfer;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,90 @@
+//! `verify` and `journal rebuild`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::Failure;
+use super::once::select_targets;
+use crate::config::{Config, Secrets};
+use crate::journal::Journal;
+use crate::pipeline::rebuild::rebuild as rebuild_journal;
+use crate::pipeline::verify::{Verdict, verify as verify_archives};
+use crate::store::ObjectStore;
+
+pub(super) async fn verify(
+    path: &Path,
+    env: &HashMap<String, String>,
+    target_args: &[String],
+    all: bool,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let config = Config::load(path, env, Secrets::Load)?;
+    let targets = if target_args.is_empty() {
+        Vec::new()
+    } else {
+        select_targets(&config, target_args)?
+    };
+    let journal = Journal::open_read_only(&config.journal.path)
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let store = ObjectStore::connect(&config.storage).await;
+    let findings = verify_archives(&store, &journal, &config.storage.prefix, &targets, all)
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let bad = findings.iter().filter(|f| f.verdict != Verdict::Ok).count();
+    if json {
+        let text =
+            serde_json::to_string_pretty(&findings).map_err(|e| Failure::Runtime(e.to_string()))?;
+        println!("{text}");
+    } else {
+        for f in &findings {
+            let label = match f.verdict {
+                Verdict::Ok => "ok",
+                Verdict::Missing => "MISSING",
+                Verdict::ManifestMissing => "NO MANIFEST",
+                Verdict::Mismatch => "MISMATCH",
+                Verdict::Extra => "EXTRA",
+            };
+            println!("{label:<12} {}  {}", f.key, f.detail);
+        }
+        println!(
+            "\n{} checked, {} ok, {bad} with problems",
+            findings.len(),
+            findings.len() - bad
+        );
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub(super) async fn rebuild(
+    path: &Path,
+    env: &HashMap<String, String>,
+) -> Result<ExitCode, Failure> {
+    let config = Config::load(path, env, Secrets::Load)?;
+    let store = ObjectStore::connect(&config.storage).await;
+    store.check_bucket().await.map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot reach bucket {}: {e}",
+            config.storage.bucket
+        ))
+    })?;
+    let (journal, moved) =
+        Journal::open_fresh(&config.journal.path).map_err(|e| Failure::Runtime(e.to_string()))?;
+    if let Some(old) = &moved {
+        println!("the old journal was moved to {}", old.display());
+    }
+    let report = rebuild_journal(&store, &journal, &config.storage.prefix)
+        .await
+        .map_err(|e| Failure::Runtime(format!("rebuild failed: {e}")))?;
+    println!(
+        "journal {} rebuilt from the bucket: {} archived snapshots recovered, {} manifests skipped",
+        config.journal.path.display(),
+        report.recovered,
+        report.skipped
+    );
+    Ok(ExitCode::SUCCESS)
+}

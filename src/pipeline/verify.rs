@@ -1,0 +1,161 @@
+//! `verify`: re-reads archived objects, recomputes their SHA-256 and compares it with the
+//! manifest and the journal; with `all`, also reports objects under the prefix that the journal
+//! does not know and manifests whose archive is gone.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::manifest::Manifest;
+use crate::config::Target;
+use crate::journal::{Journal, JournalError, SnapshotState};
+use crate::keys::{MANIFEST_SUFFIX, manifest_key};
+use crate::store::{ObjectStore, StoreError};
+
+/// The verdict on one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Bytes, manifest and journal agree.
+    Ok,
+    /// The journal says archived, the bucket has no such object.
+    Missing,
+    /// The archive exists but its manifest is gone or unreadable.
+    ManifestMissing,
+    /// Something disagrees (size or SHA-256, between object, manifest and journal).
+    Mismatch,
+    /// In the bucket but not in the journal (reported with `all`).
+    Extra,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Object key.
+    pub key: String,
+    /// Snapshot id, when known.
+    pub snapshot_id: Option<String>,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// Details.
+    pub detail: String,
+}
+
+/// Verification failures that stop the command itself (not findings).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The journal.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Listing the bucket.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Verifies the archived snapshots of `targets` (all in the journal when empty).
+pub async fn verify(
+    store: &ObjectStore,
+    journal: &Journal,
+    prefix: &str,
+    targets: &[Target],
+    all: bool,
+) -> Result<Vec<Finding>, VerifyError> {
+    let rows = journal.snapshots(None).await?;
+    let selected = |project: &str, cluster: &str| {
+        targets.is_empty()
+            || targets
+                .iter()
+                .any(|t| t.project_id == project && t.cluster == cluster)
+    };
+    let mut findings = Vec::new();
+    let mut known: HashSet<String> = HashSet::new();
+    for row in rows
+        .iter()
+        .filter(|r| r.state == SnapshotState::Archived && selected(&r.project_id, &r.cluster))
+    {
+        let Some(key) = row.object_key.clone() else {
+            continue;
+        };
+        known.insert(key.clone());
+        let finding = |verdict: Verdict, detail: String| Finding {
+            key: key.clone(),
+            snapshot_id: Some(row.snapshot_id.clone()),
+            verdict,
+            detail,
+        };
+        let Some(head) = store.head(&key).await? else {
+            findings.push(finding(
+                Verdict::Missing,
+                "the journal says archived; the bucket has no such object".into(),
+            ));
+            continue;
+        };
+        let manifest: Option<Manifest> = store
+            .get_small(&manifest_key(&key))
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let Some(manifest) = manifest else {
+            findings.push(finding(
+                Verdict::ManifestMissing,
+                format!("{} is missing or unreadable", manifest_key(&key)),
+            ));
+            continue;
+        };
+        let (size, sha) = read_whole(store, &key).await?;
+        let mut problems = Vec::new();
+        if size != head.size || Some(size) != row.size_bytes || size != manifest.size_bytes {
+            problems.push(format!(
+                "size: read {size}, HEAD {}, journal {:?}, manifest {}",
+                head.size, row.size_bytes, manifest.size_bytes
+            ));
+        }
+        if Some(&sha) != row.sha256.as_ref() || sha != manifest.sha256 {
+            problems.push(format!(
+                "sha256: read {sha}, journal {:?}, manifest {}",
+                row.sha256, manifest.sha256
+            ));
+        }
+        if !manifest.describes(&row.project_id, &row.cluster, &row.snapshot_id) {
+            problems.push(format!(
+                "the manifest describes snapshot {} of {}/{}",
+                manifest.snapshot_id, manifest.project_id, manifest.cluster
+            ));
+        }
+        findings.push(if problems.is_empty() {
+            finding(Verdict::Ok, format!("{size} bytes, sha256 {sha}"))
+        } else {
+            finding(Verdict::Mismatch, problems.join("; "))
+        });
+    }
+    if all {
+        let listed = store.list_keys(prefix).await?;
+        let keys: HashSet<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+        for (key, _) in &listed {
+            if let Some(archive) = key.strip_suffix(MANIFEST_SUFFIX) {
+                if !keys.contains(archive) {
+                    findings.push(Finding {
+                        key: key.clone(),
+                        snapshot_id: None,
+                        verdict: Verdict::Extra,
+                        detail: "a manifest whose archive is gone".into(),
+                    });
+                }
+            } else if !known.contains(key) {
+                findings.push(Finding {
+                    key: key.clone(),
+                    snapshot_id: None,
+                    verdict: Verdict::Extra,
+                    detail: "in the bucket but not archived according to the journal (run `journal rebuild` if the journal was lost)".into(),
+                });
+            }
+        }
+    }
+    Ok(findings)
+}
+
+async fn read_whole(store: &ObjectStore, key: &str) -> Result<(u64, String), StoreError> {
+    let mut hasher = Sha256::new();
+    let size = store.read_chunks(key, |chunk| hasher.update(chunk)).await?;
+    Ok((size, hex::encode(hasher.finalize())))
+}
