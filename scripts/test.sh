@@ -14,17 +14,21 @@ command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq cur
 echo "== systemd unit sandboxing"
 scripts/check-systemd-unit.sh
 
+# The test builds carry the fault-injection points the reliability suite needs; release builds
+# (`cargo build --release`) never do.
+FEATURES=(--features fault-injection)
+
 echo "== building tests"
-cargo build --all-targets --locked
+cargo build --all-targets --locked "${FEATURES[@]}"
 
 echo "== starting moto"
 eval "$(scripts/start-moto.sh)"
 [ "$ATLAS_ARCHIVER_TEST_S3_STARTED" = 1 ] && pids+=("$ATLAS_ARCHIVER_TEST_S3_PID")
 echo "== cargo test (all suites, S3 server: moto)"
-cargo test --locked --all-targets
+cargo test --locked --all-targets "${FEATURES[@]}"
 
 echo "== starting Garage"
 eval "$(scripts/start-garage.sh)"
 [ "$ATLAS_ARCHIVER_TEST_S3_STARTED" = 1 ] && pids+=("$ATLAS_ARCHIVER_TEST_S3_PID")
-echo "== cargo test (S3 end-to-end and daemon suites, S3 server: Garage)"
-cargo test --locked --test e2e --test daemon
+echo "== cargo test (S3 end-to-end, daemon and reliability suites, S3 server: Garage)"
+cargo test --locked "${FEATURES[@]}" --test e2e --test daemon --test reliability

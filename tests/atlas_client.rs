@@ -353,3 +353,38 @@ async fn failed_and_stuck_jobs_end_with_an_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_list_that_changes_between_pages_yields_no_duplicates_and_misses_nothing_old() {
+    let s = sim(scenario(PROJECT, &["busy-flex"], 150, &[1])).await;
+    let before: Vec<String> = s.clusters()[0]
+        .snapshots
+        .iter()
+        .map(|x| x.id.clone())
+        .collect();
+    s.set_faults(|f| f.new_snapshot_after_first_page = true);
+    let c = client(&s);
+    let listed = c
+        .list_snapshots(PROJECT, "busy-flex")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<String> = listed.iter().filter_map(|x| x.id.clone()).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "the shifted page repeated one item; it is kept once"
+    );
+    assert!(
+        before.iter().all(|id| ids.contains(id)),
+        "every snapshot listed before is still found"
+    );
+    // The new one comes with the next listing.
+    let again = c
+        .list_snapshots(PROJECT, "busy-flex")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.len(), 151);
+}

@@ -940,12 +940,31 @@ fn io_error(path: &Path, detail: &str) -> JournalError {
     }
 }
 
+/// Whether the journal's filesystem has no room left: SQLite reports a full disk as SQLITE_FULL
+/// or, for a failed WAL write, as a plain I/O error, so ask the filesystem.
+fn filesystem_full(path: &Path) -> bool {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let probe = dir.join(format!(
+        ".atlas-archiver-space-probe-{}",
+        std::process::id()
+    ));
+    let result = std::fs::write(&probe, [0u8; 4096]);
+    let _ = std::fs::remove_file(&probe);
+    matches!(result, Err(e) if e.kind() == std::io::ErrorKind::StorageFull)
+}
+
 /// Maps SQLite's error codes to errors that say what to do.
 fn sql_error(path: &Path, error: &rusqlite::Error) -> JournalError {
     use rusqlite::ErrorCode;
     let p = path.display().to_string();
     match error.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => JournalError::DiskFull { path: p },
+        Some(ErrorCode::SystemIoFailure) if filesystem_full(path) => {
+            JournalError::DiskFull { path: p }
+        }
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => JournalError::Corrupt {
             path: p,
             detail: error.to_string(),

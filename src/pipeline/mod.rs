@@ -349,7 +349,10 @@ impl Archiver {
                     break;
                 }
                 let outcome = self.archive_snapshot(target, &id, snapshot).await;
-                let journal_failed = matches!(&outcome, Err(ArchiveError::Journal(_)));
+                let journal_failed = match &outcome {
+                    Err(ArchiveError::Journal(e)) => Some(e.to_string()),
+                    _ => None,
+                };
                 report.snapshots.push(match outcome {
                     Ok(o) => o,
                     Err(e) => SnapshotOutcome::Failed {
@@ -358,8 +361,9 @@ impl Archiver {
                         error: e.to_string(),
                     },
                 });
-                if journal_failed {
-                    report.error = Some("the journal failed; stopping this target".into());
+                if let Some(e) = journal_failed {
+                    error!(error = %e, "the journal failed; stopping this target");
+                    report.error = Some(format!("{e}; stopping this target"));
                     break;
                 }
             }
@@ -502,7 +506,7 @@ impl Archiver {
                         })
                         .await?;
                 }
-                warn!(error = %e, attempt, keep_upload, "attempt failed; trying again");
+                warn!(error = %e, reason = %e.reason(), attempt, keep_upload, "attempt failed; trying again");
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
         }

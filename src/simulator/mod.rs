@@ -98,6 +98,8 @@ pub struct Faults {
     pub vanished: HashSet<String>,
     /// Serve snapshot bytes at about this rate (a slow link), when set.
     pub throttle_bytes_per_sec: Option<u64>,
+    /// Right after serving the first page of a snapshot list, add a new snapshot (once).
+    pub new_snapshot_after_first_page: bool,
     /// Access tokens live this many seconds (default 3600).
     pub token_lifetime_secs: Option<u64>,
 }

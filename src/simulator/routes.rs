@@ -329,19 +329,39 @@ async fn list_snapshots(
     if let Err(r) = gate(&app, &method, &headers, uri.path()) {
         return r;
     }
-    let s = app.lock();
+    let mut s = app.lock();
     let c = match cluster(&s, &group, &name) {
         Ok(c) => c,
         Err(r) => return r,
     };
     // Newest first, as Atlas lists them.
     let items = c.snapshots.iter().rev().map(snapshot_json).collect();
-    ok_json(&page(
+    let answer = ok_json(&page(
         items,
         &q,
         uri.path(),
         &format!("http://{}", app.addr),
-    ))
+    ));
+    // The list changes between pages: a new snapshot lands at the front, shifting later pages.
+    if s.faults.new_snapshot_after_first_page && q.get("pageNum").is_none_or(|p| p == "1") {
+        s.faults.new_snapshot_after_first_page = false;
+        let id = s.new_id();
+        let now = Utc::now();
+        if let Some(c) = s
+            .clusters
+            .iter_mut()
+            .find(|c| c.project_id == group && c.name == name)
+        {
+            c.snapshots.push(super::SimSnapshot {
+                id,
+                size: 1 << 16,
+                status: "COMPLETED".into(),
+                scheduled: now,
+                finished: now,
+            });
+        }
+    }
+    answer
 }
 
 async fn get_snapshot(

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3_proxy;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -98,6 +100,8 @@ pub struct World {
     pub sim: Simulator,
     pub s3: S3Server,
     pub prefix: String,
+    /// A fault-injecting proxy the binary talks to instead of the server, when attached.
+    pub proxy: Option<s3_proxy::S3Proxy>,
 }
 
 impl World {
@@ -116,7 +120,20 @@ impl World {
             sim,
             s3,
             prefix,
+            proxy: None,
         }
+    }
+
+    /// Puts the fault-injecting proxy between the binary and the S3 server.
+    pub async fn attach_proxy(&mut self) {
+        self.proxy = Some(s3_proxy::S3Proxy::start(&self.s3.endpoint).await);
+    }
+
+    /// The endpoint the binary uses.
+    pub fn endpoint(&self) -> String {
+        self.proxy
+            .as_ref()
+            .map_or_else(|| self.s3.endpoint.clone(), |p| p.endpoint.clone())
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -167,7 +184,7 @@ path = "state/journal.sqlite"
 {targets}"#,
             base = self.sim.base_url(),
             bucket = self.s3.bucket,
-            endpoint = self.s3.endpoint,
+            endpoint = self.endpoint(),
             prefix = self.prefix,
             ak = self.s3.access_key,
             targets = self.targets_toml(),

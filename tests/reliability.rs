@@ -1,0 +1,806 @@
+//! The reliability suite: the real binary (built with the `fault-injection` feature) against the
+//! Atlas simulator and a real S3 server, through crashes at every journal transition, crashes at
+//! seeded random byte offsets, and faults of the snapshot URL, Atlas, the store and the journal's
+//! disk. Every scenario ends with the same checks: every snapshot the simulator still holds is in
+//! the bucket exactly once with the right SHA-256 and manifest, `verify --all` passes, no multipart
+//! upload is open, the journal agrees with the bucket, and no secret is in any output.
+//!
+//! Prints a matrix at the end and writes it to `target/reliability.md` (and to the file named by
+//! `RELIABILITY_DOC`, which is how `docs/reliability.md` is refreshed).
+//! Run: `cargo test --features fault-injection --test reliability [-- FILTER]`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use atlas_archiver::simulator::{SimCluster, SimSnapshot, scenario};
+use common::{Run, World, parse_json};
+use rand::{Rng, SeedableRng};
+
+const PROJECT: &str = "5f0a1b2c3d4e5f60718293a4";
+const RANDOM_KILLS: usize = 20;
+const SEED: u64 = 20_261_128;
+
+/// What a scenario reports for the matrix.
+struct Stats {
+    archived: usize,
+    retries: usize,
+    note: String,
+}
+
+type ScenarioFuture = Pin<Box<dyn Future<Output = Result<Stats, String>> + Send>>;
+
+struct Scenario {
+    name: String,
+    run: Box<dyn Fn() -> ScenarioFuture + Send + Sync>,
+}
+
+fn scenario_of<F, Fut>(name: impl Into<String>, f: F) -> Scenario
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Stats, String>> + Send + 'static,
+{
+    Scenario {
+        name: name.into(),
+        run: Box::new(move || Box::pin(f())),
+    }
+}
+
+/// A world plus every output the binary produced in it.
+struct Case {
+    w: World,
+    config: String,
+    outputs: Vec<String>,
+}
+
+impl Case {
+    async fn new(
+        name: &str,
+        clusters: Vec<SimCluster>,
+        extra_atlas: &str,
+        extra_storage: &str,
+        proxy: bool,
+    ) -> Self {
+        let mut w = World::new(name, clusters).await;
+        if proxy {
+            w.attach_proxy().await;
+        }
+        let config = w
+            .write_config(extra_atlas, extra_storage)
+            .to_string_lossy()
+            .into_owned();
+        Self {
+            w,
+            config,
+            outputs: Vec::new(),
+        }
+    }
+
+    async fn once(&mut self, env: &[(&str, &str)]) -> Run {
+        let run = self.w.run(&["once", "--config", &self.config], env).await;
+        self.outputs.push(run.all());
+        run
+    }
+
+    /// A run that must crash at the injected point (not exit by itself).
+    async fn crash(&mut self, env: &[(&str, &str)]) -> Result<(), String> {
+        let run = self.once(env).await;
+        if run.code == 0 || !run.stderr.contains("fault injection: crashing") {
+            return Err(format!(
+                "expected a crash at {env:?}, got exit {}:\n{}",
+                run.code,
+                tail(&run.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    fn retries(&self) -> usize {
+        self.outputs
+            .iter()
+            .flat_map(|o| o.lines())
+            .filter(|l| {
+                l.contains("trying again")
+                    || l.contains("retrying")
+                    || l.contains("asked us to retry")
+            })
+            .count()
+    }
+
+    /// Runs `once` without faults until it succeeds (at most three times), then checks everything.
+    async fn settle_and_check(&mut self, note: impl Into<String>) -> Result<Stats, String> {
+        let mut code = -1;
+        for _ in 0..3 {
+            let run = self.once(&[]).await;
+            code = run.code;
+            if code == 0 {
+                break;
+            }
+        }
+        if code != 0 {
+            return Err(format!(
+                "did not settle: last exit {code}\n{}",
+                tail(self.outputs.last().map_or("", String::as_str))
+            ));
+        }
+        let archived = self.check().await?;
+        Ok(Stats {
+            archived,
+            retries: self.retries(),
+            note: note.into(),
+        })
+    }
+
+    /// The common end state. Returns how many snapshots are archived.
+    async fn check(&mut self) -> Result<usize, String> {
+        let w = &self.w;
+        let keys = w.keys().await;
+        let held: Vec<SimSnapshot> = w
+            .sim
+            .clusters()
+            .into_iter()
+            .flat_map(|c| c.snapshots)
+            .collect();
+        for snap in &held {
+            let matching: Vec<&String> = keys
+                .keys()
+                .filter(|k| k.ends_with(&format!("{}.tar.gz", snap.id)))
+                .collect();
+            if matching.len() != 1 {
+                return Err(format!(
+                    "snapshot {} is in the bucket {} times: {matching:?}",
+                    snap.id,
+                    matching.len()
+                ));
+            }
+            let key = matching[0];
+            let sha = w.sha256_of_object(key).await;
+            if sha != snap.sha256() {
+                return Err(format!("{key}: sha256 {sha}, served {}", snap.sha256()));
+            }
+            let manifest =
+                w.s3.client()
+                    .await
+                    .get_small(&format!("{key}.manifest.json"))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no manifest for {key}"))?;
+            let m = parse_json(&String::from_utf8_lossy(&manifest));
+            if m["sha256"] != snap.sha256().as_str()
+                || m["snapshot_id"] != snap.id.as_str()
+                || m["size_bytes"] != snap.size
+            {
+                return Err(format!("manifest of {key} disagrees: {m}"));
+            }
+        }
+        if keys.len() != held.len() * 2 {
+            return Err(format!(
+                "expected {} objects (archives and manifests), found {}: {:?}",
+                held.len() * 2,
+                keys.len(),
+                keys.keys()
+            ));
+        }
+        let verify = w
+            .run(&["verify", "--config", &self.config, "--all"], &[])
+            .await;
+        self.outputs.push(verify.all());
+        if verify.code != 0 {
+            return Err(format!("verify --all failed:\n{}", verify.stdout));
+        }
+        let open = w.open_uploads().await;
+        if !open.is_empty() {
+            return Err(format!("multipart uploads left open: {open:?}"));
+        }
+        let status = w
+            .run(&["status", "--config", &self.config, "--json"], &[])
+            .await;
+        let report = parse_json(&status.stdout);
+        let rows: Vec<&serde_json::Value> = report["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t["snapshots"].as_array().into_iter().flatten())
+            .collect();
+        for snap in &held {
+            let row = rows
+                .iter()
+                .find(|r| r["snapshot_id"] == snap.id.as_str())
+                .ok_or_else(|| format!("the journal has no row for {}", snap.id))?;
+            if row["state"] != "archived"
+                || row["sha256"] != snap.sha256().as_str()
+                || !row["upload_id"].is_null()
+            {
+                return Err(format!(
+                    "the journal disagrees with the bucket for {}: {row}",
+                    snap.id
+                ));
+            }
+        }
+        for row in rows.iter().filter(|r| r["state"] == "archived") {
+            let key = row["object_key"].as_str().unwrap_or_default();
+            if !keys.contains_key(key) {
+                return Err(format!(
+                    "the journal says {key} is archived; the bucket has no such object"
+                ));
+            }
+        }
+        let secrets = w.secrets();
+        for output in &self.outputs {
+            if let Some(s) = secrets.iter().find(|s| output.contains(s.as_str())) {
+                return Err(format!("secret-like text {s:?} in the output"));
+            }
+        }
+        Ok(held.len())
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(12)..].join("\n")
+}
+
+fn one_cluster(size: u64, count: usize) -> Vec<SimCluster> {
+    scenario(PROJECT, &["rel-flex"], count, &[size])
+}
+
+/// 12 MiB and a bit, in 5 MiB parts: three parts, the last one short.
+const BIG: u64 = (12 << 20) + 4321;
+const PARTS: &str = "part_size = \"5MiB\"\nparts_in_flight = 2";
+
+fn crash_points() -> Vec<Scenario> {
+    let points = [
+        (
+            "after-download-intent",
+            "POST not sent yet: the next run finds no job and asks once",
+        ),
+        (
+            "after-download-requested",
+            "the job is reused, not requested again",
+        ),
+        ("before-create-upload", "no upload yet"),
+        (
+            "after-create-upload",
+            "an upload the journal never heard of: aborted as an orphan",
+        ),
+        (
+            "after-upload-recorded",
+            "an empty recorded upload: aborted, started over",
+        ),
+        (
+            "before-complete",
+            "all parts uploaded, not completed: resumed",
+        ),
+        (
+            "after-complete",
+            "complete but unrecorded: finished by HEAD, no new download",
+        ),
+        (
+            "after-uploaded",
+            "verified, no manifest: manifest written, no new download",
+        ),
+        (
+            "after-manifest",
+            "manifest written, not marked: finished, no new download",
+        ),
+    ];
+    points
+        .into_iter()
+        .map(|(point, expectation)| {
+            scenario_of(format!("kill -9 at {point}"), move || async move {
+                let mut c = Case::new("crash", one_cluster(BIG, 1), "", PARTS, false).await;
+                c.w.sim.set_faults(|f| f.range_support = true);
+                c.crash(&[("ATLAS_ARCHIVER_CRASH_AT", point)]).await?;
+                let before = c.w.sim.observed();
+                let stats = c.settle_and_check(expectation).await?;
+                let after = c.w.sim.observed();
+                // Where the object was complete before the crash, nothing is downloaded again.
+                if matches!(
+                    point,
+                    "after-complete" | "after-uploaded" | "after-manifest"
+                ) && after.snapshot_downloads != before.snapshot_downloads
+                {
+                    return Err(format!(
+                        "downloaded again after {point}: {} → {}",
+                        before.snapshot_downloads, after.snapshot_downloads
+                    ));
+                }
+                // Where the job was recorded, Atlas is not asked for a second download.
+                if point != "after-download-intent" && after.download_requests != 1 {
+                    return Err(format!(
+                        "{} download requests after {point}",
+                        after.download_requests
+                    ));
+                }
+                Ok(stats)
+            })
+        })
+        .collect()
+}
+
+fn random_kills() -> Vec<Scenario> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
+    (0..RANDOM_KILLS)
+        .map(|i| {
+            let offset: u64 = rng.random_range(1..BIG);
+            let ranges = i % 2 == 0;
+            scenario_of(
+                format!(
+                    "kill -9 at byte {offset}{}",
+                    if ranges { " (Range)" } else { "" }
+                ),
+                move || async move {
+                    let mut c = Case::new("random", one_cluster(BIG, 1), "", PARTS, false).await;
+                    c.w.sim.set_faults(|f| f.range_support = ranges);
+                    let limit = offset.to_string();
+                    c.crash(&[("ATLAS_ARCHIVER_CRASH_AT_BYTE", limit.as_str())])
+                        .await?;
+                    let stats = c.settle_and_check("").await?;
+                    let resumed = c.w.sim.observed().ranged_downloads > 0;
+                    Ok(Stats {
+                        note: if resumed {
+                            "resumed with a ranged GET".into()
+                        } else {
+                            "started over".into()
+                        },
+                        ..stats
+                    })
+                },
+            )
+        })
+        .collect()
+}
+
+fn url_faults() -> Vec<Scenario> {
+    vec![
+        scenario_of("URL drops the connection mid-body (Range)", || async {
+            let mut c = Case::new("cut", one_cluster(BIG, 1), "", PARTS, false).await;
+            let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+            c.w.sim.set_faults(|f| {
+                f.range_support = true;
+                f.cut_after.insert(id, 11 << 20);
+                f.cut_times = 1;
+            });
+            let stats = c.settle_and_check("resumed").await?;
+            expect(c.w.sim.observed().ranged_downloads == 1, "one ranged GET")?;
+            Ok(stats)
+        }),
+        scenario_of("URL drops the connection mid-body (no Range)", || async {
+            let mut c = Case::new("cutnr", one_cluster(BIG, 1), "", PARTS, false).await;
+            let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+            c.w.sim.set_faults(|f| {
+                f.cut_after.insert(id, 7 << 20);
+                f.cut_times = 1;
+            });
+            c.settle_and_check("started over").await
+        }),
+        scenario_of("URL answers 403 as if expired", || async {
+            let mut c = Case::new("expired", one_cluster(3 << 20, 2), "", "", false).await;
+            c.w.sim.set_faults(|f| f.expired_url_burst = 1);
+            let stats = c.settle_and_check("a new download job").await?;
+            expect(
+                c.w.sim.observed().download_requests == 3,
+                "a second job for the refused URL",
+            )?;
+            Ok(stats)
+        }),
+        scenario_of("URL serves fewer bytes than Content-Length", || async {
+            let mut c = Case::new("short", one_cluster(BIG, 1), "", PARTS, false).await;
+            let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+            c.w.sim.set_faults(|f| {
+                f.short_body_at.insert(id, 9 << 20);
+                f.cut_times = 1;
+                f.range_support = true;
+            });
+            c.settle_and_check("").await
+        }),
+        scenario_of("URL stalls (read timeout)", || async {
+            let mut c = Case::new(
+                "stall",
+                one_cluster(BIG, 1),
+                "download_read_timeout = \"1s\"",
+                PARTS,
+                false,
+            )
+            .await;
+            let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+            c.w.sim.set_faults(|f| {
+                f.stall_after.insert(id, 6 << 20);
+                f.cut_times = 1;
+                f.range_support = true;
+            });
+            let stats = c.settle_and_check("").await?;
+            let failures: Vec<&str> = c
+                .outputs
+                .iter()
+                .flat_map(|o| o.lines())
+                .filter(|l| l.contains("attempt failed"))
+                .collect();
+            expect(
+                c.outputs.iter().any(|o| o.contains("DOWNLOAD_STALLED")),
+                &format!("the stall is named: {failures:?}"),
+            )?;
+            Ok(stats)
+        }),
+    ]
+}
+
+fn atlas_faults() -> Vec<Scenario> {
+    vec![
+        scenario_of("Atlas 429 burst with Retry-After", || async {
+            let mut c = Case::new("429ra", one_cluster(1 << 20, 2), "", "", false).await;
+            c.w.sim.set_faults(|f| {
+                f.api_429_burst = 4;
+                f.retry_after_secs = Some(1);
+            });
+            c.settle_and_check("").await
+        }),
+        scenario_of("Atlas 429 burst without Retry-After", || async {
+            let mut c = Case::new("429", one_cluster(1 << 20, 2), "", "", false).await;
+            c.w.sim.set_faults(|f| f.api_429_burst = 5);
+            c.settle_and_check("").await
+        }),
+        scenario_of("Atlas 500 and 503 runs", || async {
+            let mut c = Case::new("5xx", one_cluster(1 << 20, 2), "", "", false).await;
+            c.w.sim.set_faults(|f| {
+                f.api_500_burst = 3;
+                f.api_503_burst = 2;
+            });
+            c.settle_and_check("").await
+        }),
+        scenario_of("Atlas restore job FAILED", || async {
+            let mut c = Case::new("jobfail", one_cluster(1 << 20, 2), "", "", false).await;
+            let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+            c.w.sim.set_faults(|f| {
+                f.fail_jobs_for.insert(id);
+            });
+            let first = c.once(&[]).await;
+            expect(
+                first.code == 1 && first.stdout.contains("RESTORE_JOB_FAILED"),
+                "the failure is reported",
+            )?;
+            c.w.sim.set_faults(|f| f.fail_jobs_for.clear());
+            c.settle_and_check("retried on the next run").await
+        }),
+        scenario_of("Atlas job never completes (timeout)", || async {
+            let mut c = Case::new(
+                "stuck",
+                one_cluster(1 << 20, 1),
+                "restore_timeout = \"1s\"",
+                "",
+                false,
+            )
+            .await;
+            c.w.sim.set_faults(|f| f.jobs_never_complete = true);
+            let first = c.once(&[]).await;
+            expect(
+                first.code == 1 && first.stdout.contains("RESTORE_JOB_TIMEOUT"),
+                "the timeout is reported",
+            )?;
+            c.w.sim.set_faults(|f| f.jobs_never_complete = false);
+            c.settle_and_check("the job is reused once ready").await
+        }),
+        scenario_of(
+            "snapshot disappears between listing and download",
+            || async {
+                let mut c = Case::new("vanish", one_cluster(1 << 20, 2), "", "", false).await;
+                let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+                c.w.sim.set_faults(|f| {
+                    f.vanished.insert(id.clone());
+                });
+                let first = c.once(&[]).await;
+                expect(
+                    first.code == 1 && first.stdout.contains("LOST"),
+                    "reported as LOST",
+                )?;
+                c.w.sim.expire_snapshot(&id);
+                c.w.sim.set_faults(|f| f.vanished.clear());
+                c.settle_and_check("reported LOST once").await
+            },
+        ),
+        scenario_of("paging changes between pages", || async {
+            let mut c = Case::new("paging", one_cluster(4096, 101), "", "", false).await;
+            c.w.sim
+                .set_faults(|f| f.new_snapshot_after_first_page = true);
+            let first = c.once(&[]).await;
+            expect(
+                first.code == 0,
+                "the first run archives every snapshot listed before the change",
+            )?;
+            expect(
+                first.stdout.matches("archived  ").count() == 101,
+                "101 archived, the repeated one once",
+            )?;
+            c.settle_and_check("101 archived despite the shift; the new one by the next run")
+                .await
+        }),
+    ]
+}
+
+fn store_faults() -> Vec<Scenario> {
+    type Fault = fn(&mut common::s3_proxy::StoreFaults);
+    let cases: Vec<(&str, &str, Fault)> = vec![
+        ("store 500 on UploadPart", "", |f| f.upload_part_500 = 3),
+        ("store SlowDown on UploadPart", "", |f| {
+            f.upload_part_slowdown = 3
+        }),
+        ("store 500 on CompleteMultipartUpload", "", |f| {
+            f.complete_500 = 2
+        }),
+        ("store SlowDown on CompleteMultipartUpload", "", |f| {
+            f.complete_slowdown = 2
+        }),
+        ("Complete answers 200 with an error body", "", |f| {
+            f.complete_200_error = 1
+        }),
+        ("NoSuchUpload after a retried Complete", "", |f| {
+            f.complete_lost_response = 1
+        }),
+        (
+            "store rejects checksum headers",
+            "checksum = \"crc32c\"\n",
+            |f| f.reject_checksums = true,
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, extra, fault)| {
+            scenario_of(name, move || async move {
+                let storage = format!("{PARTS}\n{extra}");
+                let mut c = Case::new("store", one_cluster(BIG, 1), "", &storage, true).await;
+                if let Some(p) = &c.w.proxy {
+                    p.set(fault);
+                }
+                let stats = c.settle_and_check("").await?;
+                let injected = c.w.proxy.as_ref().map_or(0, |p| p.seen().injected);
+                expect(injected > 0, "the proxy injected its fault")?;
+                Ok(Stats {
+                    note: format!("{injected} faults injected"),
+                    ..stats
+                })
+            })
+        })
+        .collect()
+}
+
+fn journal_faults() -> Vec<Scenario> {
+    vec![
+        scenario_of("journal disk full", || async {
+            let mut c = Case::new("diskfull", one_cluster(1 << 20, 2), "", "", false).await;
+            let mount = c.w.path("jfs");
+            std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+                .arg(&mount)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !mounted {
+                return Ok(Stats {
+                    archived: 0,
+                    retries: 0,
+                    note: "SKIPPED: mounting a tmpfs needs root (CI runs as root)".into(),
+                });
+            }
+            let result = disk_full(&mut c, &mount).await;
+            let _ = std::process::Command::new("umount").arg(&mount).status();
+            result
+        }),
+        scenario_of("journal truncated mid-page", || async {
+            let mut c = Case::new("truncated", one_cluster(1 << 20, 2), "", "", false).await;
+            expect(c.once(&[]).await.code == 0, "first run")?;
+            let journal = c.w.path("state/journal.sqlite");
+            let len = std::fs::metadata(&journal)
+                .map_err(|e| e.to_string())?
+                .len();
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&journal)
+                .map_err(|e| e.to_string())?;
+            file.set_len(len / 2 + 777).map_err(|e| e.to_string())?;
+            let refused = c.once(&[]).await;
+            expect(
+                refused.code == 1 && refused.stderr.contains("journal rebuild"),
+                "refused with advice",
+            )?;
+            let rebuilt =
+                c.w.run(&["journal", "rebuild", "--config", &c.config], &[])
+                    .await;
+            expect(rebuilt.code == 0, "journal rebuild")?;
+            let downloads = c.w.sim.observed().snapshot_downloads;
+            let stats = c
+                .settle_and_check("refused, rebuilt from manifests")
+                .await?;
+            expect(
+                c.w.sim.observed().snapshot_downloads == downloads,
+                "nothing downloaded twice",
+            )?;
+            Ok(stats)
+        }),
+        scenario_of("two processes on one journal", || async {
+            let mut c = Case::new("twoproc", one_cluster(4 << 20, 1), "", "", false).await;
+            c.w.sim
+                .set_faults(|f| f.throttle_bytes_per_sec = Some(2 << 20));
+            let first = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"))
+                .args(["once", "--config", &c.config])
+                .current_dir(c.w.dir.path())
+                .env_clear()
+                .kill_on_drop(true)
+                .output();
+            let first = tokio::spawn(first);
+            let started = Instant::now();
+            while c.w.sim.observed().snapshot_downloads == 0
+                && started.elapsed() < Duration::from_secs(20)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let second = c.once(&[]).await;
+            expect(
+                second.code == 1
+                    && second
+                        .stderr
+                        .contains("in use by another atlas-archiver process"),
+                "the second is refused",
+            )?;
+            let first = first
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            expect(first.status.code() == Some(0), "the first finishes")?;
+            c.w.sim.set_faults(|f| f.throttle_bytes_per_sec = None);
+            c.settle_and_check("the second refused with the holder's pid")
+                .await
+        }),
+    ]
+}
+
+async fn disk_full(c: &mut Case, mount: &std::path::Path) -> Result<Stats, String> {
+    let text = std::fs::read_to_string(&c.config).map_err(|e| e.to_string())?;
+    let journal = mount.join("journal.sqlite");
+    std::fs::write(
+        &c.config,
+        text.replace(
+            "path = \"state/journal.sqlite\"",
+            &format!("path = \"{}\"", journal.display()),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    expect(c.once(&[]).await.code == 0, "first run")?;
+    // Fill the filesystem, then add snapshots so that the next run has to write.
+    let filler = mount.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    let now = chrono::Utc::now();
+    for i in 0..3u64 {
+        c.w.sim.add_snapshot(
+            PROJECT,
+            "rel-flex",
+            SimSnapshot {
+                id: format!("6a6f78e0dddddddddddd000{i}"),
+                size: 1 << 20,
+                status: "COMPLETED".into(),
+                scheduled: now,
+                finished: now,
+            },
+        );
+    }
+    let full = c.once(&[]).await;
+    expect(
+        full.code != 0 && full.stderr.contains("disk is full"),
+        &format!(
+            "a clear disk-full error, got exit {}:\n{}",
+            full.code,
+            tail(&full.stderr)
+        ),
+    )?;
+    std::fs::remove_file(&filler).map_err(|e| e.to_string())?;
+    c.settle_and_check("clear error, no corruption, finished after space was freed")
+        .await
+}
+
+fn expect(condition: bool, what: &str) -> Result<(), String> {
+    if condition {
+        Ok(())
+    } else {
+        Err(format!("expected: {what}"))
+    }
+}
+
+struct Row {
+    name: String,
+    outcome: Result<Stats, String>,
+    seconds: f64,
+}
+
+fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut scenarios = Vec::new();
+    scenarios.extend(crash_points());
+    scenarios.extend(random_kills());
+    scenarios.extend(url_faults());
+    scenarios.extend(atlas_faults());
+    scenarios.extend(store_faults());
+    scenarios.extend(journal_faults());
+    let server =
+        std::env::var("ATLAS_ARCHIVER_TEST_S3_NAME").unwrap_or_else(|_| "s3s-fs (embedded)".into());
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for s in scenarios
+        .iter()
+        .filter(|s| filter.as_ref().is_none_or(|f| s.name.contains(f.as_str())))
+    {
+        let t = Instant::now();
+        let fut = (s.run)();
+        let outcome = runtime.block_on(async move {
+            match tokio::time::timeout(Duration::from_secs(180), tokio::spawn(fut)).await {
+                Err(_) => Err("timed out after 180s".to_owned()),
+                Ok(Err(join)) => Err(format!("panicked: {join}")),
+                Ok(Ok(result)) => result,
+            }
+        });
+        let seconds = t.elapsed().as_secs_f64();
+        match &outcome {
+            Ok(_) => println!("ok      {:<55} {seconds:>6.1}s", s.name),
+            Err(e) => println!("FAILED  {:<55} {seconds:>6.1}s\n{e}\n", s.name),
+        }
+        rows.push(Row {
+            name: s.name.clone(),
+            outcome,
+            seconds,
+        });
+    }
+    let failed = rows.iter().filter(|r| r.outcome.is_err()).count();
+    let mut table = format!(
+        "# Reliability matrix\n\nS3 server: {server}. Seed {SEED}, {RANDOM_KILLS} random kill points. {} scenarios in {:.0} s.\nEvery scenario ends with: each snapshot the simulator holds is in the bucket exactly once with the right SHA-256 and manifest, `verify --all` passes, no multipart upload is open, the journal agrees with the bucket, and no secret appears in any output.\n\n| scenario | outcome | snapshots archived | retries | seconds | note |\n|---|---|---|---|---|---|\n",
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for r in &rows {
+        let (outcome, archived, retries, note) = match &r.outcome {
+            Ok(s) if s.note.starts_with("SKIPPED") => {
+                ("skipped", s.archived, s.retries, s.note.clone())
+            }
+            Ok(s) => ("pass", s.archived, s.retries, s.note.clone()),
+            Err(e) => (
+                "FAIL",
+                0,
+                0,
+                e.lines().next().unwrap_or_default().to_owned(),
+            ),
+        };
+        table.push_str(&format!(
+            "| {} | {outcome} | {archived} | {retries} | {:.1} | {} |\n",
+            r.name,
+            r.seconds,
+            note.replace('|', "/")
+        ));
+    }
+    println!("\n{table}");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/reliability.md");
+    let _ = std::fs::write(&target, &table);
+    if let Ok(doc) = std::env::var("RELIABILITY_DOC") {
+        let _ = std::fs::write(doc, &table);
+    }
+    let by_state: HashMap<bool, usize> = rows.iter().fold(HashMap::new(), |mut m, r| {
+        *m.entry(r.outcome.is_ok()).or_default() += 1;
+        m
+    });
+    println!(
+        "reliability: {} passed, {} failed",
+        by_state.get(&true).copied().unwrap_or(0),
+        failed
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
