@@ -297,6 +297,10 @@ fn crash_points() -> Vec<Scenario> {
                 let before = c.w.sim.observed();
                 let stats = c.settle_and_check(expectation).await?;
                 let after = c.w.sim.observed();
+                let stats = Stats {
+                    note: format!("{expectation}{}", if after.ranged_downloads > 0 { " (ranged GET)" } else { "" }),
+                    ..stats
+                };
                 // Where the object was complete before the crash, nothing is downloaded again.
                 if matches!(
                     point,
@@ -334,7 +338,11 @@ fn random_kills() -> Vec<Scenario> {
                 ),
                 move || async move {
                     let mut c = Case::new("random", one_cluster(BIG, 1), "", PARTS, false).await;
-                    c.w.sim.set_faults(|f| f.range_support = ranges);
+                    // A link slower than the store, as Atlas's is: parts land before the crash.
+                    c.w.sim.set_faults(|f| {
+                        f.range_support = ranges;
+                        f.throttle_bytes_per_sec = Some(8 << 20);
+                    });
                     let limit = offset.to_string();
                     c.crash(&[("ATLAS_ARCHIVER_CRASH_AT_BYTE", limit.as_str())])
                         .await?;

@@ -476,6 +476,11 @@ impl PumpState {
                 }
             }
             crate::fault::bytes(self.bytes);
+            // Journal parts as soon as they land, not only when a slot is needed: the journal's
+            // record is what a resume after a crash can start from.
+            while let Some(joined) = self.in_flight.try_join_next() {
+                self.finish_part(joined, log).await?;
+            }
         }
         if let Some(expected) = source.total_length
             && expected != self.bytes
