@@ -298,7 +298,14 @@ fn crash_points() -> Vec<Scenario> {
                 let stats = c.settle_and_check(expectation).await?;
                 let after = c.w.sim.observed();
                 let stats = Stats {
-                    note: format!("{expectation}{}", if after.ranged_downloads > 0 { " (ranged GET)" } else { "" }),
+                    note: format!(
+                        "{expectation}{}",
+                        if after.ranged_downloads > 0 {
+                            " (ranged GET)"
+                        } else {
+                            ""
+                        }
+                    ),
                     ..stats
                 };
                 // Where the object was complete before the crash, nothing is downloaded again.

@@ -65,13 +65,7 @@ pub(super) async fn rebuild(
     env: &HashMap<String, String>,
 ) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Load)?;
-    let store = ObjectStore::connect(&config.storage).await;
-    store.check_bucket().await.map_err(|e| {
-        Failure::Runtime(format!(
-            "cannot reach bucket {}: {e}",
-            config.storage.bucket
-        ))
-    })?;
+    let store = super::connect_store(&config).await?;
     let (journal, moved) =
         Journal::open_fresh(&config.journal.path).map_err(|e| Failure::Runtime(e.to_string()))?;
     if let Some(old) = &moved {

@@ -129,6 +129,18 @@ fn check_config(path: &Path, env: &HashMap<String, String>) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
+/// Connects to the bucket and checks that it answers (commands that write to it).
+async fn connect_store(config: &Config) -> Result<crate::store::ObjectStore, Failure> {
+    let store = crate::store::ObjectStore::connect(&config.storage).await;
+    store.check_bucket().await.map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot reach bucket {}: {e}",
+            config.storage.bucket
+        ))
+    })?;
+    Ok(store)
+}
+
 /// The journal's directory must exist (or be creatable) and accept a new file.
 fn check_journal_writable(config: &Config) -> Result<(), Failure> {
     let journal = &config.journal.path;

@@ -12,7 +12,6 @@ use crate::config::units::format_bytes;
 use crate::config::{Config, Secrets, Target};
 use crate::journal::Journal;
 use crate::pipeline::{Archiver, PipelineSettings, Shutdown, SnapshotOutcome, TargetReport};
-use crate::store::ObjectStore;
 use crate::telemetry::Metrics;
 
 pub(super) async fn run(
@@ -77,13 +76,7 @@ pub(super) async fn execute(
     let journal =
         Journal::open(&config.journal.path).map_err(|e| Failure::Runtime(e.to_string()))?;
     let atlas = AtlasClient::new(&config.atlas).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let store = ObjectStore::connect(&config.storage).await;
-    store.check_bucket().await.map_err(|e| {
-        Failure::Runtime(format!(
-            "cannot reach bucket {}: {e}",
-            config.storage.bucket
-        ))
-    })?;
+    let store = super::connect_store(config).await?;
     let archiver = Archiver::new(
         atlas,
         store,

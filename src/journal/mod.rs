@@ -573,17 +573,13 @@ impl Journal {
         target: Option<Target>,
     ) -> Result<Vec<SnapshotRecord>, JournalError> {
         self.with(move |c, p| {
-            let mut stmt = c
-                .prepare(&format!(
+            let (project, cluster) = target
+                .map(|t| (Some(t.project_id), Some(t.cluster)))
+                .unwrap_or_default();
+            query_all(c, p, &format!(
                     "SELECT {COLUMNS} FROM snapshots WHERE (?1 IS NULL OR (project_id = ?1 AND cluster = ?2))
                      ORDER BY project_id, cluster, finished_at, snapshot_id"
-                ))
-                .map_err(|e| sql_error(p, &e))?;
-            let (project, cluster) = target.map(|t| (Some(t.project_id), Some(t.cluster))).unwrap_or_default();
-            let rows = stmt
-                .query_map(params![project, cluster], row_to_record)
-                .map_err(|e| sql_error(p, &e))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql_error(p, &e))
+                ), params![project, cluster], row_to_record)
         })
         .await
     }
@@ -591,11 +587,7 @@ impl Journal {
     /// The most recent runs, newest first.
     pub async fn recent_runs(&self, limit: u32) -> Result<Vec<RunRecord>, JournalError> {
         self.with(move |c, p| {
-            let mut stmt = c
-                .prepare("SELECT id, kind, started_at, finished_at, status, archived, skipped, failed, error FROM runs ORDER BY id DESC LIMIT ?1")
-                .map_err(|e| sql_error(p, &e))?;
-            let rows = stmt
-                .query_map(params![limit], |r| {
+            query_all(c, p, "SELECT id, kind, started_at, finished_at, status, archived, skipped, failed, error FROM runs ORDER BY id DESC LIMIT ?1", params![limit], |r| {
                     Ok(RunRecord {
                         id: r.get(0)?,
                         kind: r.get(1)?,
@@ -608,8 +600,6 @@ impl Journal {
                         error: r.get(8)?,
                     })
                 })
-                .map_err(|e| sql_error(p, &e))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql_error(p, &e))
         })
         .await
     }
@@ -656,14 +646,8 @@ impl Journal {
         let key = key.clone();
         let upload_id = upload_id.to_owned();
         self.with(move |c, p| {
-            let mut stmt = c
-                .prepare(
-                    "SELECT part_number, size, etag, sha256_state, part_crc32c, crc32c_after, bytes_after FROM upload_parts
-                     WHERE project_id = ?1 AND cluster = ?2 AND snapshot_id = ?3 AND upload_id = ?4 ORDER BY part_number",
-                )
-                .map_err(|e| sql_error(p, &e))?;
-            let rows = stmt
-                .query_map(params![key.project_id, key.cluster, key.snapshot_id, upload_id], |r| {
+            query_all(c, p, "SELECT part_number, size, etag, sha256_state, part_crc32c, crc32c_after, bytes_after FROM upload_parts
+                     WHERE project_id = ?1 AND cluster = ?2 AND snapshot_id = ?3 AND upload_id = ?4 ORDER BY part_number", params![key.project_id, key.cluster, key.snapshot_id, upload_id], |r| {
                     Ok(PartRecord {
                         number: r.get(0)?,
                         size: r.get::<_, i64>(1).map(|n| u64::try_from(n).unwrap_or(0))?,
@@ -674,8 +658,6 @@ impl Journal {
                         bytes_after: r.get::<_, i64>(6).map(|n| u64::try_from(n).unwrap_or(0))?,
                     })
                 })
-                .map_err(|e| sql_error(p, &e))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql_error(p, &e))
         })
         .await
     }
@@ -697,11 +679,7 @@ impl Journal {
     /// Upload ids the journal still owns (kept for a resume), for the start-up cleanup.
     pub async fn owned_uploads(&self) -> Result<Vec<String>, JournalError> {
         self.with(|c, p| {
-            let mut stmt = c
-                .prepare("SELECT upload_id FROM snapshots WHERE upload_id IS NOT NULL AND state != 'archived'")
-                .map_err(|e| sql_error(p, &e))?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| sql_error(p, &e))?;
-            rows.collect::<Result<Vec<String>, _>>().map_err(|e| sql_error(p, &e))
+            query_all::<String>(c, p, "SELECT upload_id FROM snapshots WHERE upload_id IS NOT NULL AND state != 'archived'", [], |r| r.get(0))
         })
         .await
     }
@@ -755,11 +733,7 @@ impl Journal {
     /// Each target's last run, as recorded.
     pub async fn target_history(&self) -> Result<Vec<TargetHistory>, JournalError> {
         self.with(|c, p| {
-            let mut stmt = c
-                .prepare("SELECT project_id, cluster, last_started_at, last_success_at, last_status FROM target_runs")
-                .map_err(|e| sql_error(p, &e))?;
-            let rows = stmt
-                .query_map([], |r| {
+            query_all(c, p, "SELECT project_id, cluster, last_started_at, last_success_at, last_status FROM target_runs", [], |r| {
                     Ok(TargetHistory {
                         target: Target {
                             project_id: r.get(0)?,
@@ -770,8 +744,6 @@ impl Journal {
                         last_status: r.get(4)?,
                     })
                 })
-                .map_err(|e| sql_error(p, &e))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql_error(p, &e))
         })
         .await
     }
@@ -783,13 +755,7 @@ impl Journal {
     ) -> Result<Vec<(String, Option<String>, String, Option<String>)>, JournalError> {
         let key = key.clone();
         self.with(move |c, p| {
-            let mut stmt = c
-                .prepare("SELECT at, from_state, to_state, note FROM snapshot_events WHERE project_id = ?1 AND cluster = ?2 AND snapshot_id = ?3 ORDER BY id")
-                .map_err(|e| sql_error(p, &e))?;
-            let rows = stmt
-                .query_map(params![key.project_id, key.cluster, key.snapshot_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .map_err(|e| sql_error(p, &e))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql_error(p, &e))
+            query_all(c, p, "SELECT at, from_state, to_state, note FROM snapshot_events WHERE project_id = ?1 AND cluster = ?2 AND snapshot_id = ?3 ORDER BY id", params![key.project_id, key.cluster, key.snapshot_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         })
         .await
     }
@@ -851,6 +817,20 @@ pub struct RunRecord {
 }
 
 const COLUMNS: &str = "project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version, expires_at, restore_job_id, upload_id, object_key, size_bytes, sha256, crc32c, attempts, last_error, last_reason, archived_at, updated_at, part_size, source_etag, source_length, upload_crc32c";
+
+/// Runs a query and collects every row, mapping SQLite errors.
+fn query_all<T>(
+    c: &Connection,
+    p: &Path,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, JournalError> {
+    let mut stmt = c.prepare(sql).map_err(|e| sql_error(p, &e))?;
+    let rows = stmt.query_map(params, map).map_err(|e| sql_error(p, &e))?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sql_error(p, &e))
+}
 
 fn fetch(
     c: &Connection,

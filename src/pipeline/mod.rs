@@ -514,6 +514,16 @@ impl Archiver {
         .await
     }
 
+    /// The journal's row of a snapshot this run already discovered.
+    async fn row(&self, key: &SnapshotKey) -> Result<SnapshotRecord, ArchiveError> {
+        self.journal.get(key).await?.ok_or_else(|| {
+            ArchiveError::Integrity(format!(
+                "the journal lost the row of snapshot {}",
+                key.snapshot_id
+            ))
+        })
+    }
+
     /// Aborts the upload the journal records for this snapshot (if any) and forgets it.
     async fn abort_recorded_upload(
         &self,
@@ -725,10 +735,7 @@ impl Archiver {
         key: &SnapshotKey,
         object_key: &str,
     ) -> Result<SnapshotOutcome, ArchiveError> {
-        let record =
-            self.journal.get(key).await?.ok_or_else(|| {
-                ArchiveError::Integrity("the journal lost the snapshot's row".into())
-            })?;
+        let record = self.row(key).await?;
         let previous_job = record.restore_job_id.clone();
         let job = self.obtain_job(key, &record).await?;
         let job = self
@@ -995,10 +1002,7 @@ impl Archiver {
         key: &SnapshotKey,
         object_key: &str,
     ) -> Result<SnapshotOutcome, ArchiveError> {
-        let record =
-            self.journal.get(key).await?.ok_or_else(|| {
-                ArchiveError::Integrity("the journal lost the snapshot's row".into())
-            })?;
+        let record = self.row(key).await?;
         let (Some(size), Some(sha256), Some(crc32c)) = (
             record.size_bytes,
             record.sha256.clone(),
