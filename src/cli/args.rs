@@ -97,6 +97,15 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8089")]
         listen: SocketAddr,
+        /// Serve one cluster whose snapshots have this size (e.g. "8GiB"), generated on the fly, instead of the demo's.
+        #[arg(long, value_name = "SIZE")]
+        snapshot_size: Option<String>,
+        /// With --snapshot-size: how many snapshots.
+        #[arg(long, default_value_t = 1)]
+        snapshots: usize,
+        /// Honour Range requests on snapshot URLs (unknown for real Atlas; off by default).
+        #[arg(long)]
+        range: bool,
     },
 }
 

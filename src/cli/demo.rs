@@ -177,10 +177,34 @@ fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-pub(super) async fn simulate(listen: SocketAddr) -> Result<ExitCode, Failure> {
-    let simulator = Simulator::start(listen, demo_clusters())
+pub(super) async fn simulate(
+    listen: SocketAddr,
+    snapshot_size: Option<&str>,
+    snapshots: usize,
+    range: bool,
+) -> Result<ExitCode, Failure> {
+    let clusters = match snapshot_size {
+        None => demo_clusters(),
+        Some(text) => {
+            let size = crate::config::units::parse_byte_size(text)
+                .map_err(|m| Failure::Usage(format!("--snapshot-size: {m}")))?;
+            if size == 0 || snapshots == 0 {
+                return Err(Failure::Usage(
+                    "--snapshot-size and --snapshots must be more than zero".into(),
+                ));
+            }
+            crate::simulator::scenario(
+                crate::simulator::DEMO_PROJECT_ID,
+                &["bench-flex"],
+                snapshots,
+                &[size],
+            )
+        }
+    };
+    let simulator = Simulator::start(listen, clusters)
         .await
         .map_err(|e| Failure::Runtime(format!("cannot listen on {listen}: {e}")))?;
+    simulator.set_faults(|f| f.range_support = range);
     println!("Atlas simulator listening on {}", simulator.base_url());
     println!("\nPut this in your config to archive its snapshots into your own bucket:\n");
     println!(

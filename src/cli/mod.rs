@@ -114,7 +114,12 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
             maintenance::rebuild(&path, &env).await
         }
         Command::Demo { dir } => demo::run(dir).await,
-        Command::Simulate { listen } => demo::simulate(listen).await,
+        Command::Simulate {
+            listen,
+            snapshot_size,
+            snapshots,
+            range,
+        } => demo::simulate(listen, snapshot_size.as_deref(), snapshots, range).await,
     }
 }
 

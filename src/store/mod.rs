@@ -136,6 +136,8 @@ pub struct ObjectStore {
     bucket: String,
     /// Full-object CRC32C on uploads; switched off for the process when the store refuses it.
     crc32c: Arc<AtomicBool>,
+    /// Whether the store is reached over TLS (AWS, or an https endpoint).
+    tls: bool,
 }
 
 impl ObjectStore {
@@ -182,6 +184,10 @@ impl ObjectStore {
             crc32c: Arc::new(AtomicBool::new(
                 config.object_checksum == ObjectChecksum::Crc32c,
             )),
+            tls: config
+                .endpoint
+                .as_ref()
+                .is_none_or(|e| e.scheme() == "https"),
         }
     }
 
@@ -304,8 +310,14 @@ impl ObjectStore {
         content_type: &str,
     ) -> Result<MultipartUpload, StoreError> {
         let crc = self.crc32c.load(Ordering::Relaxed);
-        match MultipartUpload::create(self.client.clone(), &self.bucket, key, content_type, crc)
-            .await
+        let created = match MultipartUpload::create(
+            self.client.clone(),
+            &self.bucket,
+            key,
+            content_type,
+            crc,
+        )
+        .await
         {
             Err(e) if crc && e.is_checksum_refusal() => {
                 self.refuse_checksums(&e);
@@ -313,7 +325,8 @@ impl ObjectStore {
                     .await
             }
             other => other,
-        }
+        };
+        created.map(|u| u.on_tls(self.tls))
     }
 
     /// Called when the store refused checksum headers: later uploads go without them.
@@ -326,6 +339,7 @@ impl ObjectStore {
     /// Reopens an upload by id (to resume it after a crash).
     pub fn existing_multipart(&self, key: &str, upload_id: &str, crc32c: bool) -> MultipartUpload {
         MultipartUpload::existing(self.client.clone(), &self.bucket, key, upload_id, crc32c)
+            .on_tls(self.tls)
     }
 
     /// Aborts an upload by id (after a crash, or when cleaning up).

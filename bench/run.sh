@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Throughput and memory benchmark: a snapshot of N GiB (incompressible, deterministic, generated
+# on the fly by `atlas-archiver simulate`) moved from an HTTP URL on loopback into Garage, by
+#   1. atlas-archiver `once` (through the Atlas simulator: the whole path),
+#   2. rclone copyurl,
+#   3. curl URL | aws s3 cp -,
+#   4. the ceilings: curl URL > /dev/null, and a plain multipart upload of in-memory data.
+# Rounds alternate the tools (A B C A B C ...). Every uploaded object's SHA-256 is checked against
+# the source and the object deleted. Prints a table (median of the rounds).
+#
+# Usage: bench/run.sh [SIZE_GIB ...]            default: 1 8
+#   ROUNDS=2                rounds per size
+#   RSS_SIZES="1 8 32"      extra atlas-archiver-only runs to show that peak RSS stays flat
+#   QUICK=1                 CI mode: 1 GiB, atlas-archiver only; fails only if the object is wrong
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+W="${BENCH_WORKDIR:-/tmp/atlas-archiver-bench}"
+mkdir -p "$W"
+QUICK="${QUICK:-0}"
+ROUNDS="${ROUNDS:-2}"
+if [ "$QUICK" = 1 ]; then SIZES=(1); ROUNDS=1; RSS_SIZES=""; else SIZES=("${@:-1 8}"); SIZES=(${SIZES[*]}); RSS_SIZES="${RSS_SIZES-1 8 32}"; fi
+SIM_PORT="${SIM_PORT:-18089}"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+apt_install() { (apt-get update -qq || true) >/dev/null 2>&1; apt-get install -y -qq "$@" >/dev/null; }
+[ -x /usr/bin/time ] || apt_install time
+need curl || apt_install curl
+if [ "$QUICK" != 1 ]; then
+  need rclone || apt_install rclone
+  if [ ! -x "$W/venv/bin/aws" ]; then
+    python3 -m venv "$W/venv" >&2
+    "$W/venv/bin/pip" install -q awscli >&2
+  fi
+fi
+
+echo "== building (release)" >&2
+cargo build --release --locked --bin atlas-archiver --example upload_ceiling >&2
+BIN="$ROOT/target/release/atlas-archiver"
+CEILING="$ROOT/target/release/examples/upload_ceiling"
+
+echo "== starting Garage" >&2
+eval "$(S3_WORKDIR="$W/garage" scripts/start-garage.sh)"
+GARAGE_PID=$ATLAS_ARCHIVER_TEST_S3_PID
+STARTED_GARAGE=$ATLAS_ARCHIVER_TEST_S3_STARTED
+EP=$ATLAS_ARCHIVER_TEST_S3_ENDPOINT AK=$ATLAS_ARCHIVER_TEST_S3_ACCESS_KEY SK=$ATLAS_ARCHIVER_TEST_S3_SECRET_KEY B=$ATLAS_ARCHIVER_TEST_S3_BUCKET
+SIM_PID=""
+cleanup() {
+  [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null || true
+  [ "$STARTED_GARAGE" = 1 ] && kill "$GARAGE_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+EMPTY=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+s3_curl() { curl -sf --aws-sigv4 aws:amz:us-east-1:s3 --user "$AK:$SK" -H "x-amz-content-sha256: $EMPTY" "$@"; }
+object_sha() { s3_curl "$EP/$B/$1" | sha256sum | cut -d' ' -f1; }
+delete_prefix() {
+  for k in $(s3_curl "$EP/$B?list-type=2&prefix=$1" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g'); do
+    s3_curl -X DELETE "$EP/$B/$k" -o /dev/null || true
+  done
+}
+
+start_sim() {
+  [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null || true
+  "$BIN" --log-level warn simulate --listen "127.0.0.1:$SIM_PORT" --snapshot-size "$1GiB" --snapshots 1 >"$W/sim.log" 2>&1 &
+  SIM_PID=$!
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$SIM_PORT/" && break; sleep 0.1; done
+}
+fresh_url() { python3 bench/snapshot_url.py "http://127.0.0.1:$SIM_PORT" 32b6e34b3d91647abb20e7b8 bench-flex; }
+
+RESULTS="$W/results.tsv"; : >"$RESULTS"
+# measure TOOL SIZE CMD...: records wall, peak RSS (KiB), CPU seconds.
+measure() {
+  local tool=$1 size=$2; shift 2
+  /usr/bin/time -f '%e %M %U %S' -o "$W/time.txt" "$@" >"$W/out.txt" 2>"$W/err.txt" || { echo "$tool failed:" >&2; tail -5 "$W/err.txt" >&2; return 1; }
+  read -r wall rss user sys <"$W/time.txt"
+  local cpu; cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')
+  printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$size" "$wall" "$rss" "$cpu" >>"$RESULTS"
+  awk -v t="$tool" -v n="$size" -v w="$wall" -v r="$rss" -v c="$cpu" \
+    'BEGIN { printf "  %-22s %5s GiB  %7.2f s  %6.0f MiB/s  peak %5.0f MiB  cpu %6.2f s\n", t, n, w, n * 1024 / w, r / 1024, c }' >&2
+}
+
+run_archiver() {
+  local size=$1 round=$2 prefix="bench/archiver-$1-$2-$RANDOM/"
+  local dir="$W/run-$size-$round"; rm -rf "$dir"; mkdir -p "$dir"
+  cat >"$dir/config.toml" <<EOF
+[atlas]
+base_url = "http://127.0.0.1:$SIM_PORT"
+client_id = "mdb_sa_id_simulator"
+client_secret = "mdb_sa_sk_simulator-secret"
+poll_interval = "100ms"
+[storage]
+bucket = "$B"
+endpoint = "$EP"
+region = "us-east-1"
+prefix = "$prefix"
+access_key_id = "$AK"
+secret_access_key = "$SK"
+[journal]
+path = "journal.sqlite"
+[[target]]
+project_id = "32b6e34b3d91647abb20e7b8"
+cluster = "bench-flex"
+EOF
+  measure atlas-archiver "$size" "$BIN" --log-level warn once --config "$dir/config.toml"
+  local key; key=$(s3_curl "$EP/$B?list-type=2&prefix=$prefix" | grep -o '<Key>[^<]*\.tar\.gz</Key>' | sed 's/<[^>]*>//g')
+  check "$key" atlas-archiver
+  delete_prefix "$prefix"
+}
+
+check() {
+  local got; got=$(object_sha "$1")
+  if [ "$got" != "$EXPECTED" ]; then echo "WRONG OBJECT from $2: $1 has sha256 $got, the source $EXPECTED" >&2; exit 1; fi
+}
+
+for size in "${SIZES[@]}"; do
+  echo "== $size GiB" >&2
+  start_sim "$size"
+  url=$(fresh_url)
+  EXPECTED=$(curl -s "$url" | sha256sum | cut -d' ' -f1)
+  echo "  source sha256 $EXPECTED" >&2
+  for round in $(seq "$ROUNDS"); do
+    run_archiver "$size" "$round"
+    [ "$QUICK" = 1 ] && continue
+    key="bench/rclone-$size-$round"
+    measure rclone "$size" env -u AWS_CA_BUNDLE RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other \
+      RCLONE_CONFIG_G_ENDPOINT="$EP" RCLONE_CONFIG_G_ACCESS_KEY_ID="$AK" RCLONE_CONFIG_G_SECRET_ACCESS_KEY="$SK" \
+      RCLONE_CONFIG_G_REGION=us-east-1 RCLONE_CONFIG_G_FORCE_PATH_STYLE=true rclone copyurl "$url" "g:$B/$key"
+    check "$key" rclone; delete_prefix "$key"
+    key="bench/awscli-$size-$round"
+    measure "curl | aws s3 cp -" "$size" bash -c "curl -s '$url' | AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK AWS_DEFAULT_REGION=us-east-1 \
+      '$W/venv/bin/aws' s3 cp - 's3://$B/$key' --endpoint-url '$EP' --expected-size $((size << 30)) --only-show-errors"
+    check "$key" awscli; delete_prefix "$key"
+    measure "ceiling: download" "$size" curl -s -o /dev/null "$url"
+    measure "ceiling: upload" "$size" env AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" "$CEILING" "$EP" "$B" "bench/ceiling-$size-$round" "${size}GiB"
+  done
+done
+for size in $RSS_SIZES; do
+  echo "== peak RSS of atlas-archiver at $size GiB" >&2
+  start_sim "$size"
+  EXPECTED=$(curl -s "$(fresh_url)" | sha256sum | cut -d' ' -f1)
+  run_archiver "$size" rss
+done
+
+python3 - "$RESULTS" <<'EOF'
+import statistics, sys, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    tool, size, wall, rss, cpu = line.rstrip("\n").split("\t")
+    rows[(int(size), tool)].append((float(wall), int(rss), float(cpu)))
+sizes = sorted({s for s, _ in rows})
+print("| size | tool | wall s | MiB/s | peak RSS MiB | CPU s | CPU s/GiB | vs best peer | vs ceiling |")
+print("|---|---|---|---|---|---|---|---|---|")
+for size in sizes:
+    med = {t: (statistics.median(w for w, _, _ in v), max(r for _, r, _ in v), statistics.median(c for _, _, c in v)) for (s, t), v in rows.items() if s == size}
+    mibs = {t: size * 1024 / m[0] for t, m in med.items()}
+    peers = [mibs[t] for t in ("rclone", "curl | aws s3 cp -") if t in mibs]
+    ceil = [mibs[t] for t in ("ceiling: download", "ceiling: upload") if t in mibs]
+    best_peer, ceiling = (max(peers) if peers else None), (min(ceil) if ceil else None)
+    for tool in ["atlas-archiver", "rclone", "curl | aws s3 cp -", "ceiling: download", "ceiling: upload"]:
+        if tool not in med: continue
+        wall, rss, cpu = med[tool]
+        vp = f"{mibs[tool] / best_peer:.2f}x" if best_peer and not tool.startswith("ceiling") else ""
+        vc = f"{mibs[tool] / ceiling:.0%}" if ceiling and not tool.startswith("ceiling") else ""
+        print(f"| {size} GiB | {tool} | {wall:.2f} | {mibs[tool]:.0f} | {rss / 1024:.0f} | {cpu:.2f} | {cpu / size:.2f} | {vp} | {vc} |")
+EOF
