@@ -40,7 +40,7 @@ BIN="$ROOT/target/release/atlas-archiver"
 CEILING="$ROOT/target/release/examples/upload_ceiling"
 
 echo "== starting Garage" >&2
-eval "$(S3_WORKDIR="$W/garage" scripts/start-garage.sh)"
+eval "$(scripts/start-garage.sh)"
 GARAGE_PID=$ATLAS_ARCHIVER_TEST_S3_PID
 STARTED_GARAGE=$ATLAS_ARCHIVER_TEST_S3_STARTED
 EP=$ATLAS_ARCHIVER_TEST_S3_ENDPOINT AK=$ATLAS_ARCHIVER_TEST_S3_ACCESS_KEY SK=$ATLAS_ARCHIVER_TEST_S3_SECRET_KEY B=$ATLAS_ARCHIVER_TEST_S3_BUCKET
@@ -53,8 +53,10 @@ trap cleanup EXIT
 EMPTY=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 s3_curl() { curl -sf --aws-sigv4 aws:amz:us-east-1:s3 --user "$AK:$SK" -H "x-amz-content-sha256: $EMPTY" "$@"; }
 object_sha() { s3_curl "$EP/$B/$1" | sha256sum | cut -d' ' -f1; }
+# curl's SigV4 does not encode '/' in query values the way S3 expects: encode prefixes ourselves.
+list_keys() { s3_curl "$EP/$B?list-type=2&prefix=$(printf '%s' "$1" | sed 's#/#%2F#g')" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g' || true; }
 delete_prefix() {
-  for k in $(s3_curl "$EP/$B?list-type=2&prefix=$1" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g'); do
+  for k in $(list_keys "$1"); do
     s3_curl -X DELETE "$EP/$B/$k" -o /dev/null || true
   done
 }
@@ -68,6 +70,7 @@ start_sim() {
 fresh_url() { python3 bench/snapshot_url.py "http://127.0.0.1:$SIM_PORT" 32b6e34b3d91647abb20e7b8 bench-flex; }
 
 RESULTS="$W/results.tsv"; : >"$RESULTS"
+delete_prefix bench/   # leftovers of an interrupted run
 # measure TOOL SIZE CMD...: records wall, peak RSS (KiB), CPU seconds.
 measure() {
   local tool=$1 size=$2; shift 2
@@ -79,8 +82,12 @@ measure() {
     'BEGIN { printf "  %-22s %5s GiB  %7.2f s  %6.0f MiB/s  peak %5.0f MiB  cpu %6.2f s\n", t, n, w, n * 1024 / w, r / 1024, c }' >&2
 }
 
+# run_archiver SIZE ROUND [CHECKSUM]: `once` through the simulator with default settings, or with
+# storage.checksum = CHECKSUM ("crc32c": the store checks a CRC32C of each part, so parts are
+# not SigV4-hashed a second time).
 run_archiver() {
-  local size=$1 round=$2 prefix="bench/archiver-$1-$2-$RANDOM/"
+  local size=$1 round=$2 checksum=${3:-auto} prefix="bench/archiver-$1-$2-$RANDOM/"
+  local name=atlas-archiver; [ "$checksum" != auto ] && name="atlas-archiver ($checksum)"
   local dir="$W/run-$size-$round"; rm -rf "$dir"; mkdir -p "$dir"
   cat >"$dir/config.toml" <<EOF
 [atlas]
@@ -95,14 +102,15 @@ region = "us-east-1"
 prefix = "$prefix"
 access_key_id = "$AK"
 secret_access_key = "$SK"
+checksum = "$checksum"
 [journal]
 path = "journal.sqlite"
 [[target]]
 project_id = "32b6e34b3d91647abb20e7b8"
 cluster = "bench-flex"
 EOF
-  measure atlas-archiver "$size" "$BIN" --log-level warn once --config "$dir/config.toml"
-  local key; key=$(s3_curl "$EP/$B?list-type=2&prefix=$prefix" | grep -o '<Key>[^<]*\.tar\.gz</Key>' | sed 's/<[^>]*>//g')
+  measure "$name" "$size" "$BIN" --log-level warn once --config "$dir/config.toml"
+  local key; key=$(list_keys "$prefix" | grep '\.tar\.gz$')
   check "$key" atlas-archiver
   delete_prefix "$prefix"
 }
@@ -121,6 +129,7 @@ for size in "${SIZES[@]}"; do
   for round in $(seq "$ROUNDS"); do
     run_archiver "$size" "$round"
     [ "$QUICK" = 1 ] && continue
+    run_archiver "$size" "$round" crc32c
     key="bench/rclone-$size-$round"
     measure rclone "$size" env -u AWS_CA_BUNDLE RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other \
       RCLONE_CONFIG_G_ENDPOINT="$EP" RCLONE_CONFIG_G_ACCESS_KEY_ID="$AK" RCLONE_CONFIG_G_SECRET_ACCESS_KEY="$SK" \
@@ -156,7 +165,7 @@ for size in sizes:
     peers = [mibs[t] for t in ("rclone", "curl | aws s3 cp -") if t in mibs]
     ceil = [mibs[t] for t in ("ceiling: download", "ceiling: upload") if t in mibs]
     best_peer, ceiling = (max(peers) if peers else None), (min(ceil) if ceil else None)
-    for tool in ["atlas-archiver", "rclone", "curl | aws s3 cp -", "ceiling: download", "ceiling: upload"]:
+    for tool in ["atlas-archiver", "atlas-archiver (crc32c)", "rclone", "curl | aws s3 cp -", "ceiling: download", "ceiling: upload"]:
         if tool not in med: continue
         wall, rss, cpu = med[tool]
         vp = f"{mibs[tool] / best_peer:.2f}x" if best_peer and not tool.startswith("ceiling") else ""

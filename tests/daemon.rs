@@ -270,15 +270,15 @@ async fn run_archives_on_schedule_and_reports_health_readiness_and_metrics() {
     }
 }
 
-/// SIGTERM during a slow transfer: with a short grace the transfer is aborted cleanly (no
-/// orphan upload, a resumable journal row), and a restart finishes the work.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_during_a_transfer_aborts_cleanly_and_a_restart_finishes() {
-    let w = World::new("sigterm", scenario(PROJECT, &["slow-flex"], 1, &[12 << 20])).await;
-    w.sim
-        .set_faults(|f| f.throttle_bytes_per_sec = Some(2 << 20));
-    let port = free_port();
-    let config = daemon_config(&w, port, "1s", "part_size = \"5MiB\"");
+/// Starts `run` on one 12 MiB snapshot served at `rate` bytes/s and waits for its download.
+async fn slow_transfer(
+    name: &str,
+    rate: u64,
+    grace: &str,
+) -> (World, String, NotifySocket, tokio::process::Child) {
+    let w = World::new(name, scenario(PROJECT, &["slow-flex"], 1, &[12 << 20])).await;
+    w.sim.set_faults(|f| f.throttle_bytes_per_sec = Some(rate));
+    let config = daemon_config(&w, free_port(), grace, "part_size = \"5MiB\"");
     let notify = NotifySocket::new(w.dir.path());
     let child = spawn_run(&w, &config, &notify);
     wait_for(
@@ -287,6 +287,14 @@ async fn sigterm_during_a_transfer_aborts_cleanly_and_a_restart_finishes() {
         async || w.sim.observed().snapshot_downloads >= 1,
     )
     .await;
+    (w, config, notify, child)
+}
+
+/// SIGTERM during a slow transfer: with a short grace the transfer is aborted cleanly (no
+/// orphan upload, a resumable journal row), and a restart finishes the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_transfer_aborts_cleanly_and_a_restart_finishes() {
+    let (w, config, _notify, child) = slow_transfer("sigterm", 2 << 20, "1s").await;
     if w.s3.lists_uploads() {
         wait_for(
             "an open multipart upload",
@@ -344,19 +352,7 @@ async fn sigterm_during_a_transfer_aborts_cleanly_and_a_restart_finishes() {
 /// A second signal during the grace period aborts at once, still cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_aborts_at_once() {
-    let w = World::new("twice", scenario(PROJECT, &["slow-flex"], 1, &[12 << 20])).await;
-    w.sim
-        .set_faults(|f| f.throttle_bytes_per_sec = Some(1 << 20));
-    let port = free_port();
-    let config = daemon_config(&w, port, "10m", "part_size = \"5MiB\"");
-    let notify = NotifySocket::new(w.dir.path());
-    let child = spawn_run(&w, &config, &notify);
-    wait_for(
-        "the download to start",
-        Duration::from_secs(30),
-        async || w.sim.observed().snapshot_downloads >= 1,
-    )
-    .await;
+    let (w, _config, _notify, child) = slow_transfer("twice", 1 << 20, "10m").await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     signal(&child, "-TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;

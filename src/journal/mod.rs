@@ -324,40 +324,14 @@ impl fmt::Debug for Journal {
 impl Journal {
     /// Opens (creating if needed) for writing, taking the lock.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                io_error(
-                    path,
-                    &format!("cannot create directory {}: {e}", dir.display()),
-                )
-            })?;
-        }
-        let lock = JournalLock::acquire(path)?;
-        let conn = Connection::open(path).map_err(|e| sql_error(path, &e))?;
-        schema::prepare(&conn, path)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            path: path.to_path_buf(),
-            _lock: Some(Arc::new(lock)),
-        })
+        let lock = lock_in_place(path)?;
+        Self::with_lock(path, lock)
     }
 
     /// Starts a new, empty journal at `path` under the lock, moving an existing one (and its
     /// WAL files) aside to `<path>.replaced-<time>`. Returns the journal and where the old one went.
     pub fn open_fresh(path: &Path) -> Result<(Self, Option<PathBuf>), JournalError> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                io_error(
-                    path,
-                    &format!("cannot create directory {}: {e}", dir.display()),
-                )
-            })?;
-        }
-        let lock = JournalLock::acquire(path)?;
+        let lock = lock_in_place(path)?;
         let mut moved = None;
         if path.exists() {
             let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
@@ -373,16 +347,18 @@ impl Journal {
             }
             moved = Some(aside);
         }
+        Ok((Self::with_lock(path, lock)?, moved))
+    }
+
+    /// Opens the file (migrating it) while holding `lock`.
+    fn with_lock(path: &Path, lock: JournalLock) -> Result<Self, JournalError> {
         let conn = Connection::open(path).map_err(|e| sql_error(path, &e))?;
         schema::prepare(&conn, path)?;
-        Ok((
-            Self {
-                conn: Arc::new(Mutex::new(conn)),
-                path: path.to_path_buf(),
-                _lock: Some(Arc::new(lock)),
-            },
-            moved,
-        ))
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+            _lock: Some(Arc::new(lock)),
+        })
     }
 
     /// Opens read-only without the lock (for `status` while the daemon runs).
@@ -817,6 +793,21 @@ pub struct RunRecord {
 }
 
 const COLUMNS: &str = "project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version, expires_at, restore_job_id, upload_id, object_key, size_bytes, sha256, crc32c, attempts, last_error, last_reason, archived_at, updated_at, part_size, source_etag, source_length, upload_crc32c";
+
+/// Creates the journal's directory if needed and takes the lock.
+fn lock_in_place(path: &Path) -> Result<JournalLock, JournalError> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            io_error(
+                path,
+                &format!("cannot create directory {}: {e}", dir.display()),
+            )
+        })?;
+    }
+    JournalLock::acquire(path)
+}
 
 /// Runs a query and collects every row, mapping SQLite errors.
 fn query_all<T>(

@@ -813,7 +813,13 @@ impl Archiver {
             .await?;
         crate::fault::point("before-complete");
         let whole_crc = u32::from_str_radix(&outcome.crc32c, 16).unwrap_or_default();
-        upload.complete(&outcome.parts, whole_crc).await?;
+        if let Err(e) = upload.complete(&outcome.parts, whole_crc).await {
+            // A store may accept checksums on the parts and refuse them only here.
+            if upload.verifies_crc32c() && e.is_checksum_refusal() {
+                self.store.refuse_checksums(&e);
+            }
+            return Err(e.into());
+        }
         crate::fault::point("after-complete");
         let archived = self.finish(key, object_key).await?;
         let secs = started.elapsed().as_secs_f64().max(1e-6);

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use reqwest::StatusCode;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -404,7 +404,8 @@ struct PartDone {
 struct PumpState {
     part_size: usize,
     parts_in_flight: usize,
-    buffer: BytesMut,
+    buffer: Vec<u8>,
+    pool: BufferPool,
     in_flight: JoinSet<Result<PartDone, StoreError>>,
     done: Vec<CompletedPartInfo>,
     next_part: i32,
@@ -424,7 +425,8 @@ impl PumpState {
         Self {
             part_size,
             parts_in_flight,
-            buffer: BytesMut::with_capacity(part_size),
+            buffer: Vec::new(),
+            pool: BufferPool::new(part_size, parts_in_flight + 1),
             in_flight: JoinSet::new(),
             next_part: i32::try_from(done.len()).unwrap_or(i32::MAX),
             done,
@@ -463,6 +465,9 @@ impl PumpState {
             // each part is known (and journalled) for a resume.
             let mut rest = &chunk[..];
             while !rest.is_empty() {
+                if self.buffer.capacity() == 0 {
+                    self.buffer = self.pool.take();
+                }
                 let take = (self.part_size - self.buffer.len()).min(rest.len());
                 let piece = &rest[..take];
                 self.sha.update(piece);
@@ -532,8 +537,7 @@ impl PumpState {
             }
         }
         self.next_part += 1;
-        let body =
-            std::mem::replace(&mut self.buffer, BytesMut::with_capacity(self.part_size)).freeze();
+        let body = self.pool.wrap(std::mem::take(&mut self.buffer));
         let upload = upload.clone();
         let number = self.next_part;
         let part_crc = std::mem::take(&mut self.part_crc);
@@ -612,5 +616,66 @@ mod tests {
         assert_eq!(parse_content_range("bytes 5-4/10"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
         assert_eq!(parse_content_range("bytes a-b/c"), None);
+    }
+}
+
+/// Part buffers, reused: a full buffer goes to the SDK as `Bytes` whose owner hands the
+/// allocation back here when the last reference is dropped (after the part's request, retries
+/// included). Steady state allocates nothing, so memory stays at
+/// `part_size × (parts_in_flight + 1)` however long the transfer, instead of drifting with the
+/// allocator's handling of many large short-lived blocks.
+#[derive(Clone)]
+struct BufferPool {
+    part_size: usize,
+    keep: usize,
+    free: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl BufferPool {
+    fn new(part_size: usize, keep: usize) -> Self {
+        Self {
+            part_size,
+            keep,
+            free: std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(keep))),
+        }
+    }
+
+    /// An empty buffer with room for one part.
+    fn take(&self) -> Vec<u8> {
+        let reused = self.free.lock().ok().and_then(|mut free| free.pop());
+        reused.unwrap_or_else(|| Vec::with_capacity(self.part_size))
+    }
+
+    /// Turns a filled buffer into `Bytes` that return it to the pool when dropped.
+    fn wrap(&self, data: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            data,
+            pool: self.clone(),
+        })
+    }
+}
+
+/// A buffer on loan to the SDK.
+struct Pooled {
+    data: Vec<u8>,
+    pool: BufferPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut data = std::mem::take(&mut self.data);
+        data.clear();
+        if let Ok(mut free) = self.pool.free.lock()
+            && free.len() < self.pool.keep
+            && data.capacity() >= self.pool.part_size
+        {
+            free.push(data);
+        }
     }
 }
