@@ -1166,8 +1166,3 @@ fn expired(job: &RestoreJob) -> bool {
     job.expiration_date
         .is_some_and(|t| t < Utc::now() + chrono::Duration::minutes(10))
 }
-
-/// Whether a journal row means "archived".
-pub fn is_archived(record: &SnapshotRecord) -> bool {
-    record.state == SnapshotState::Archived
-}

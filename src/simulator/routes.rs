@@ -41,16 +41,37 @@ impl App {
 
 pub(super) fn router(state: Arc<Mutex<SimState>>, addr: SocketAddr) -> Router {
     let base = "/api/atlas/v2/groups/{group}/flexClusters/{name}/backup";
-    Router::new()
-        .route("/api/oauth/token", post(token))
+    let app = App { state, addr };
+    // Faults, the media type and authentication apply to every Atlas API route, once, here.
+    let api = Router::new()
         .route(&format!("{base}/snapshots"), get(list_snapshots))
         .route(&format!("{base}/snapshots/{{id}}"), get(get_snapshot))
         .route(&format!("{base}/download"), post(request_download))
         .route(&format!("{base}/restoreJobs"), get(list_jobs))
         .route(&format!("{base}/restoreJobs/{{id}}"), get(get_job))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), api_gate));
+    Router::new()
+        .route("/api/oauth/token", post(token))
         .route("/backup/download/{token}/{file}", get(download))
+        .merge(api)
         .fallback(not_found)
-        .with_state(App { state, addr })
+        .with_state(app)
+}
+
+async fn api_gate(
+    State(app): State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Err(r) = gate(
+        &app,
+        request.method(),
+        request.headers(),
+        request.uri().path(),
+    ) {
+        return r;
+    }
+    next.run(request).await
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -322,13 +343,8 @@ async fn list_snapshots(
     State(app): State<App>,
     Path((group, name)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
-    method: Method,
-    headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
-    if let Err(r) = gate(&app, &method, &headers, uri.path()) {
-        return r;
-    }
     let mut s = app.lock();
     let c = match cluster(&s, &group, &name) {
         Ok(c) => c,
@@ -367,13 +383,7 @@ async fn list_snapshots(
 async fn get_snapshot(
     State(app): State<App>,
     Path((group, name, id)): Path<(String, String, String)>,
-    method: Method,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
 ) -> Response {
-    if let Err(r) = gate(&app, &method, &headers, uri.path()) {
-        return r;
-    }
     let s = app.lock();
     let c = match cluster(&s, &group, &name) {
         Ok(c) => c,
@@ -432,14 +442,9 @@ fn job_json(app: &App, s: &SimState, job: &SimJob) -> Value {
 async fn request_download(
     State(app): State<App>,
     Path((group, name)): Path<(String, String)>,
-    method: Method,
     headers: HeaderMap,
-    uri: axum::http::Uri,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = gate(&app, &method, &headers, uri.path()) {
-        return r;
-    }
     let content_type_ok = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -517,13 +522,8 @@ async fn list_jobs(
     State(app): State<App>,
     Path((group, name)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
-    method: Method,
-    headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
-    if let Err(r) = gate(&app, &method, &headers, uri.path()) {
-        return r;
-    }
     let s = app.lock();
     if let Err(r) = cluster(&s, &group, &name) {
         return r;
@@ -545,13 +545,7 @@ async fn list_jobs(
 async fn get_job(
     State(app): State<App>,
     Path((group, name, id)): Path<(String, String, String)>,
-    method: Method,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
 ) -> Response {
-    if let Err(r) = gate(&app, &method, &headers, uri.path()) {
-        return r;
-    }
     let mut s = app.lock();
     if let Err(r) = cluster(&s, &group, &name) {
         return r;
