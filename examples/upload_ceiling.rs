@@ -45,6 +45,7 @@ async fn main() -> Result<(), String> {
         object_checksum: ObjectChecksum::None,
         key_template: "{snapshot_id}".into(),
         max_concurrent_transfers: 1,
+        request_timeout: std::time::Duration::from_secs(120),
     })
     .await;
     let buffer = Bytes::from(vec![

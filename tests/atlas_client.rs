@@ -388,3 +388,54 @@ async fn a_list_that_changes_between_pages_yields_no_duplicates_and_misses_nothi
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.len(), 151);
 }
+
+#[tokio::test]
+async fn listings_follow_next_links_and_total_count_when_atlas_pages_short() {
+    // Atlas may serve fewer items than `itemsPerPage` on a page that is not the last.
+    let s = sim(scenario(PROJECT, &["short-flex"], 25, &[1])).await;
+    s.set_faults(|f| f.page_cap = Some(7));
+    let c = client(&s);
+    let listed = c
+        .list_snapshots(PROJECT, "short-flex")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed.len(), 25, "every snapshot, not only the first page");
+    assert_eq!(s.observed().api_requests, 4, "pages of 7, 7, 7 and 4");
+}
+
+#[tokio::test]
+async fn h3_a_rejected_login_is_retried_after_a_pause_not_remembered_forever() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    s.set_faults(|f| f.reject_next_logins = 1);
+    let c = client(&s);
+    let first = c.list_snapshots(PROJECT, "a-flex").await;
+    assert!(
+        matches!(first, Err(AtlasError::Unauthorized { .. })),
+        "{first:?}"
+    );
+    // Within a burst of calls the rejection is remembered: no storm of logins.
+    let second = c.list_snapshots(PROJECT, "a-flex").await;
+    assert!(matches!(second, Err(AtlasError::Unauthorized { .. })));
+    assert_eq!(s.observed().token_requests, 1);
+    // Later, the client asks again and recovers without a restart.
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    let third = c.list_snapshots(PROJECT, "a-flex").await;
+    assert!(third.is_ok(), "{third:?}");
+    assert_eq!(s.observed().token_requests, 2);
+}
+
+#[tokio::test]
+async fn m1_an_absurd_token_lifetime_does_not_panic() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    s.set_faults(|f| f.token_lifetime_secs = Some(u64::MAX));
+    let c = client(&s);
+    for _ in 0..2 {
+        let listed = c.list_snapshots(PROJECT, "a-flex").await;
+        assert!(listed.is_ok(), "{listed:?}");
+    }
+    assert_eq!(
+        s.observed().token_requests,
+        1,
+        "the clamped token is reused"
+    );
+}

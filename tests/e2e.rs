@@ -554,8 +554,12 @@ async fn a_cut_download_starts_over_when_the_source_ignores_ranges() {
     cut_once_then_resume(false).await;
 }
 
+/// Audit H1: the start-up cleanup aborts only uploads the journal proves are its own (the
+/// crash between CreateMultipartUpload and recording its id is covered by the reliability
+/// suite's `after-create-upload` scenario). Another writer's uploads, under our prefix or
+/// outside it, even on a key that looks like ours, are never touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphan_uploads_under_the_prefix_are_aborted_at_start() {
+async fn h1_the_startup_cleanup_never_aborts_uploads_it_does_not_own() {
     let w = World::new("orphan", scenario(PROJECT, &["o-flex"], 1, &[1 << 20])).await;
     if !w.s3.lists_uploads() {
         eprintln!(
@@ -565,25 +569,47 @@ async fn orphan_uploads_under_the_prefix_are_aborted_at_start() {
         return;
     }
     let client = w.s3.client().await;
-    let orphan_key = format!("{}{PROJECT}/o-flex/left-by-a-crash.tar.gz", w.prefix);
-    let orphan = client
-        .create_multipart(&orphan_key, "application/gzip")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(w.open_uploads().await.len(), 1);
-    let cfg = w.write_config("", "").to_string_lossy().into_owned();
-    let run = w.run(&["once", "--config", &cfg], &[]).await;
-    run.assert_code(0);
-    assert!(
-        run.stderr.contains("aborted an orphan multipart upload"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        w.open_uploads().await.is_empty(),
-        "{} left open",
-        orphan.upload_id()
-    );
+    let foreign_keys = [
+        format!("other-app-{}big.bin", w.prefix.replace('/', "-")),
+        format!("{}not-ours.bin", w.prefix),
+        format!(
+            "{}{PROJECT}/o-flex/2026-01-01/0123456789abcdef01234567.tar.gz",
+            w.prefix
+        ),
+    ];
+    let mut foreign = Vec::new();
+    for key in &foreign_keys {
+        let upload = client
+            .create_multipart(key, "application/octet-stream")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        foreign.push((key.clone(), upload.upload_id().to_owned()));
+    }
+    // Once with the test's prefix, once with an empty prefix (the whole bucket).
+    for prefix in [None, Some("")] {
+        let cfg = match prefix {
+            None => w.write_config("", ""),
+            Some(p) => w.write_config_with_prefix(p),
+        };
+        let cfg = cfg.to_string_lossy().into_owned();
+        let run = w.run(&["once", "--config", &cfg], &[]).await;
+        run.assert_code(0);
+        assert!(!run.stderr.contains("aborted an orphan"), "{}", run.stderr);
+    }
+    for (key, upload_id) in &foreign {
+        let open = client
+            .list_multipart_uploads(key)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            open.iter().any(|(k, id)| k == key && id == upload_id),
+            "{key}: another writer's upload was aborted"
+        );
+        client
+            .abort_multipart(key, upload_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

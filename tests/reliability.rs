@@ -581,6 +581,70 @@ fn store_faults() -> Vec<Scenario> {
         .collect()
 }
 
+/// Audit H2 and M4: a store that stops answering (a black hole: the request is read, never
+/// answered, the connection never closed) fails that request after `storage.request_timeout`
+/// and the retry goes through; a part refused with `BadDigest` is retried with checksums on.
+fn store_black_holes() -> Vec<Scenario> {
+    type Fault = fn(&mut common::s3_proxy::StoreFaults);
+    let cases: Vec<(&str, Fault)> = vec![
+        ("h2 store black-holes an UploadPart", |f| {
+            f.black_hole_upload_part = 1
+        }),
+        ("h2 store black-holes CompleteMultipartUpload", |f| {
+            f.black_hole_complete = 1
+        }),
+        ("h2 store black-holes HeadObject", |f| f.black_hole_head = 1),
+    ];
+    let mut out: Vec<Scenario> = cases
+        .into_iter()
+        .map(|(name, fault)| {
+            scenario_of(name, move || async move {
+                let storage = format!("{PARTS}\nrequest_timeout = \"2s\"");
+                let mut c = Case::new("hole", one_cluster(BIG, 1), "", &storage, true).await;
+                if let Some(p) = &c.w.proxy {
+                    p.set(fault);
+                }
+                let stats = c.settle_and_check("timed out, retried").await?;
+                let injected = c.w.proxy.as_ref().map_or(0, |p| p.seen().injected);
+                expect(injected == 1, "the proxy swallowed one request")?;
+                Ok(Stats {
+                    note: "the silent request timed out and was retried".into(),
+                    ..stats
+                })
+            })
+        })
+        .collect();
+    out.push(scenario_of(
+        "m4 BadDigest on a part keeps checksums on",
+        || async {
+            let storage = format!("{PARTS}\nchecksum = \"crc32c\"");
+            let mut c = Case::new("baddigest", one_cluster(BIG, 1), "", &storage, true).await;
+            if let Some(p) = &c.w.proxy {
+                p.set(|f| f.upload_part_bad_digest = 1);
+            }
+            let stats = c.settle_and_check("").await?;
+            let seen = c.w.proxy.as_ref().map(|p| p.seen()).unwrap_or_default();
+            expect(seen.injected == 1, "one BadDigest injected")?;
+            expect(
+                !c.outputs.iter().any(|o| o.contains("refuses S3 checksum")),
+                "a digest mismatch is not taken for a store that refuses checksums",
+            )?;
+            expect(
+                seen.parts_without_checksum == 0 && seen.parts_with_checksum > 3,
+                &format!(
+                    "every part carried its CRC32C ({} with, {} without)",
+                    seen.parts_with_checksum, seen.parts_without_checksum
+                ),
+            )?;
+            Ok(Stats {
+                note: "retried with CRC32C still on".into(),
+                ..stats
+            })
+        },
+    ));
+    out
+}
+
 fn journal_faults() -> Vec<Scenario> {
     vec![
         scenario_of("journal disk full", || async {
@@ -745,6 +809,7 @@ fn main() {
     scenarios.extend(url_faults());
     scenarios.extend(atlas_faults());
     scenarios.extend(store_faults());
+    scenarios.extend(store_black_holes());
     scenarios.extend(journal_faults());
     let server =
         std::env::var("ATLAS_ARCHIVER_TEST_S3_NAME").unwrap_or_else(|_| "s3s-fs (embedded)".into());

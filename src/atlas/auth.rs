@@ -50,11 +50,18 @@ impl TokenCache {
 
 /// When a token should be refreshed, given `expires_in` seconds.
 pub(crate) fn refresh_deadline(expires_in: Option<u64>) -> Instant {
-    let lifetime = Duration::from_secs(expires_in.unwrap_or(3600));
+    // A token endpoint may answer an absurd lifetime (a buggy gateway): clamp it to a day, so the
+    // deadline is always representable and a token is refreshed at least daily.
+    let lifetime = Duration::from_secs(expires_in.unwrap_or(3600).min(MAX_TOKEN_LIFETIME_SECS));
     // Short-lived tokens (tests, odd servers) are refreshed at half their life instead.
     let margin = TOKEN_REFRESH_MARGIN.min(lifetime / 2);
-    Instant::now() + lifetime.saturating_sub(margin)
+    let now = Instant::now();
+    now.checked_add(lifetime.saturating_sub(margin))
+        .unwrap_or(now)
 }
+
+/// The longest token lifetime believed (seconds): one day.
+const MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
 
 /// A Digest challenge from `WWW-Authenticate`.
 #[derive(Debug, Clone)]

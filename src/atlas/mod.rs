@@ -29,6 +29,8 @@ pub const FLEX_MEDIA_TYPE: &str = "application/vnd.atlas.2024-11-13+json";
 const PAGE_SIZE: usize = 100;
 /// A safety stop for paging: 500 pages of 100 is far beyond any Flex cluster's 8 snapshots.
 const MAX_PAGES: u32 = 500;
+/// How long a rejected login makes later calls fail without asking Atlas again.
+const AUTH_FAILURE_MEMO: Duration = Duration::from_secs(20);
 
 /// What can go wrong talking to Atlas. Messages say what to do where the user can act.
 #[derive(Debug, thiserror::Error)]
@@ -147,9 +149,11 @@ struct Inner {
     max_attempts: u32,
     poll_interval: Duration,
     restore_timeout: Duration,
-    /// Once credentials are rejected, every later call fails fast with the same message,
-    /// so that ten targets do not make ten rounds of failing logins.
-    auth_failure: std::sync::Mutex<Option<String>>,
+    /// Once credentials are rejected, later calls fail fast with the same message for
+    /// [`AUTH_FAILURE_MEMO`], so that ten targets do not make ten rounds of failing logins; after
+    /// that the next call tries again (an identity-provider hiccup or a fixed IP access list must
+    /// not stop a long-lived daemon until it is restarted).
+    auth_failure: std::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
 
 /// One response that passed status checks.
@@ -209,23 +213,33 @@ impl AtlasClient {
         project_id: &str,
         cluster: &str,
     ) -> Result<Vec<Snapshot>, AtlasError> {
+        let path = Self::flex_path(project_id, cluster, "snapshots");
         let mut all: Vec<Snapshot> = Vec::new();
-        for page_num in 1..=MAX_PAGES {
-            let path = format!(
-                "{}?pageNum={page_num}&itemsPerPage={PAGE_SIZE}&includeCount=true",
-                Self::flex_path(project_id, cluster, "snapshots")
-            );
-            let answer = self
-                .call("list snapshots", Method::GET, &path, None)
-                .await?;
-            let page: Page<Snapshot> = decode("list snapshots", &answer.body)?;
-            let count = page.results.len();
-            let more = page.has_next_link() && count >= PAGE_SIZE;
-            for s in page.results {
-                if s.id.is_some() && !all.iter().any(|seen| seen.id == s.id) {
-                    all.push(s);
-                }
+        for s in self.list_all::<Snapshot>("list snapshots", &path).await? {
+            if s.id.is_some() && !all.iter().any(|seen| seen.id == s.id) {
+                all.push(s);
             }
+        }
+        Ok(all)
+    }
+
+    /// Every page of a listing. Atlas may serve fewer items than `itemsPerPage` on a page that is
+    /// not the last, so a short page alone never ends the listing: it ends when a page is empty,
+    /// or when the page has no `next` link and the items seen reach `totalCount` (or no count
+    /// was given).
+    async fn list_all<T: serde::de::DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        path: &str,
+    ) -> Result<Vec<T>, AtlasError> {
+        let mut all: Vec<T> = Vec::new();
+        for page_num in 1..=MAX_PAGES {
+            let path =
+                format!("{path}?pageNum={page_num}&itemsPerPage={PAGE_SIZE}&includeCount=true");
+            let answer = self.call(operation, Method::GET, &path, None).await?;
+            let page: Page<T> = decode(operation, &answer.body)?;
+            let more = page.more_after(all.len());
+            all.extend(page.results);
             if !more {
                 break;
             }
@@ -273,23 +287,8 @@ impl AtlasClient {
         project_id: &str,
         cluster: &str,
     ) -> Result<Vec<RestoreJob>, AtlasError> {
-        let mut all = Vec::new();
-        for page_num in 1..=MAX_PAGES {
-            let path = format!(
-                "{}?pageNum={page_num}&itemsPerPage={PAGE_SIZE}&includeCount=true",
-                Self::flex_path(project_id, cluster, "restoreJobs")
-            );
-            let answer = self
-                .call("list restore jobs", Method::GET, &path, None)
-                .await?;
-            let page: Page<RestoreJob> = decode("list restore jobs", &answer.body)?;
-            let more = page.has_next_link() && page.results.len() >= PAGE_SIZE;
-            all.extend(page.results);
-            if !more {
-                break;
-            }
-        }
-        Ok(all)
+        let path = Self::flex_path(project_id, cluster, "restoreJobs");
+        self.list_all("list restore jobs", &path).await
     }
 
     /// Polls a restore job until it has a download URL (returned at once when `job` already
@@ -329,15 +328,24 @@ impl AtlasClient {
     }
 
     fn remembered_auth_failure(&self) -> Option<AtlasError> {
-        let guard = self.inner.auth_failure.lock().ok()?;
-        guard.as_ref().map(|detail| AtlasError::Unauthorized {
-            detail: detail.clone(),
-        })
+        let mut guard = self.inner.auth_failure.lock().ok()?;
+        match guard.as_ref() {
+            Some((detail, at)) if at.elapsed() < AUTH_FAILURE_MEMO => {
+                Some(AtlasError::Unauthorized {
+                    detail: detail.clone(),
+                })
+            }
+            Some(_) => {
+                *guard = None;
+                None
+            }
+            None => None,
+        }
     }
 
     fn remember_auth_failure(&self, detail: &str) -> AtlasError {
         if let Ok(mut guard) = self.inner.auth_failure.lock() {
-            *guard = Some(detail.to_owned());
+            *guard = Some((detail.to_owned(), std::time::Instant::now()));
         }
         AtlasError::Unauthorized {
             detail: detail.to_owned(),

@@ -23,6 +23,17 @@ impl<T> Page<T> {
     pub fn has_next_link(&self) -> bool {
         self.links.iter().any(|l| l.rel.as_deref() == Some("next"))
     }
+
+    /// Whether another page follows this one, given how many items earlier pages held: never
+    /// after an empty page; always when a `next` link is present; otherwise while `totalCount`
+    /// says more items exist than have been seen.
+    pub fn more_after(&self, seen_before: usize) -> bool {
+        if self.results.is_empty() {
+            return false;
+        }
+        let seen = u64::try_from(seen_before + self.results.len()).unwrap_or(u64::MAX);
+        self.has_next_link() || self.total_count.is_some_and(|total| seen < total)
+    }
 }
 
 /// `Link`.
@@ -174,6 +185,35 @@ pub struct OAuthErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn page(items: usize, next: bool, total: Option<u64>) -> Page<u8> {
+        Page {
+            results: vec![0; items],
+            links: if next {
+                vec![Link {
+                    href: Some("x".into()),
+                    rel: Some("next".into()),
+                }]
+            } else {
+                Vec::new()
+            },
+            total_count: total,
+        }
+    }
+
+    #[test]
+    fn a_short_page_does_not_end_a_listing_that_says_more_exist() {
+        // Atlas served 40 of 100 asked for, but says 150 exist: keep paging.
+        assert!(page(40, false, Some(150)).more_after(0));
+        // A `next` link alone is enough.
+        assert!(page(3, true, None).more_after(0));
+        // The count is reached: the end.
+        assert!(!page(50, false, Some(150)).more_after(100));
+        // No link, no count: the end.
+        assert!(!page(100, false, None).more_after(0));
+        // An empty page ends the listing whatever it claims (no endless loop).
+        assert!(!page(0, true, Some(1000)).more_after(10));
+    }
 
     #[test]
     fn unknown_fields_and_values_do_not_break_parsing() {

@@ -244,6 +244,8 @@ pub struct StorageConfig {
     pub key_template: String,
     /// Transfers at once across targets.
     pub max_concurrent_transfers: usize,
+    /// `storage.request_timeout`: the longest wait for one S3 request's answer.
+    pub request_timeout: Duration,
 }
 
 /// `[journal]`, validated.
@@ -436,12 +438,12 @@ impl Config {
         ));
         out.push_str(&format!("key_template = {:?}\n", s.key_template));
         out.push_str(&format!(
-            "\n[journal]\npath = {:?}\n",
-            self.journal.path.display().to_string()
+            "max_concurrent_transfers = {}\nrequest_timeout = \"{:?}\"\n",
+            s.max_concurrent_transfers, s.request_timeout
         ));
         out.push_str(&format!(
-            "max_concurrent_transfers = {}\n",
-            s.max_concurrent_transfers
+            "\n[journal]\npath = {:?}\n",
+            self.journal.path.display().to_string()
         ));
         let sc = &self.schedule;
         out.push_str(&format!(
@@ -984,6 +986,17 @@ impl Validator<'_> {
                 format!("{max_concurrent_transfers} is out of range: use 1 to 64"),
             ));
         }
+        let request_timeout = self.duration(
+            "storage.request_timeout",
+            s.request_timeout.as_ref(),
+            Duration::from_secs(120),
+        )?;
+        if request_timeout < Duration::from_secs(1) {
+            return Err(self.invalid(
+                "storage.request_timeout",
+                "must be at least 1s: S3 requests need time to answer",
+            ));
+        }
         let key_template = s
             .key_template
             .clone()
@@ -1003,6 +1016,7 @@ impl Validator<'_> {
             object_checksum,
             key_template,
             max_concurrent_transfers: max_concurrent_transfers as usize,
+            request_timeout,
         })
     }
 }

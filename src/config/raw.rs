@@ -95,6 +95,10 @@ pub struct RawStorage {
     pub key_template: Option<String>,
     /// Snapshot transfers at once across all targets (default 2).
     pub max_concurrent_transfers: Option<u32>,
+    /// Longest wait for the store's answer to one S3 request, from sending it (default `"2m"`).
+    /// A part upload gets more when its size needs it (at 1 MiB/s). A store that stops answering
+    /// fails the request after this, and the SDK retries it.
+    pub request_timeout: Option<String>,
 }
 
 /// `[schedule]`

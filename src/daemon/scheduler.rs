@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Target;
 use crate::schedule::{Schedule, StartDecision, on_start, stable_jitter};
@@ -155,8 +155,21 @@ impl<R: TargetRunner, C: Clock> Control<R, C> {
         let control = Arc::clone(self);
         let target = target.clone();
         self.tracker.spawn(async move {
-            let ok = control.runner.run_target(target.clone()).await;
-            control.running().remove(&target);
+            // The target leaves the running set however the run ends, a panic included: a run
+            // that panicked is a failed run, not one in progress forever.
+            let _running = RunningGuard {
+                control: Arc::clone(&control),
+                target: target.clone(),
+            };
+            let runner = Arc::clone(&control.runner);
+            let run_target = target.clone();
+            let ok = match tokio::spawn(async move { runner.run_target(run_target).await }).await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    error!(project = %target.project_id, cluster = %target.cluster, error = %e, "the run ended abnormally; the next slot runs it again");
+                    false
+                }
+            };
             info!(project = %target.project_id, cluster = %target.cluster, ok, "run finished");
         });
         Ok(())
@@ -166,6 +179,18 @@ impl<R: TargetRunner, C: Clock> Control<R, C> {
     pub async fn wait_idle(&self) {
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+/// Removes a target from the running set when its run task ends, however it ends.
+struct RunningGuard<R: TargetRunner, C: Clock> {
+    control: Arc<Control<R, C>>,
+    target: Target,
+}
+
+impl<R: TargetRunner, C: Clock> Drop for RunningGuard<R, C> {
+    fn drop(&mut self) {
+        self.control.running().remove(&self.target);
     }
 }
 

@@ -660,6 +660,16 @@ impl Journal {
         .await
     }
 
+    /// Object keys for which the journal recorded the intent to create a multipart upload but
+    /// no upload id: a crash between CreateMultipartUpload and recording its answer leaves an
+    /// upload there that is certainly ours. The start-up cleanup aborts uploads on these keys only.
+    pub async fn pending_upload_keys(&self) -> Result<Vec<String>, JournalError> {
+        self.with(|c, p| {
+            query_all::<String>(c, p, "SELECT object_key FROM snapshots WHERE state = 'uploading' AND upload_id IS NULL AND object_key IS NOT NULL", [], |r| r.get(0))
+        })
+        .await
+    }
+
     /// Records that a target's run started (the daemon's catch-up rule reads it back).
     pub async fn target_started(
         &self,

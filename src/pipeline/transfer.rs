@@ -144,16 +144,8 @@ impl TransferError {
             Self::UrlRejected { .. } | Self::LengthMismatch { .. } | Self::RangeRefused { .. } => {
                 true
             }
-            Self::Store(StoreError::Request { code, .. }) => !matches!(
-                code.as_deref(),
-                Some(
-                    "NoSuchBucket"
-                        | "AccessDenied"
-                        | "InvalidAccessKeyId"
-                        | "SignatureDoesNotMatch"
-                )
-            ),
-            Self::Store(_) | Self::Cancelled | Self::PartLog(_) => false,
+            Self::Store(e) => e.is_retryable(),
+            Self::Cancelled | Self::PartLog(_) => false,
         }
     }
 }

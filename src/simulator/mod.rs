@@ -100,6 +100,11 @@ pub struct Faults {
     pub throttle_bytes_per_sec: Option<u64>,
     /// Right after serving the first page of a snapshot list, add a new snapshot (once).
     pub new_snapshot_after_first_page: bool,
+    /// The next N token requests are rejected (401 `invalid_client`) even with good
+    /// credentials: an identity-provider hiccup, or an IP access list fixed later.
+    pub reject_next_logins: u32,
+    /// Listings serve at most this many items per page, whatever `itemsPerPage` asks.
+    pub page_cap: Option<usize>,
     /// Access tokens live this many seconds (default 3600).
     pub token_lifetime_secs: Option<u64>,
 }

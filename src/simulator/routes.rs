@@ -279,7 +279,11 @@ async fn token(State(app): State<App>, headers: HeaderMap, body: String) -> Resp
         )
             .into_response();
     }
-    if basic.as_deref() != Some(expected.as_str()) {
+    let transient_rejection = s.faults.reject_next_logins > 0;
+    if transient_rejection {
+        s.faults.reject_next_logins -= 1;
+    }
+    if transient_rejection || basic.as_deref() != Some(expected.as_str()) {
         s.observed.rejected_logins += 1;
         return (
             StatusCode::UNAUTHORIZED,
@@ -316,12 +320,21 @@ fn snapshot_json(snap: &super::SimSnapshot) -> Value {
     })
 }
 
-fn page(items: Vec<Value>, query: &HashMap<String, String>, path: &str, base: &str) -> Value {
+/// One page of a listing. `cap` is the most items the server puts on a page whatever
+/// `itemsPerPage` asks (Atlas may serve fewer than asked on a page that is not the last).
+fn page(
+    items: Vec<Value>,
+    query: &HashMap<String, String>,
+    path: &str,
+    base: &str,
+    cap: Option<usize>,
+) -> Value {
     let per_page: usize = query
         .get("itemsPerPage")
         .and_then(|v| v.parse().ok())
         .unwrap_or(100)
-        .clamp(1, 500);
+        .clamp(1, 500)
+        .min(cap.unwrap_or(usize::MAX).max(1));
     let page_num: usize = query
         .get("pageNum")
         .and_then(|v| v.parse().ok())
@@ -357,6 +370,7 @@ async fn list_snapshots(
         &q,
         uri.path(),
         &format!("http://{}", app.addr),
+        s.faults.page_cap,
     ));
     // The list changes between pages: a new snapshot lands at the front, shifting later pages.
     if s.faults.new_snapshot_after_first_page && q.get("pageNum").is_none_or(|p| p == "1") {
@@ -539,6 +553,7 @@ async fn list_jobs(
         &q,
         uri.path(),
         &format!("http://{}", app.addr),
+        s.faults.page_cap,
     ))
 }
 

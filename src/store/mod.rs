@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
@@ -18,6 +19,9 @@ use bytes::Bytes;
 
 use crate::config::{ChecksumCalculation, ObjectChecksum, PartSize, StorageConfig, expose};
 pub use multipart::{CompletedPartInfo, MultipartUpload};
+
+/// Longest wait to open a connection to the store.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// S3 allows at most this many parts in one upload.
 pub const MAX_PARTS: u64 = 10_000;
@@ -64,23 +68,47 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the store refused S3 checksum headers (some S3-compatible stores do).
+    /// Whether the store refused S3 checksum headers (some S3-compatible stores do): it says it
+    /// does not implement them, or that the request is invalid. A digest *mismatch*
+    /// (`BadDigest`, `XAmzContentChecksumMismatch`, `InvalidDigest`) is not a refusal: it is the
+    /// check doing its job on corrupted bytes, and turning checksums off then would let the next
+    /// corruption through (audit M4).
     pub fn is_checksum_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Request {
+                code: Some(code),
+                ..
+            } if matches!(code.as_str(), "NotImplemented" | "InvalidRequest" | "InvalidArgument")
+        )
+    }
+
+    /// Whether the store said the bytes it received do not match their checksum: a transient
+    /// integrity failure, retried with checksums still on.
+    pub fn is_digest_mismatch(&self) -> bool {
+        matches!(
+            self,
+            Self::Request {
+                code: Some(code),
+                ..
+            } if matches!(code.as_str(), "BadDigest" | "XAmzContentChecksumMismatch" | "InvalidDigest")
+        )
+    }
+
+    /// Whether trying again may help: everything but missing buckets, refused credentials, and
+    /// problems of our own making (part count, size).
+    pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Request { code, message, .. } => {
-                matches!(
-                    code.as_deref(),
-                    Some(
-                        "NotImplemented"
-                            | "InvalidRequest"
-                            | "InvalidArgument"
-                            | "XAmzContentChecksumMismatch"
-                            | "BadDigest"
-                            | "InvalidDigest"
-                    )
-                ) || message.to_ascii_lowercase().contains("checksum")
-            }
-            _ => false,
+            Self::Request { code, .. } => !matches!(
+                code.as_deref(),
+                Some(
+                    "NoSuchBucket"
+                        | "AccessDenied"
+                        | "InvalidAccessKeyId"
+                        | "SignatureDoesNotMatch"
+                )
+            ),
+            Self::TooManyParts { .. } | Self::SizeMismatch { .. } => false,
         }
     }
 
@@ -163,6 +191,17 @@ impl ObjectStore {
                     .with_max_attempts(5)
                     .with_initial_backoff(Duration::from_millis(200)),
             );
+        // Every request has a bounded wait (audit H2): aws-config sets only a connect timeout, and
+        // its stalled-stream protection stops watching once a request body is sent, so a store
+        // that accepts a request and never answers would hang the run forever. The attempt
+        // timeout is retried by the SDK like any transient failure.
+        builder = builder.timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(config.request_timeout)
+                .operation_attempt_timeout(config.request_timeout)
+                .build(),
+        );
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint.as_str().trim_end_matches('/'));
         }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
@@ -41,6 +42,9 @@ pub struct MultipartUpload {
     /// Whether the connection to the store is TLS (see [`MultipartUpload::on_tls`]).
     tls: bool,
 }
+
+/// The slowest upload rate a part is given time for (bytes per second).
+const MIN_PART_THROUGHPUT: u64 = 1 << 20;
 
 fn b64(crc: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
@@ -149,8 +153,29 @@ impl MultipartUpload {
         if self.crc32c {
             request = request.checksum_crc32_c(b64(crc32c));
         }
+        // A big part on a slow link may need longer than `storage.request_timeout` to send:
+        // give it the time 1 MiB/s needs, so the bound catches a silent store, not a slow one.
+        let base = self
+            .client
+            .config()
+            .timeout_config()
+            .and_then(|t| t.operation_attempt_timeout());
+        let needed = Duration::from_secs(size / MIN_PART_THROUGHPUT + 1);
+        let mut request = request.customize();
+        if let Some(base) = base
+            && needed > base
+        {
+            request = request.config_override(
+                aws_sdk_s3::config::Builder::new().timeout_config(
+                    TimeoutConfig::builder()
+                        .read_timeout(needed)
+                        .operation_attempt_timeout(needed)
+                        .build(),
+                ),
+            );
+        }
         let sent = if self.tls || self.crc32c {
-            request.customize().disable_payload_signing().send().await
+            request.disable_payload_signing().send().await
         } else {
             request.send().await
         };

@@ -84,6 +84,7 @@ impl S3Server {
             object_checksum: atlas_archiver::config::ObjectChecksum::None,
             key_template: "{prefix}{snapshot_id}".into(),
             max_concurrent_transfers: 2,
+            request_timeout: std::time::Duration::from_secs(60),
         })
         .await
     }
@@ -190,6 +191,20 @@ path = "state/journal.sqlite"
             targets = self.targets_toml(),
         );
         let path = self.path("config.toml");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        path
+    }
+
+    /// The same config with another `storage.prefix` (written as `config-prefix.toml`).
+    #[allow(dead_code)]
+    pub fn write_config_with_prefix(&self, prefix: &str) -> PathBuf {
+        let base = self.write_config("", "");
+        let text = std::fs::read_to_string(&base).unwrap_or_else(|e| panic!("{e}"));
+        let text = text.replace(
+            &format!("prefix = \"{}\"", self.prefix),
+            &format!("prefix = \"{prefix}\""),
+        );
+        let path = self.path("config-prefix.toml");
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
         path
     }

@@ -29,6 +29,16 @@ pub struct StoreFaults {
     pub complete_lost_response: u32,
     /// Any request with checksum headers gets 400 InvalidRequest.
     pub reject_checksums: bool,
+    /// UploadPart is read in full and never answered, the connection held open (a black hole).
+    pub black_hole_upload_part: u32,
+    /// CompleteMultipartUpload is read and never answered.
+    pub black_hole_complete: u32,
+    /// HeadObject is read and never answered.
+    pub black_hole_head: u32,
+    /// UploadPart answers 400 BadDigest (the store found the part's checksum wrong).
+    pub upload_part_bad_digest: u32,
+    /// AbortMultipartUpload answers 500 InternalError.
+    pub abort_500: u32,
 }
 
 /// Counters of what the proxy did.
@@ -38,6 +48,10 @@ pub struct ProxySeen {
     pub injected: u32,
     /// Requests forwarded.
     pub forwarded: u32,
+    /// UploadPart requests that carried an `x-amz-checksum-*` header.
+    pub parts_with_checksum: u32,
+    /// UploadPart requests without one.
+    pub parts_without_checksum: u32,
 }
 
 #[derive(Clone)]
@@ -120,10 +134,42 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
     let is_upload_part =
         parts.method == Method::PUT && query.contains("partNumber=") && query.contains("uploadId=");
     let is_complete = parts.method == Method::POST && query.contains("uploadId=");
+    let is_abort = parts.method == Method::DELETE && query.contains("uploadId=");
+    let is_head = parts.method == Method::HEAD;
     let has_checksum = parts.headers.keys().any(|k| {
         k.as_str().starts_with("x-amz-checksum-") || k.as_str() == "x-amz-sdk-checksum-algorithm"
     });
+    if is_upload_part {
+        let mut seen = state
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if has_checksum {
+            seen.parts_with_checksum += 1;
+        } else {
+            seen.parts_without_checksum += 1;
+        }
+    }
     let mut lose_response = false;
+    let black_hole = {
+        let mut f = state
+            .faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (is_upload_part && take(&mut f.black_hole_upload_part))
+            || (is_complete && take(&mut f.black_hole_complete))
+            || (is_head && take(&mut f.black_hole_head))
+    };
+    if black_hole {
+        state
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .injected += 1;
+        // Read what was sent, then never answer and never close.
+        let _ = to_bytes(body, 64 << 20).await;
+        return std::future::pending::<Response>().await;
+    }
     {
         let mut f = state
             .faults
@@ -131,6 +177,10 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let injected = if f.reject_checksums && has_checksum {
             Some(s3_error(StatusCode::BAD_REQUEST, "InvalidRequest"))
+        } else if is_upload_part && take(&mut f.upload_part_bad_digest) {
+            Some(s3_error(StatusCode::BAD_REQUEST, "BadDigest"))
+        } else if is_abort && take(&mut f.abort_500) {
+            Some(s3_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
         } else if is_upload_part && take(&mut f.upload_part_500) {
             Some(s3_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
         } else if is_upload_part && take(&mut f.upload_part_slowdown) {
@@ -200,7 +250,6 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
         return s3_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError");
     }
     let status = upstream.status();
-    let is_head = parts.method == Method::HEAD;
     let mut out = HeaderMap::new();
     for (k, v) in upstream.headers() {
         // A HEAD answer's Content-Length is the object's size: keep it; for bodies axum sets it.

@@ -303,3 +303,39 @@ async fn the_http_trigger_respects_the_no_overlap_rule() {
     );
     control.wait_idle().await;
 }
+
+/// A runner whose first run panics, as a bug or a hostile answer might make it.
+struct PanicsOnce {
+    runs: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl TargetRunner for PanicsOnce {
+    async fn run_target(&self, _target: Target) -> bool {
+        if self.runs.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("simulated panic in a run");
+        }
+        true
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn m1_a_run_that_panics_does_not_leave_its_target_running_forever() {
+    let clock = Arc::new(TestClock::at("2026-06-10T00:00:00Z"));
+    let runner = Arc::new(PanicsOnce {
+        runs: std::sync::atomic::AtomicU32::new(0),
+    });
+    let stop = CancellationToken::new();
+    let control = Control::new(Arc::clone(&runner), clock, vec![target("t")], stop.clone());
+    assert_eq!(control.trigger(&target("t"), "test"), Ok(()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        control.running_targets().is_empty(),
+        "the panicked run ended"
+    );
+    assert_eq!(control.trigger(&target("t"), "test"), Ok(()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(runner.runs.load(Ordering::SeqCst), 2);
+    stop.cancel();
+    control.wait_idle().await;
+}
