@@ -179,9 +179,9 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
             Some(s3_error(StatusCode::BAD_REQUEST, "InvalidRequest"))
         } else if is_upload_part && take(&mut f.upload_part_bad_digest) {
             Some(s3_error(StatusCode::BAD_REQUEST, "BadDigest"))
-        } else if is_abort && take(&mut f.abort_500) {
-            Some(s3_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
-        } else if is_upload_part && take(&mut f.upload_part_500) {
+        } else if (is_abort && take(&mut f.abort_500))
+            || (is_upload_part && take(&mut f.upload_part_500))
+        {
             Some(s3_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
         } else if is_upload_part && take(&mut f.upload_part_slowdown) {
             Some(s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown"))
