@@ -46,6 +46,7 @@ async fn main() -> Result<(), String> {
         key_template: "{snapshot_id}".into(),
         max_concurrent_transfers: 1,
         request_timeout: std::time::Duration::from_secs(120),
+        validate_archives: false,
     })
     .await;
     let buffer = Bytes::from(vec![

@@ -69,6 +69,18 @@ async fn once_archives_every_snapshot_of_two_targets_exactly_once() {
             assert_eq!(manifest["crc32c"].as_str().map(str::len), Some(8));
             assert!(manifest["restore_job_id"].is_string());
             assert!(manifest["tool_version"].is_string());
+            // What the content validation saw is recorded for a restore to check against.
+            let entries = manifest["content"]["tar_entries"].as_u64().unwrap_or(0);
+            let built = atlas_archiver::simulator::content::SnapshotBytes::new(&snap.id, snap.size);
+            assert_eq!(entries, built.entry_count() as u64, "{manifest}");
+            assert!(entries > 0);
+            let top: Vec<String> = manifest["content"]["top_level"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            assert_eq!(top, built.top_level_entries());
             archives += 1;
         }
     }
@@ -820,4 +832,25 @@ async fn store_verified_crc32c_checksums_work_or_fall_back_cleanly() {
     w.run(&["verify", "--config", &cfg], &[])
         .await
         .assert_code(0);
+}
+
+/// Audit L19: a target named twice on the command line runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l19_a_target_named_twice_runs_once() {
+    let w = World::new("twice", scenario(PROJECT, &["t-flex"], 1, &[4 << 20])).await;
+    w.sim
+        .set_faults(|f| f.throttle_bytes_per_sec = Some(8 << 20));
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    let target = format!("{PROJECT}/t-flex");
+    let run = w
+        .run(
+            &[
+                "once", "--config", &cfg, "--target", &target, "--target", &target,
+            ],
+            &[],
+        )
+        .await;
+    run.assert_code(0);
+    assert_eq!(w.sim.observed().snapshot_downloads, 1, "{}", run.stderr);
+    assert!(w.open_uploads().await.is_empty());
 }

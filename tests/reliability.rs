@@ -443,6 +443,121 @@ fn url_faults() -> Vec<Scenario> {
     ]
 }
 
+/// Audit M5: what the URL serves must be a whole `.tar.gz`; anything else is not archived, and a
+/// new download job is tried.
+fn content_faults() -> Vec<Scenario> {
+    vec![
+        scenario_of("m5 URL serves a 200 text/html error page", || async {
+            let mut c = Case::new("html", one_cluster(3 << 20, 1), "", "", false).await;
+            c.w.sim.set_faults(|f| f.html_body_burst = 1);
+            let stats = c
+                .settle_and_check("refused by its content type; a new job")
+                .await?;
+            expect(
+                c.outputs.iter().any(|o| o.contains("NOT_AN_ARCHIVE")),
+                "the refusal is named",
+            )?;
+            expect(
+                c.w.sim.observed().download_requests == 2,
+                "a new download job after the error page",
+            )?;
+            Ok(stats)
+        }),
+        scenario_of(
+            "m5 URL serves an HTML page labelled as a download",
+            || async {
+                let mut c = Case::new("html2", one_cluster(3 << 20, 1), "", "", false).await;
+                c.w.sim
+                    .set_faults(|f| f.html_without_content_type_burst = 1);
+                let stats = c.settle_and_check("refused: not gzip").await?;
+                expect(
+                    c.outputs.iter().any(|o| o.contains("not gzip data")),
+                    "the refusal says what was wrong",
+                )?;
+                Ok(stats)
+            },
+        ),
+        scenario_of("m5 chunked body ends cleanly but early", || async {
+            let mut c = Case::new("early", one_cluster(BIG, 1), "", PARTS, false).await;
+            let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+            c.w.sim.set_faults(|f| {
+                f.chunked = true;
+                f.short_body_at.insert(id, 9 << 20);
+                f.cut_times = 1;
+            });
+            let stats = c
+                .settle_and_check("truncation caught by the gzip check")
+                .await?;
+            expect(
+                c.outputs.iter().any(|o| o.contains("NOT_AN_ARCHIVE")),
+                "the truncated archive was refused",
+            )?;
+            Ok(stats)
+        }),
+        scenario_of(
+            "m2 object complete, manifest missing, then the snapshot expires",
+            || async {
+                let mut c = Case::new("m2", one_cluster(BIG, 1), "", PARTS, false).await;
+                let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+                c.crash(&[("ATLAS_ARCHIVER_CRASH_AT", "after-uploaded")])
+                    .await?;
+                c.w.sim.expire_snapshot(&id);
+                let run = c.once(&[]).await;
+                expect(
+                    run.code == 0 && !run.stdout.contains("LOST"),
+                    &format!("finished, not LOST:\n{}{}", run.stdout, tail(&run.stderr)),
+                )?;
+                let keys = c.w.keys().await;
+                expect(
+                    keys.keys().any(|k| k.ends_with(".manifest.json")) && keys.len() == 2,
+                    &format!("the archive and its manifest: {:?}", keys.keys()),
+                )?;
+                let status =
+                    c.w.run(&["status", "--config", &c.config, "--json"], &[])
+                        .await;
+                expect(
+                    status.stdout.contains("\"archived\""),
+                    "the journal row is archived",
+                )?;
+                expect(c.w.open_uploads().await.is_empty(), "no upload left open")?;
+                Ok(Stats {
+                    archived: 1,
+                    retries: c.retries(),
+                    note: "finished from the bucket, not reported LOST".into(),
+                })
+            },
+        ),
+        scenario_of(
+            "m2 upload open when the snapshot expires (Range)",
+            || async {
+                let mut c = Case::new("m2b", one_cluster(BIG, 1), "", PARTS, false).await;
+                let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+                c.w.sim.set_faults(|f| {
+                    f.range_support = true;
+                    f.throttle_bytes_per_sec = Some(8 << 20);
+                });
+                c.crash(&[("ATLAS_ARCHIVER_CRASH_AT_BYTE", "11534336")])
+                    .await?;
+                c.w.sim.expire_snapshot(&id);
+                let run = c.once(&[]).await;
+                expect(
+                    run.stdout.contains("LOST"),
+                    "a snapshot never archived and gone is LOST",
+                )?;
+                expect(
+                    c.w.open_uploads().await.is_empty(),
+                    "its open upload was aborted, not left billed forever",
+                )?;
+                Ok(Stats {
+                    archived: 0,
+                    retries: c.retries(),
+                    note: "LOST, and its upload aborted".into(),
+                })
+            },
+        ),
+    ]
+}
+
 fn atlas_faults() -> Vec<Scenario> {
     vec![
         scenario_of("Atlas 429 burst with Retry-After", || async {
@@ -513,6 +628,12 @@ fn atlas_faults() -> Vec<Scenario> {
                 )?;
                 c.w.sim.expire_snapshot(&id);
                 c.w.sim.set_faults(|f| f.vanished.clear());
+                // Audit L3: the same loss is not reported (and paged) a second time.
+                let second = c.once(&[]).await;
+                expect(
+                    second.code == 0 && !second.stdout.contains("LOST"),
+                    &format!("l3: LOST reported once, not again:\n{}", second.stdout),
+                )?;
                 c.settle_and_check("reported LOST once").await
             },
         ),
@@ -807,6 +928,7 @@ fn main() {
     scenarios.extend(crash_points());
     scenarios.extend(random_kills());
     scenarios.extend(url_faults());
+    scenarios.extend(content_faults());
     scenarios.extend(atlas_faults());
     scenarios.extend(store_faults());
     scenarios.extend(store_black_holes());

@@ -39,30 +39,36 @@ pub(super) async fn run(
     })
 }
 
-/// `--target` values must name configured targets.
+/// `--target` values must name configured targets. A target named twice runs once: two
+/// pipelines on the same journal rows would race each other (audit L19).
 pub(super) fn select_targets(config: &Config, args: &[String]) -> Result<Vec<Target>, Failure> {
     if args.is_empty() {
         return Ok(config.targets.clone());
     }
-    args.iter()
-        .map(|a| {
-            let t = Target::parse(a).map_err(|m| Failure::Usage(format!("--target: {m}")))?;
-            if config.targets.contains(&t) {
-                Ok(t)
-            } else {
-                Err(Failure::Usage(format!(
-                    "--target {t} is not in {}; configured targets: {}",
-                    config.source.display(),
-                    config
-                        .targets
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )))
-            }
-        })
-        .collect()
+    let mut selected: Vec<Target> = Vec::new();
+    for t in args.iter().map(|a| {
+        let t = Target::parse(a).map_err(|m| Failure::Usage(format!("--target: {m}")))?;
+        if config.targets.contains(&t) {
+            Ok(t)
+        } else {
+            Err(Failure::Usage(format!(
+                "--target {t} is not in {}; configured targets: {}",
+                config.source.display(),
+                config
+                    .targets
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    }) {
+        let t = t?;
+        if !selected.contains(&t) {
+            selected.push(t);
+        }
+    }
+    Ok(selected)
 }
 
 /// Opens the journal, connects to Atlas and the store, and runs the pipeline over `targets`.
@@ -141,9 +147,13 @@ pub(super) fn print_reports(reports: &[TargetReport]) {
                     object_key,
                     size_bytes,
                     sha256,
+                    tar_entries,
                 } => {
+                    let checked = tar_entries
+                        .map(|n| format!("  valid tar.gz, {n} entries"))
+                        .unwrap_or_default();
                     println!(
-                        "  archived  {snapshot_id}  {:>10}  sha256 {sha256}  -> {object_key}",
+                        "  archived  {snapshot_id}  {:>10}  sha256 {sha256}{checked}  -> {object_key}",
                         format_bytes(*size_bytes)
                     );
                 }

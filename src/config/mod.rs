@@ -246,6 +246,8 @@ pub struct StorageConfig {
     pub max_concurrent_transfers: usize,
     /// `storage.request_timeout`: the longest wait for one S3 request's answer.
     pub request_timeout: Duration,
+    /// `storage.validate_archives`.
+    pub validate_archives: bool,
 }
 
 /// `[journal]`, validated.
@@ -438,8 +440,8 @@ impl Config {
         ));
         out.push_str(&format!("key_template = {:?}\n", s.key_template));
         out.push_str(&format!(
-            "max_concurrent_transfers = {}\nrequest_timeout = \"{:?}\"\n",
-            s.max_concurrent_transfers, s.request_timeout
+            "max_concurrent_transfers = {}\nrequest_timeout = \"{:?}\"\nvalidate_archives = {}\n",
+            s.max_concurrent_transfers, s.request_timeout, s.validate_archives
         ));
         out.push_str(&format!(
             "\n[journal]\npath = {:?}\n",
@@ -1017,6 +1019,7 @@ impl Validator<'_> {
             key_template,
             max_concurrent_transfers: max_concurrent_transfers as usize,
             request_timeout,
+            validate_archives: s.validate_archives.unwrap_or(true),
         })
     }
 }

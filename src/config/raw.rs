@@ -99,6 +99,10 @@ pub struct RawStorage {
     /// A part upload gets more when its size needs it (at 1 MiB/s). A store that stops answering
     /// fails the request after this, and the SDK retries it.
     pub request_timeout: Option<String>,
+    /// Check, while it streams, that each snapshot is a whole `.tar.gz` (gzip CRC-32 and
+    /// length, every tar header, the end-of-archive blocks) and refuse to archive anything else
+    /// (default true).
+    pub validate_archives: Option<bool>,
 }
 
 /// `[schedule]`

@@ -483,7 +483,10 @@ impl Journal {
                     to: to.to_string(),
                 });
             }
-            let failed = to == SnapshotState::Failed;
+            // An attempt is counted where a failure is recorded with its error, once: a later
+            // transition that only updates a field of a failed row is not another attempt
+            // (audit L9: a refused URL counted two).
+            let failed = to == SnapshotState::Failed && change.error.is_some();
             let archived = to == SnapshotState::Archived;
             tx.execute(
                 "UPDATE snapshots SET

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::validate::ContentFacts;
+
 /// Identifies the manifest format.
 pub const MANIFEST_FORMAT: &str = "atlas-archiver-manifest/1";
 
@@ -34,6 +36,10 @@ pub struct Manifest {
     pub crc32c: String,
     /// The Atlas download job that produced it.
     pub restore_job_id: Option<String>,
+    /// What the content validation saw (absent in manifests written before it existed, or
+    /// when `storage.validate_archives = false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentFacts>,
     /// When it was archived.
     pub archived_at: DateTime<Utc>,
     /// `atlas-archiver`.

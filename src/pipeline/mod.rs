@@ -9,6 +9,7 @@ pub mod digest;
 pub mod manifest;
 pub mod rebuild;
 pub mod transfer;
+pub mod validate;
 pub mod verify;
 
 use std::sync::Arc;
@@ -56,6 +57,10 @@ pub enum ArchiveError {
     /// The journal. Fatal for the run: without it we cannot promise exactly-once.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// Atlas answered the download request with 404: the snapshot is gone. Only this answer
+    /// means LOST; a 404 elsewhere (a restore job garbage-collected while polled) does not.
+    #[error("Atlas no longer holds this snapshot and it was never archived: {0}")]
+    SnapshotGone(#[source] AtlasError),
     /// Something we checked did not hold.
     #[error("{0}")]
     Integrity(String),
@@ -69,6 +74,7 @@ impl ArchiveError {
             Self::Transfer(e) => e.reason(),
             Self::Store(e) => e.reason(),
             Self::Journal(_) => "JOURNAL".into(),
+            Self::SnapshotGone(_) => "SNAPSHOT_LOST".into(),
             Self::Integrity(_) => "INTEGRITY".into(),
         }
     }
@@ -99,6 +105,8 @@ pub struct PipelineSettings {
     pub max_concurrent_transfers: usize,
     /// Download stall timeout.
     pub download: DownloadSettings,
+    /// `storage.validate_archives`: check that each snapshot is a whole `.tar.gz`.
+    pub validate_archives: bool,
 }
 
 impl PipelineSettings {
@@ -113,6 +121,7 @@ impl PipelineSettings {
             download: DownloadSettings {
                 read_timeout: config.atlas.download_read_timeout,
             },
+            validate_archives: config.storage.validate_archives,
         }
     }
 }
@@ -131,6 +140,9 @@ pub enum SnapshotOutcome {
         size_bytes: u64,
         /// SHA-256.
         sha256: String,
+        /// Tar entries the validation counted (absent when validation is off).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tar_entries: Option<u64>,
     },
     /// The bucket already held it (manifest and size match): recorded without a download.
     Adopted {
@@ -335,6 +347,12 @@ impl Archiver {
             info!(count = listed.len(), "listed snapshots");
             for snapshot in &listed {
                 let Some(id) = snapshot.id.clone() else { continue };
+                // Ids become parts of object keys and URL paths: take only what the contract
+                // allows (`^[a-f0-9]{24}$`), never a path (audit L18).
+                if !is_object_id(&id) {
+                    warn!(snapshot = %id.escape_debug().to_string(), "Atlas listed a snapshot id that is not 24 lowercase hex digits; skipping it");
+                    continue;
+                }
                 match snapshot.phase() {
                     Phase::Completed => {}
                     Phase::Unknown(s) => {
@@ -397,6 +415,32 @@ impl Archiver {
             {
                 continue;
             }
+            // The object may be complete in the bucket, only its manifest missing (a crash, or a
+            // store incident on the snapshot's last day): finish it rather than cry LOST (M2).
+            if let Some(object_key) = record.object_key.clone() {
+                match self.finish_recorded_upload(&record, &object_key).await {
+                    Ok(Some(outcome)) => {
+                        lost.push(outcome);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(snapshot = %record.snapshot_id, error = %e, "cannot finish the recorded upload of a snapshot Atlas no longer lists");
+                        lost.push(SnapshotOutcome::Failed {
+                            snapshot_id: record.snapshot_id.clone(),
+                            reason: e.reason(),
+                            error: e.to_string(),
+                        });
+                        continue;
+                    }
+                }
+                // An upload still open for it can never be finished now: abort it, so that no
+                // billed orphan stays behind.
+                if record.upload_id.is_some() {
+                    self.abort_recorded_upload(&record.key(), &object_key)
+                        .await?;
+                }
+            }
             error!(snapshot = %record.snapshot_id, "snapshot LOST: Atlas no longer holds it and it was never archived");
             self.metrics.record_lost(target);
             self.journal
@@ -440,7 +484,10 @@ impl Archiver {
             if record.state == SnapshotState::Archived {
                 return Ok(SnapshotOutcome::AlreadyArchived { snapshot_id: id.to_owned() });
             }
-            let object_key = keys::render(
+            // Once a key is recorded it stays the snapshot's key: a template or prefix edited
+            // since, or a snapshot listed without timestamps, must not move an upload in flight
+            // (audit L5).
+            let object_key = record.object_key.clone().unwrap_or_else(|| keys::render(
                 &self.settings.key_template,
                 &keys::KeyParts {
                     prefix: &self.settings.prefix,
@@ -449,7 +496,7 @@ impl Archiver {
                     snapshot_id: id,
                     finished: snapshot.finish_time.or(snapshot.scheduled_time).unwrap_or_else(Utc::now),
                 },
-            );
+            ));
             if let Some(outcome) = self.finish_recorded_upload(&record, &object_key).await? {
                 return Ok(outcome);
             }
@@ -467,19 +514,24 @@ impl Archiver {
                 let retry = e.is_retryable() && attempt < ATTEMPTS_PER_RUN && !self.shutdown.drain.is_cancelled();
                 // An upload whose download side failed is kept for a ranged resume by the next
                 // attempt of this run; otherwise it is aborted now, so that nothing is left behind.
-                let keep_upload = retry && matches!(&e, ArchiveError::Transfer(t) if t.upload_is_resumable());
+                // A shutdown keeps the upload too: its parts are journalled, so a planned restart
+                // resumes like a crash does (audit L1).
+                let cancelled = matches!(e, ArchiveError::Transfer(TransferError::Cancelled));
+                let keep_upload = cancelled
+                    || (retry && matches!(&e, ArchiveError::Transfer(t) if t.upload_is_resumable()));
                 if !keep_upload {
                     self.abort_recorded_upload(&key, &object_key).await?;
                 }
-                if matches!(e, ArchiveError::Transfer(TransferError::Cancelled)) {
+                if cancelled {
                     // Not a failure of the snapshot: leave it resumable, without counting an attempt.
+                    let state = self.row(&key).await?.state;
                     self.journal
-                        .transition(&key, SnapshotState::DownloadRequested, Change {
-                            note: Some("interrupted by shutdown; the upload was aborted and the next run starts again".into()),
+                        .transition(&key, state, Change {
+                            note: Some("interrupted by shutdown; the upload is kept for a resume".into()),
                             ..Change::default()
                         })
                         .await?;
-                    warn!("transfer interrupted by shutdown; the next run takes it up again");
+                    warn!("transfer interrupted by shutdown; the next run resumes it");
                     return Err(e);
                 }
                 self.metrics.record_failure(target, &e.reason());
@@ -489,7 +541,7 @@ impl Archiver {
                     ..Change::default()
                 };
                 self.journal.transition(&key, SnapshotState::Failed, change).await?;
-                if matches!(&e, ArchiveError::Atlas(a) if a.is_not_found()) {
+                if matches!(&e, ArchiveError::SnapshotGone(_)) {
                     error!(error = %e, "snapshot LOST: Atlas no longer holds it and it was never archived");
                     self.metrics.record_lost(target);
                     return Ok(SnapshotOutcome::Lost { snapshot_id: id.to_owned() });
@@ -498,11 +550,15 @@ impl Archiver {
                     error!(error = %e, reason = %e.reason(), attempt, "snapshot not archived; the next run tries again");
                     return Err(e);
                 }
-                // A refused URL needs a new download job; anything else may reuse the current one.
-                if matches!(e, ArchiveError::Transfer(TransferError::UrlRejected { .. })) {
+                // A refused URL, or one that served something other than an archive, needs a new
+                // download job; anything else may reuse the current one.
+                if matches!(
+                    e,
+                    ArchiveError::Transfer(TransferError::UrlRejected { .. } | TransferError::Content(_))
+                ) {
                     self.journal
                         .transition(&key, SnapshotState::Failed, Change {
-                            note: Some("the snapshot URL was refused: a new download job will be requested".into()),
+                            note: Some("a new download job will be requested".into()),
                             restore_job_id: Some(String::new()),
                             ..Change::default()
                         })
@@ -578,7 +634,7 @@ impl Archiver {
         match self.store.head(object_key).await? {
             Some(head) if head.size == size => {
                 info!(key = %object_key, "the upload of an earlier attempt was completed; finishing it without a new download");
-                self.finish(&record.key(), object_key).await.map(Some)
+                self.finish(&record.key(), object_key, None).await.map(Some)
             }
             _ => Ok(None),
         }
@@ -696,13 +752,33 @@ impl Archiver {
                         .find_live_job(key)
                         .await?
                         .ok_or_else(|| ArchiveError::Integrity("Atlas says a download is in progress but lists none for this snapshot".into()))?,
+                    Err(e) if e.is_not_found() => return Err(ArchiveError::SnapshotGone(e)),
                     Err(e) => return Err(e.into()),
                 }
             }
         };
-        let job_id = job.id.clone().ok_or_else(|| {
-            ArchiveError::Integrity("Atlas returned a download job without an id".into())
-        })?;
+        let job_id =
+            job.id
+                .clone()
+                .filter(|id| is_object_id(id))
+                .ok_or_else(|| {
+                    ArchiveError::Integrity(
+                "Atlas returned a download job without a valid id (24 lowercase hex digits)".into(),
+            )
+                })?;
+        // Audit S3: the job must be for this snapshot, or its bytes would be archived under
+        // another snapshot's key.
+        if job
+            .snapshot_id
+            .as_deref()
+            .is_some_and(|s| s != key.snapshot_id)
+        {
+            return Err(ArchiveError::Integrity(format!(
+                "Atlas answered the download request for snapshot {} with a job for snapshot {}",
+                key.snapshot_id,
+                job.snapshot_id.as_deref().unwrap_or_default()
+            )));
+        }
         self.journal
             .transition(
                 key,
@@ -781,8 +857,11 @@ impl Archiver {
         let outcome = transfer::pump(
             source,
             &upload,
-            part_size,
-            self.settings.parts_in_flight,
+            transfer::PumpOptions {
+                part_size,
+                parts_in_flight: self.settings.parts_in_flight,
+                validate: self.settings.validate_archives,
+            },
             &self.shutdown.abort,
             &log,
             resume,
@@ -823,7 +902,9 @@ impl Archiver {
             return Err(e.into());
         }
         crate::fault::point("after-complete");
-        let archived = self.finish(key, object_key).await?;
+        let archived = self
+            .finish(key, object_key, outcome.content.clone())
+            .await?;
         let secs = started.elapsed().as_secs_f64().max(1e-6);
         info!(
             key = %object_key,
@@ -1004,11 +1085,14 @@ impl Archiver {
         Ok(Some((upload, source, part_size, point)))
     }
 
-    /// The object is complete: confirm its size by HEAD, write the manifest, mark it archived.
+    /// The object is complete: confirm its size by HEAD, validate its content when the stream's
+    /// validator did not see all of it (a resume, a crash after Complete), write the manifest,
+    /// mark it archived.
     async fn finish(
         &self,
         key: &SnapshotKey,
         object_key: &str,
+        content: Option<validate::ContentFacts>,
     ) -> Result<SnapshotOutcome, ArchiveError> {
         let record = self.row(key).await?;
         let (Some(size), Some(sha256), Some(crc32c)) = (
@@ -1045,6 +1129,13 @@ impl Archiver {
             )
             .await?;
         crate::fault::point("after-uploaded");
+        let content = match content {
+            Some(facts) => Some(facts),
+            None if self.settings.validate_archives => {
+                Some(self.validate_stored(key, object_key).await?)
+            }
+            None => None,
+        };
         let manifest = Manifest {
             format: MANIFEST_FORMAT.to_owned(),
             project_id: key.project_id.clone(),
@@ -1058,6 +1149,7 @@ impl Archiver {
             sha256: sha256.clone(),
             crc32c,
             restore_job_id: record.restore_job_id.clone(),
+            content: content.clone(),
             archived_at: Utc::now(),
             tool: "atlas-archiver".to_owned(),
             tool_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -1089,7 +1181,55 @@ impl Archiver {
             object_key: object_key.to_owned(),
             size_bytes: size,
             sha256,
+            tar_entries: content.map(|c| c.tar_entries),
         })
+    }
+
+    /// Reads a completed object back from the store through the content validator. An object
+    /// that is not a valid archive is deleted (it is ours: this snapshot's key, completed by this
+    /// journal's upload) so that nothing invalid stays under an archive's name.
+    async fn validate_stored(
+        &self,
+        key: &SnapshotKey,
+        object_key: &str,
+    ) -> Result<validate::ContentFacts, ArchiveError> {
+        info!(key = %object_key, "validating the completed archive by reading it back (its stream was resumed)");
+        let mut reader = self.store.open_read(object_key).await?;
+        let mut validator = validate::Validator::start();
+        let mut verdict = Ok(());
+        while let Some(chunk) = reader.next_chunk().await? {
+            if let Err(e) = validator.feed(chunk).await {
+                verdict = Err(e);
+                break;
+            }
+        }
+        let verdict = match verdict {
+            Ok(()) => validator.finish().await,
+            Err(e) => Err(e),
+        };
+        match verdict {
+            Ok(facts) => Ok(facts),
+            Err(e) => {
+                warn!(key = %object_key, error = %e, "the completed object is not a valid archive; deleting it");
+                self.store.delete(object_key).await?;
+                self.journal
+                    .transition(
+                        key,
+                        SnapshotState::Failed,
+                        Change {
+                            clear_result: true,
+                            restore_job_id: Some(String::new()),
+                            note: Some(
+                                "the completed object was not a valid archive and was deleted"
+                                    .into(),
+                            ),
+                            ..Change::default()
+                        },
+                    )
+                    .await?;
+                Err(TransferError::Content(e).into())
+            }
+        }
     }
 
     /// Aborts multipart uploads that are certainly ours and that the journal does not own: those
@@ -1160,6 +1300,11 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.transfer_in_flight(-1);
     }
+}
+
+/// `^[a-f0-9]{24}$`: an Atlas object id.
+fn is_object_id(id: &str) -> bool {
+    id.len() == 24 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A download job that can still deliver: not failed, a download, URL not (nearly) expired.

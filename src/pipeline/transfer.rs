@@ -18,6 +18,7 @@ use url::Url;
 use async_trait::async_trait;
 
 use super::digest::ResumableSha256;
+use super::validate::{self, ContentError, ContentFacts, Validator};
 use crate::journal::PartRecord;
 use crate::store::{CompletedPartInfo, MAX_PARTS, MultipartUpload, StoreError};
 
@@ -107,6 +108,9 @@ pub enum TransferError {
     /// The journal could not record a part.
     #[error("cannot record an uploaded part in the journal: {0}")]
     PartLog(String),
+    /// What was served is not a valid snapshot archive.
+    #[error("not archived: {0}")]
+    Content(#[from] ContentError),
 }
 
 impl TransferError {
@@ -120,6 +124,7 @@ impl TransferError {
             Self::Cancelled => "CANCELLED".into(),
             Self::RangeRefused { .. } => "RANGE_REFUSED".into(),
             Self::PartLog(_) => "JOURNAL".into(),
+            Self::Content(_) => "NOT_AN_ARCHIVE".into(),
         }
     }
 
@@ -141,9 +146,12 @@ impl TransferError {
             Self::Download { reason, .. } => {
                 *reason != "BAD_SNAPSHOT_URL" && *reason != "EMPTY_DOWNLOAD"
             }
-            Self::UrlRejected { .. } | Self::LengthMismatch { .. } | Self::RangeRefused { .. } => {
-                true
-            }
+            // An error page served as a success may be a passing proxy fault: a new download
+            // job is tried (and a later run tries again).
+            Self::UrlRejected { .. }
+            | Self::LengthMismatch { .. }
+            | Self::RangeRefused { .. }
+            | Self::Content(_) => true,
             Self::Store(e) => e.is_retryable(),
             Self::Cancelled | Self::PartLog(_) => false,
         }
@@ -190,6 +198,7 @@ pub struct Source {
 pub async fn open(client: &reqwest::Client, url: &SnapshotUrl) -> Result<Source, TransferError> {
     let response = send(client, url, None).await?;
     check_status(url, response.status())?;
+    check_content_type(&response)?;
     if response.status() != StatusCode::OK {
         return Err(TransferError::Download {
             reason: "DOWNLOAD_HTTP_STATUS",
@@ -216,6 +225,7 @@ pub async fn open_from(
 ) -> Result<Source, TransferError> {
     let response = send(client, url, Some((offset, etag))).await?;
     check_status(url, response.status())?;
+    check_content_type(&response)?;
     let refused = |detail: String| TransferError::RangeRefused { offset, detail };
     if response.status() != StatusCode::PARTIAL_CONTENT {
         return Err(refused(format!(
@@ -230,7 +240,9 @@ pub async fn open_from(
         .ok_or_else(|| refused("206 without Content-Range".into()))?;
     let (start, end, whole) = parse_content_range(range)
         .ok_or_else(|| refused(format!("unreadable Content-Range {range:?}")))?;
-    if start != offset || whole.is_none_or(|w| end + 1 != w) || (total.is_some() && whole != total)
+    if start != offset
+        || whole.is_none_or(|w| end.checked_add(1) != Some(w))
+        || (total.is_some() && whole != total)
     {
         return Err(refused(format!(
             "Content-Range {range:?} does not continue at {offset} of {total:?}"
@@ -278,6 +290,15 @@ fn check_status(url: &SnapshotUrl, status: StatusCode) -> Result<(), TransferErr
         });
     }
     Ok(())
+}
+
+/// A `text/*` body is an error page, not a snapshot: refused before anything is uploaded.
+fn check_content_type(response: &reqwest::Response) -> Result<(), TransferError> {
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    validate::check_content_type(content_type).map_err(TransferError::Content)
 }
 
 fn etag_of(response: &reqwest::Response) -> Option<String> {
@@ -336,6 +357,19 @@ pub struct TransferOutcome {
     pub crc32c: String,
     /// Parts in the object.
     pub parts: Vec<CompletedPartInfo>,
+    /// What the content validation saw, when it watched the whole stream (not on a resume).
+    pub content: Option<ContentFacts>,
+}
+
+/// How a transfer streams.
+#[derive(Debug, Clone, Copy)]
+pub struct PumpOptions {
+    /// Bytes per part.
+    pub part_size: u64,
+    /// Parts uploading at once.
+    pub parts_in_flight: usize,
+    /// Validate the content as a `.tar.gz` on the side of the stream.
+    pub validate: bool,
 }
 
 /// Pumps `source` into `upload` (continuing from `resume`) and hands the outcome back; the
@@ -344,13 +378,16 @@ pub struct TransferOutcome {
 pub async fn pump(
     mut source: Source,
     upload: &MultipartUpload,
-    part_size: u64,
-    parts_in_flight: usize,
+    options: PumpOptions,
     cancel: &CancellationToken,
     log: &dyn PartLog,
     resume: Option<ResumePoint>,
 ) -> Result<TransferOutcome, TransferError> {
-    let mut state = PumpState::new(part_size, parts_in_flight.max(1), resume);
+    // A resumed stream starts mid-archive, where no validator can pick it up: the pipeline
+    // validates the completed object instead.
+    let validator = (options.validate && resume.is_none()).then(Validator::start);
+    let mut state = PumpState::new(options.part_size, options.parts_in_flight.max(1), resume);
+    state.validator = validator;
     let result = tokio::select! {
         r = state.run(&mut source, upload, log) => r,
         () = cancel.cancelled() => Err(TransferError::Cancelled),
@@ -405,6 +442,7 @@ struct PumpState {
     crc: u32,
     part_crc: u32,
     bytes: u64,
+    validator: Option<Validator>,
 }
 
 impl PumpState {
@@ -426,6 +464,7 @@ impl PumpState {
             crc,
             part_crc: 0,
             bytes,
+            validator: None,
         }
     }
 
@@ -453,6 +492,9 @@ impl PumpState {
                     ),
                 })?
         {
+            if let Some(validator) = &mut self.validator {
+                validator.feed(chunk.clone()).await?;
+            }
             // Split at part boundaries before hashing, so that the hash state at the end of
             // each part is known (and journalled) for a resume.
             let mut rest = &chunk[..];
@@ -494,6 +536,11 @@ impl PumpState {
                     .into(),
             });
         }
+        // The verdict on the content before the last part goes out: nothing invalid is completed.
+        let content = match self.validator.take() {
+            Some(validator) => Some(validator.finish().await?),
+            None => None,
+        };
         if !self.buffer.is_empty() {
             self.submit(upload, log).await?;
         }
@@ -507,6 +554,7 @@ impl PumpState {
             sha256: sha.finalize_hex(),
             crc32c: format!("{:08x}", self.crc),
             parts: std::mem::take(&mut self.done),
+            content,
         })
     }
 

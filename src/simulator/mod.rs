@@ -100,6 +100,10 @@ pub struct Faults {
     pub throttle_bytes_per_sec: Option<u64>,
     /// Right after serving the first page of a snapshot list, add a new snapshot (once).
     pub new_snapshot_after_first_page: bool,
+    /// The next N snapshot downloads answer `200 text/html` with an error page.
+    pub html_body_burst: u32,
+    /// The next N snapshot downloads answer `200 application/octet-stream` with an HTML page.
+    pub html_without_content_type_burst: u32,
     /// The next N token requests are rejected (401 `invalid_client`) even with good
     /// credentials: an identity-provider hiccup, or an IP access list fixed later.
     pub reject_next_logins: u32,

@@ -665,6 +665,27 @@ async fn download(
         else {
             return (StatusCode::NOT_FOUND, "snapshot no longer exists").into_response();
         };
+        if s.faults.html_body_burst > 0 {
+            // A proxy or CDN error page, served as a success.
+            s.faults.html_body_burst -= 1;
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1><p>The upstream server did not answer.</p></body></html>\n",
+            )
+                .into_response();
+        }
+        if s.faults.html_without_content_type_burst > 0 {
+            // The same page, labelled as a download: only the content shows it is not an archive.
+            s.faults.html_without_content_type_burst -= 1;
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                "<!DOCTYPE html><html><body><h1>Service Unavailable</h1></body></html>\n"
+                    .repeat(200),
+            )
+                .into_response();
+        }
         let f = &s.faults;
         let mut ending = match (
             f.cut_after.get(&snap.id),
@@ -697,13 +718,12 @@ async fn download(
         )
     };
     let etag = snapshot_etag(&snapshot_id, size);
-    // A range is honoured when supported, word-aligned (the generator works in 8-byte words),
-    // inside the object, and the If-Range validator (if any) still matches.
+    // A range is honoured when supported, inside the object, and the If-Range validator (if any) still matches.
     let if_range_ok = headers
         .get(header::IF_RANGE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v == etag);
-    let start = range_start(&headers).filter(|n| ranges && if_range_ok && n % 8 == 0 && *n < size);
+    let start = range_start(&headers).filter(|n| ranges && if_range_ok && *n < size);
     let offset = start.unwrap_or(0);
     let mut generator = SnapshotBytes::new(&snapshot_id, size);
     generator.skip(offset);

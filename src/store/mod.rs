@@ -148,6 +148,24 @@ impl StoreError {
     }
 }
 
+/// An object being read, chunk by chunk.
+pub struct ObjectReader {
+    body: ByteStream,
+    key: String,
+}
+
+impl ObjectReader {
+    /// The next chunk, or `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
+        self.body.try_next().await.map_err(|e| StoreError::Request {
+            operation: "GetObject",
+            key: self.key.clone(),
+            code: None,
+            message: e.to_string(),
+        })
+    }
+}
+
 /// What HEAD says about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -319,6 +337,17 @@ impl ObjectStore {
         key: &str,
         mut sink: impl FnMut(&[u8]),
     ) -> Result<u64, StoreError> {
+        let mut reader = self.open_read(key).await?;
+        let mut total = 0u64;
+        while let Some(chunk) = reader.next_chunk().await? {
+            total += chunk.len() as u64;
+            sink(&chunk);
+        }
+        Ok(total)
+    }
+
+    /// Opens an object for reading, chunk by chunk.
+    pub async fn open_read(&self, key: &str) -> Result<ObjectReader, StoreError> {
         let out = self
             .client
             .get_object()
@@ -327,18 +356,10 @@ impl ObjectStore {
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("GetObject", key, e))?;
-        let mut body = out.body;
-        let mut total = 0u64;
-        while let Some(chunk) = body.try_next().await.map_err(|e| StoreError::Request {
-            operation: "GetObject",
+        Ok(ObjectReader {
+            body: out.body,
             key: key.to_owned(),
-            code: None,
-            message: e.to_string(),
-        })? {
-            total += chunk.len() as u64;
-            sink(&chunk);
-        }
-        Ok(total)
+        })
     }
 
     /// Starts a multipart upload, with a full-object CRC32C when configured. A store that refuses

@@ -85,6 +85,7 @@ impl S3Server {
             key_template: "{prefix}{snapshot_id}".into(),
             max_concurrent_transfers: 2,
             request_timeout: std::time::Duration::from_secs(60),
+            validate_archives: true,
         })
         .await
     }
