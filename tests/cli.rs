@@ -253,4 +253,11 @@ async fn an_unreachable_bucket_fails_the_run_with_exit_1() {
         run.stderr
     );
     assert!(!run.all().contains("storage-secret-value"));
+    // One readable line, never the SDK's Debug dump of the raw response.
+    for line in run.stderr.lines().filter(|l| l.contains("bucket")) {
+        assert!(
+            !line.contains("ErrorMetadata") && !line.contains("SdkBody") && line.len() < 400,
+            "{line}"
+        );
+    }
 }

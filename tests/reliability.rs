@@ -400,6 +400,21 @@ fn url_faults() -> Vec<Scenario> {
                 c.w.sim.observed().download_requests == 3,
                 "a second job for the refused URL",
             )?;
+            // Audit L9: one refused URL is one failed attempt, not two.
+            let status =
+                c.w.run(&["status", "--config", &c.config, "--json"], &[])
+                    .await;
+            let report = parse_json(&status.stdout);
+            let attempts: Vec<u64> = report["targets"][0]["snapshots"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["attempts"].as_u64())
+                .collect();
+            expect(
+                attempts.iter().max() == Some(&1),
+                &format!("l9: one attempt counted for the refused URL: {attempts:?}"),
+            )?;
             Ok(stats)
         }),
         scenario_of("URL serves fewer bytes than Content-Length", || async {

@@ -13,7 +13,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
@@ -118,7 +118,7 @@ impl StoreError {
         R: std::fmt::Debug,
     {
         let code = error.code().map(str::to_owned);
-        let mut message = DisplayErrorContext(&error).to_string();
+        let mut message = readable(&error);
         if code.as_deref() == Some("NoSuchBucket") {
             message.push_str(" (create the bucket, or fix storage.bucket)");
         } else if matches!(
@@ -146,6 +146,35 @@ impl StoreError {
             Self::SizeMismatch { .. } => "SIZE_MISMATCH".into(),
         }
     }
+}
+
+/// One readable line for an SDK error: the store's code and message for a service error, the
+/// error chain joined with `: ` otherwise; never the SDK's `Debug` dump of the raw response.
+fn readable<E, R>(error: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if let SdkError::ServiceError(service) = error {
+        let e = service.err();
+        return match (e.code(), e.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_owned(),
+            (None, Some(message)) => message.to_owned(),
+            (None, None) => e.to_string(),
+        };
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// An object being read, chunk by chunk.
