@@ -388,3 +388,58 @@ async fn a_second_signal_aborts_at_once() {
     }
     assert!(w.keys().await.is_empty());
 }
+
+/// Audit L11: a shutdown while waiting for Atlas to prepare a download ends the wait at once
+/// (for `once` and for the daemon), instead of after `restore_timeout` or the grace period; the
+/// journalled job is reused by the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l11_a_signal_while_waiting_for_atlas_ends_the_wait() {
+    let w = World::new("waiting", scenario(PROJECT, &["w-flex"], 1, &[1 << 20])).await;
+    w.sim.set_faults(|f| f.jobs_never_complete = true);
+    let config = w
+        .write_config("restore_timeout = \"10m\"", "")
+        .to_string_lossy()
+        .into_owned();
+    // For the daemon, a grace period far longer than the test: only the wait's own
+    // cancellation can end it in time.
+    let text = std::fs::read_to_string(&config).unwrap_or_default();
+    let daemon = w.path("daemon.toml");
+    std::fs::write(
+        &daemon,
+        text.replace(
+            "[journal]",
+            "[schedule]\ncron = \"*/2 * * * * *\"\nshutdown_grace = \"10m\"\n\n[server]\nlisten = \"\"\n\n[journal]",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let daemon = daemon.to_string_lossy().into_owned();
+    for (command, config) in [("once", &config), ("run", &daemon)] {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"));
+        cmd.args([command, "--config", config.as_str()])
+            .current_dir(w.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}"));
+        let before = w.sim.observed().api_requests;
+        wait_for(
+            "polling a restore job",
+            Duration::from_secs(30),
+            async || {
+                w.sim.observed().download_requests >= 1
+                    && w.sim.observed().api_requests > before + 2
+            },
+        )
+        .await;
+        signal(&child, "-TERM");
+        let (_, stderr, _) = finish(child, Duration::from_secs(60)).await;
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert_eq!(
+        w.sim.observed().download_requests,
+        1,
+        "the journalled job was reused, not requested again"
+    );
+}

@@ -572,6 +572,18 @@ impl Archiver {
         .await
     }
 
+    /// Runs a wait until it ends or shutdown begins (drain or abort), whichever comes first.
+    async fn until_shutdown<T>(
+        &self,
+        wait: impl std::future::Future<Output = T>,
+    ) -> Result<T, ArchiveError> {
+        tokio::select! {
+            out = wait => Ok(out),
+            () = self.shutdown.drain.cancelled() => Err(TransferError::Cancelled.into()),
+            () = self.shutdown.abort.cancelled() => Err(TransferError::Cancelled.into()),
+        }
+    }
+
     /// The journal's row of a snapshot this run already discovered.
     async fn row(&self, key: &SnapshotKey) -> Result<SnapshotRecord, ArchiveError> {
         self.journal.get(key).await?.ok_or_else(|| {
@@ -816,17 +828,18 @@ impl Archiver {
         let record = self.row(key).await?;
         let previous_job = record.restore_job_id.clone();
         let job = self.obtain_job(key, &record).await?;
+        // The waits (for Atlas to prepare the URL, up to `restore_timeout`, and for a transfer
+        // slot) end at once on shutdown: nothing is in flight yet, and the journalled job is
+        // reused by the next run (audit L11).
         let job = self
-            .atlas
-            .wait_for_url(&key.project_id, &key.cluster, job)
-            .await?;
+            .until_shutdown(self.atlas.wait_for_url(&key.project_id, &key.cluster, job))
+            .await??;
         let url = SnapshotUrl::parse(job.snapshot_url.as_deref().unwrap_or_default())?;
         info!(url = %url, "download ready");
         // Waiting for Atlas holds no slot; the transfer itself does.
         let _slot = self
-            .transfers
-            .acquire()
-            .await
+            .until_shutdown(self.transfers.acquire())
+            .await?
             .map_err(|_| ArchiveError::Integrity("the transfer limiter was closed".into()))?;
         let _in_flight = InFlight::new(&self.metrics);
 
