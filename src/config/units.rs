@@ -27,7 +27,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("`{text}` is not a valid duration"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    // Beyond a century is a typo, and `Duration::from_secs_f64` panics near 1.8e19 s (audit L10).
+    if seconds > 100.0 * 365.25 * 86_400.0 {
+        return Err(format!(
+            "`{text}` is longer than 100 years; use a duration such as \"30s\", \"5m\" or \"2h\""
+        ));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is not a valid duration"))
 }
 
 /// Parses `16MiB`, `8 MiB`, `5GiB`, `64KiB` or a plain number of bytes. Decimal units (`MB`, `GB`)
@@ -89,6 +95,9 @@ mod tests {
         assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
         assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_duration("soon").is_err());
+        // Audit L10: absurd values are refused, not a panic.
+        assert!(parse_duration("99999999999999999999").is_err());
+        assert!(parse_duration("100000000d").is_err());
     }
 
     #[test]

@@ -334,8 +334,15 @@ impl Journal {
         let lock = lock_in_place(path)?;
         let mut moved = None;
         if path.exists() {
+            // Never overwrite an earlier saved journal (two rebuilds in one second, audit L13):
+            // add a counter until the name is free.
             let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
-            let aside = PathBuf::from(format!("{}.replaced-{stamp}", path.display()));
+            let mut aside = PathBuf::from(format!("{}.replaced-{stamp}", path.display()));
+            let mut n = 1;
+            while aside.exists() {
+                n += 1;
+                aside = PathBuf::from(format!("{}.replaced-{stamp}-{n}", path.display()));
+            }
             for suffix in ["", "-wal", "-shm"] {
                 let from = PathBuf::from(format!("{}{suffix}", path.display()));
                 if from.exists() {

@@ -250,3 +250,24 @@ fn a_damaged_file_is_refused_with_advice() {
         "{message}"
     );
 }
+
+#[test]
+fn l13_two_rebuilds_in_one_second_keep_both_saved_journals() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("j.sqlite");
+    drop(open(&dir));
+    for _ in 0..2 {
+        let (journal, moved) = Journal::open_fresh(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(moved.is_some());
+        drop(journal);
+    }
+    let saved = std::fs::read_dir(dir.path())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.contains(".replaced-") && !name.ends_with("-wal") && !name.ends_with("-shm")
+        })
+        .count();
+    assert_eq!(saved, 2, "the first saved journal was overwritten");
+}
