@@ -652,6 +652,27 @@ fn atlas_faults() -> Vec<Scenario> {
                 c.settle_and_check("reported LOST once").await
             },
         ),
+        scenario_of("l4 restore job disappears while polled", || async {
+            let mut c = Case::new("jobgone", one_cluster(1 << 20, 1), "", "", false).await;
+            c.w.sim.set_faults(|f| f.delete_jobs_while_polled = 1);
+            let stats = c.settle_and_check("a failed attempt, not LOST").await?;
+            expect(
+                !c.outputs.iter().any(|o| o.contains("LOST")),
+                "a vanished job is not a lost snapshot",
+            )?;
+            Ok(stats)
+        }),
+        scenario_of("s3 download job for another snapshot", || async {
+            let mut c = Case::new("wrongjob", one_cluster(1 << 20, 1), "", "", false).await;
+            c.w.sim.set_faults(|f| f.job_for_other_snapshot_burst = 1);
+            let first = c.once(&[]).await;
+            expect(
+                first.code == 1 && first.stdout.contains("with a job for snapshot"),
+                &format!("refused, not archived under this key:\n{}", first.stdout),
+            )?;
+            expect(c.w.keys().await.is_empty(), "nothing archived")?;
+            c.settle_and_check("refused; the next run asks again").await
+        }),
         scenario_of("paging changes between pages", || async {
             let mut c = Case::new("paging", one_cluster(4096, 101), "", "", false).await;
             c.w.sim
@@ -750,6 +771,29 @@ fn store_black_holes() -> Vec<Scenario> {
             })
         })
         .collect();
+    out.push(scenario_of(
+        "l7 store refuses AbortMultipartUpload (500)",
+        || async {
+            let mut c = Case::new("abort500", one_cluster(BIG, 1), "", PARTS, true).await;
+            let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+            // The download breaks after two parts and the URL ignores Range, so the upload must
+            // be aborted before starting over; the store refuses every try of the first abort.
+            c.w.sim.set_faults(|f| {
+                f.cut_after.insert(id, 11 << 20);
+                f.cut_times = 1;
+            });
+            if let Some(p) = &c.w.proxy {
+                p.set(|f| f.abort_500 = 5);
+            }
+            let stats = c.settle_and_check("").await?;
+            let injected = c.w.proxy.as_ref().map_or(0, |p| p.seen().injected);
+            expect(injected >= 1, "the proxy refused an abort")?;
+            Ok(Stats {
+                note: "the refused abort was kept and retried; no upload left open".into(),
+                ..stats
+            })
+        },
+    ));
     out.push(scenario_of(
         "m4 BadDigest on a part keeps checksums on",
         || async {

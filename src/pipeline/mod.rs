@@ -594,22 +594,28 @@ impl Archiver {
         })
     }
 
-    /// Aborts the upload the journal records for this snapshot (if any) and forgets it.
+    /// Aborts the upload the journal records for this snapshot (if any) and forgets it. When the
+    /// store refuses the abort (after the SDK's retries), the journal keeps the upload, so that
+    /// it stays owned and a later attempt aborts it again (audit L7); the error is returned for
+    /// callers that must not go on without a clean slate.
     async fn abort_recorded_upload(
         &self,
         key: &SnapshotKey,
         object_key: &str,
-    ) -> Result<(), ArchiveError> {
+    ) -> Result<Option<StoreError>, ArchiveError> {
         let Some(record) = self.journal.get(key).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(upload_id) = record.upload_id else {
-            return Ok(());
+            return Ok(None);
         };
         let upload = self
             .store
             .existing_multipart(object_key, &upload_id, record.upload_crc32c);
-        transfer::abort_upload(&upload).await;
+        if let Err(e) = upload.abort().await {
+            warn!(error = %e, "could not abort the multipart upload; the journal keeps it and a later attempt aborts it");
+            return Ok(Some(e));
+        }
         self.journal
             .transition(
                 key,
@@ -622,7 +628,7 @@ impl Archiver {
             )
             .await?;
         self.journal.forget_parts(key).await?;
-        Ok(())
+        Ok(None)
     }
 
     /// A previous attempt streamed everything and recorded the result, and the object is in the
@@ -683,6 +689,11 @@ impl Archiver {
         if head.size != manifest.size_bytes {
             warn!(key = %object_key, size = head.size, manifest_size = manifest.size_bytes, "archive size differs from its manifest; archiving again");
             return Ok(None);
+        }
+        // An upload this journal still holds for the snapshot is not needed any more: abort it
+        // rather than forget it (audit L6). If the store refuses, adopting waits for a later run.
+        if let Some(e) = self.abort_recorded_upload(key, object_key).await? {
+            return Err(e.into());
         }
         self.journal
             .transition(
@@ -855,7 +866,11 @@ impl Archiver {
         let (upload, source, part_size, resume) = match resumed {
             Some((upload, source, part_size, point)) => (upload, source, part_size, Some(point)),
             None => {
-                self.abort_recorded_upload(key, object_key).await?;
+                // A new upload replaces the recorded one in the journal: the old one must be gone
+                // first, or it would be orphaned.
+                if let Some(e) = self.abort_recorded_upload(key, object_key).await? {
+                    return Err(e.into());
+                }
                 let (upload, source, part_size) = self.start_upload(key, object_key, &url).await?;
                 (upload, source, part_size, None)
             }
@@ -1022,6 +1037,11 @@ impl Archiver {
             }
         };
         let journalled = self.journal.parts(key, upload_id).await?;
+        // An upload that exists but lists no parts while the journal recorded parts the store
+        // acknowledged is a listing we cannot believe (moto answers so at times): trust the
+        // journal, as when the listing fails. CompleteMultipartUpload checks every ETag, so a
+        // part that is really missing fails the attempt, and the next one starts over.
+        let in_store = in_store.filter(|parts| !parts.is_empty() || journalled.is_empty());
         let mut agreed = Vec::new();
         for (i, part) in journalled.iter().enumerate() {
             let number = i32::try_from(i + 1).unwrap_or(i32::MAX);

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 use url::Url;
 
 use async_trait::async_trait;
@@ -409,15 +409,6 @@ pub async fn pump(
             while state.in_flight.join_next().await.is_some() {}
             Err(e)
         }
-    }
-}
-
-/// Aborts an upload, logging (not failing) when the store refuses: the next start retries.
-pub async fn abort_upload(upload: &MultipartUpload) {
-    if let Err(abort_error) = upload.abort().await {
-        warn!(error = %abort_error, "could not abort the multipart upload; the next start retries");
-    } else {
-        debug!(upload_id = upload.upload_id(), "multipart upload aborted");
     }
 }
 

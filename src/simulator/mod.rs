@@ -104,6 +104,10 @@ pub struct Faults {
     pub html_body_burst: u32,
     /// The next N snapshot downloads answer `200 application/octet-stream` with an HTML page.
     pub html_without_content_type_burst: u32,
+    /// The next N restore jobs polled after their first poll disappear (404).
+    pub delete_jobs_while_polled: u32,
+    /// The next N download requests answer with a job for another snapshot.
+    pub job_for_other_snapshot_burst: u32,
     /// The next N token requests are rejected (401 `invalid_client`) even with good
     /// credentials: an identity-provider hiccup, or an IP access list fixed later.
     pub reject_next_logins: u32,

@@ -517,6 +517,13 @@ async fn request_download(
         );
     }
     let id = s.new_id();
+    // A job for another snapshot than the one asked for (a server bug the client must catch).
+    let snapshot_id = if s.faults.job_for_other_snapshot_burst > 0 {
+        s.faults.job_for_other_snapshot_burst -= 1;
+        "0123456789abcdef01234567".to_owned()
+    } else {
+        snapshot_id
+    };
     let job = SimJob {
         id,
         project_id: group,
@@ -576,6 +583,16 @@ async fn get_job(
             &format!("Cannot find resource restore job {id}."),
         );
     };
+    if s.faults.delete_jobs_while_polled > 0 && s.jobs[index].polls >= 1 {
+        // The job is garbage-collected while the client polls it.
+        s.faults.delete_jobs_while_polled -= 1;
+        s.jobs.remove(index);
+        return envelope(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            &format!("Cannot find resource restore job {id}."),
+        );
+    }
     s.jobs[index].polls += 1;
     let job = s.jobs[index].clone();
     ok_json(&job_json(&app, &s, &job))
