@@ -64,6 +64,16 @@ pub enum TriggerError {
     ShuttingDown,
 }
 
+impl std::fmt::Display for TriggerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::AlreadyRunning => "a run of this target is in progress",
+            Self::UnknownTarget => "no such target in the config",
+            Self::ShuttingDown => "shutting down",
+        })
+    }
+}
+
 /// The loop's liveness, read by `/healthz` and the systemd watchdog.
 #[derive(Debug, Default)]
 pub struct Heartbeat {
@@ -250,7 +260,7 @@ pub async fn run_loop<R: TargetRunner, C: Clock>(
                 Err(TriggerError::AlreadyRunning) => {
                     warn!(project = %p.target.project_id, cluster = %p.target.cluster, "previous run still in progress; skipping this slot");
                 }
-                Err(e) => warn!(?e, "run not started"),
+                Err(e) => warn!(reason = %e, "run not started"),
             }
             // The next slot after now, never one in the past: no backlog after a pause.
             p.due = p.schedule.next_after(now).map(|slot| slot + p.jitter);

@@ -1335,9 +1335,9 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// `^[a-f0-9]{24}$`: an Atlas object id.
+/// `^[a-f0-9]{24}$`: an Atlas object id (the project id's rule, which config already checks).
 fn is_object_id(id: &str) -> bool {
-    id.len() == 24 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    crate::config::validate_project_id(id).is_ok()
 }
 
 /// A download job that can still deliver: not failed, a download, URL not (nearly) expired.

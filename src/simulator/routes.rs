@@ -682,24 +682,23 @@ async fn download(
         else {
             return (StatusCode::NOT_FOUND, "snapshot no longer exists").into_response();
         };
-        if s.faults.html_body_burst > 0 {
-            // A proxy or CDN error page, served as a success.
+        // A proxy or CDN error page served as a success: labelled as HTML, or labelled as a
+        // download so that only the content shows it is not an archive.
+        let page = if s.faults.html_body_burst > 0 {
             s.faults.html_body_burst -= 1;
-            return (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1><p>The upstream server did not answer.</p></body></html>\n",
-            )
-                .into_response();
-        }
-        if s.faults.html_without_content_type_burst > 0 {
-            // The same page, labelled as a download: only the content shows it is not an archive.
+            Some(("text/html; charset=utf-8", 1))
+        } else if s.faults.html_without_content_type_burst > 0 {
             s.faults.html_without_content_type_burst -= 1;
+            Some(("application/octet-stream", 200))
+        } else {
+            None
+        };
+        if let Some((content_type, repeat)) = page {
+            let body = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>\n";
             return (
                 StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                "<!DOCTYPE html><html><body><h1>Service Unavailable</h1></body></html>\n"
-                    .repeat(200),
+                [(header::CONTENT_TYPE, content_type)],
+                body.repeat(repeat),
             )
                 .into_response();
         }
