@@ -35,6 +35,7 @@ pub mod fault;
 pub mod journal;
 pub mod keys;
 pub mod pipeline;
+pub mod reason;
 pub mod retry;
 pub mod schedule;
 pub mod server;

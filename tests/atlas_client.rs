@@ -1,5 +1,7 @@
 //! The Atlas client against the simulator over real HTTP on loopback: paging, auth, the retry
 //! policy, restore-job polling, and error envelopes.
+// A test crate: its helpers may unwrap (clippy.toml allows it inside `#[test]` functions only).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
@@ -14,17 +16,14 @@ use secrecy::SecretString;
 const PROJECT: &str = "5f0a1b2c3d4e5f60718293a4";
 
 async fn sim(clusters: Vec<SimCluster>) -> Simulator {
-    Simulator::start(
-        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-        clusters,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    Simulator::start("127.0.0.1:0".parse().unwrap(), clusters)
+        .await
+        .unwrap()
 }
 
 fn config(sim: &Simulator, credentials: AtlasCredentials) -> AtlasConfig {
     AtlasConfig {
-        base_url: sim.base_url().parse().unwrap_or_else(|e| panic!("{e}")),
+        base_url: sim.base_url().parse().unwrap(),
         credentials,
         poll_interval: Duration::from_millis(20),
         restore_timeout: Duration::from_secs(5),
@@ -46,17 +45,14 @@ fn service_account() -> AtlasCredentials {
 }
 
 fn client(sim: &Simulator) -> AtlasClient {
-    AtlasClient::new(&config(sim, service_account())).unwrap_or_else(|e| panic!("{e}"))
+    AtlasClient::new(&config(sim, service_account())).unwrap()
 }
 
 #[tokio::test]
 async fn lists_every_page_and_caches_the_token() {
     let s = sim(scenario(PROJECT, &["big-flex"], 230, &[1])).await;
     let c = client(&s);
-    let listed = c
-        .list_snapshots(PROJECT, "big-flex")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let listed = c.list_snapshots(PROJECT, "big-flex").await.unwrap();
     assert_eq!(listed.len(), 230);
     let mut ids: Vec<_> = listed.iter().filter_map(|x| x.id.clone()).collect();
     ids.sort();
@@ -117,7 +113,7 @@ async fn wrong_credentials_fail_fast_and_stay_failed() {
             client_secret: SecretString::from("wrong"),
         },
     ))
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     for _ in 0..3 {
         let e = c.list_snapshots(PROJECT, "a-flex").await;
         assert!(matches!(e, Err(AtlasError::Unauthorized { .. })), "{e:?}");
@@ -135,7 +131,7 @@ async fn digest_keys_authenticate_and_reuse_the_challenge() {
             private_key: SecretString::from(SIM_PRIVATE_KEY),
         },
     ))
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     for _ in 0..3 {
         assert!(c.list_snapshots(PROJECT, "a-flex").await.is_ok());
     }
@@ -152,7 +148,7 @@ async fn digest_keys_authenticate_and_reuse_the_challenge() {
             private_key: SecretString::from("nope"),
         },
     ))
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert!(matches!(
         wrong.list_snapshots(PROJECT, "a-flex").await,
         Err(AtlasError::Unauthorized { .. })
@@ -245,7 +241,10 @@ async fn client_errors_carry_the_envelope_and_are_not_retried() {
     }
     match c.list_snapshots(PROJECT, "dedicated-m10").await {
         Err(e @ AtlasError::Api { status: 400, .. }) => {
-            assert_eq!(e.reason(), "CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API");
+            assert_eq!(
+                e.reason().to_string(),
+                "CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API"
+            );
             assert!(e.to_string().contains("not a Flex cluster"), "{e}");
         }
         other => panic!("{other:?}"),
@@ -262,17 +261,11 @@ async fn restore_jobs_are_polled_until_the_url_appears() {
     let s = sim(scenario(PROJECT, &["a-flex"], 2, &[1])).await;
     let c = client(&s);
     let id = s.clusters()[0].snapshots[0].id.clone();
-    let job = c
-        .request_download(PROJECT, "a-flex", &id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let job = c.request_download(PROJECT, "a-flex", &id).await.unwrap();
     assert_eq!(job.status.as_deref(), Some("PENDING"));
     assert!(job.snapshot_url.is_none());
     let before = s.observed().api_requests;
-    let ready = c
-        .wait_for_url(PROJECT, "a-flex", job)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ready = c.wait_for_url(PROJECT, "a-flex", job).await.unwrap();
     assert!(ready.snapshot_url.is_some());
     assert_eq!(
         s.observed().api_requests - before,
@@ -283,10 +276,7 @@ async fn restore_jobs_are_polled_until_the_url_appears() {
     // A second download while the first is prepared: Atlas answers 409.
     let other = s.clusters()[0].snapshots[1].id.clone();
     s.set_faults(|f| f.polls_until_complete = Some(100));
-    let _pending = c
-        .request_download(PROJECT, "a-flex", &other)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let _pending = c.request_download(PROJECT, "a-flex", &other).await.unwrap();
     match c.request_download(PROJECT, "a-flex", &other).await {
         Err(AtlasError::Api {
             status: 409,
@@ -295,10 +285,7 @@ async fn restore_jobs_are_polled_until_the_url_appears() {
         }) => assert_eq!(error_code, "CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY"),
         other => panic!("{other:?}"),
     }
-    let jobs = c
-        .list_restore_jobs(PROJECT, "a-flex")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let jobs = c.list_restore_jobs(PROJECT, "a-flex").await.unwrap();
     assert_eq!(jobs.len(), 2);
 }
 
@@ -308,10 +295,7 @@ async fn a_url_in_the_post_answer_is_used_without_polling() {
     s.set_faults(|f| f.url_in_post = true);
     let c = client(&s);
     let id = s.clusters()[0].snapshots[0].id.clone();
-    let job = c
-        .request_download(PROJECT, "a-flex", &id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let job = c.request_download(PROJECT, "a-flex", &id).await.unwrap();
     let before = s.observed().api_requests;
     assert!(c.wait_for_url(PROJECT, "a-flex", job).await.is_ok());
     assert_eq!(s.observed().api_requests, before, "no poll");
@@ -332,7 +316,7 @@ async fn failed_and_stuck_jobs_end_with_an_error() {
     let job = c
         .request_download(PROJECT, "a-flex", &ids[0])
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(matches!(
         c.wait_for_url(PROJECT, "a-flex", job).await,
         Err(AtlasError::RestoreFailed { .. })
@@ -341,11 +325,11 @@ async fn failed_and_stuck_jobs_end_with_an_error() {
     s.set_faults(|f| f.jobs_never_complete = true);
     let mut cfg = config(&s, service_account());
     cfg.restore_timeout = Duration::from_millis(300);
-    let c = AtlasClient::new(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let c = AtlasClient::new(&cfg).unwrap();
     let job = c
         .request_download(PROJECT, "a-flex", &ids[1])
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     match c.wait_for_url(PROJECT, "a-flex", job).await {
         Err(e @ AtlasError::RestoreTimeout { .. }) => {
             assert!(e.to_string().contains("atlas.restore_timeout"), "{e}")
@@ -364,10 +348,7 @@ async fn a_list_that_changes_between_pages_yields_no_duplicates_and_misses_nothi
         .collect();
     s.set_faults(|f| f.new_snapshot_after_first_page = true);
     let c = client(&s);
-    let listed = c
-        .list_snapshots(PROJECT, "busy-flex")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let listed = c.list_snapshots(PROJECT, "busy-flex").await.unwrap();
     let ids: Vec<String> = listed.iter().filter_map(|x| x.id.clone()).collect();
     let mut unique = ids.clone();
     unique.sort();
@@ -382,10 +363,7 @@ async fn a_list_that_changes_between_pages_yields_no_duplicates_and_misses_nothi
         "every snapshot listed before is still found"
     );
     // The new one comes with the next listing.
-    let again = c
-        .list_snapshots(PROJECT, "busy-flex")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let again = c.list_snapshots(PROJECT, "busy-flex").await.unwrap();
     assert_eq!(again.len(), 151);
 }
 
@@ -395,10 +373,7 @@ async fn listings_follow_next_links_and_total_count_when_atlas_pages_short() {
     let s = sim(scenario(PROJECT, &["short-flex"], 25, &[1])).await;
     s.set_faults(|f| f.page_cap = Some(7));
     let c = client(&s);
-    let listed = c
-        .list_snapshots(PROJECT, "short-flex")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let listed = c.list_snapshots(PROJECT, "short-flex").await.unwrap();
     assert_eq!(listed.len(), 25, "every snapshot, not only the first page");
     assert_eq!(s.observed().api_requests, 4, "pages of 7, 7, 7 and 4");
 }

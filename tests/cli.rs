@@ -1,5 +1,7 @@
 //! The binary as a user runs it, for what needs no S3 server: `demo`, `check-config`, usage and
 //! configuration errors, `--help`.
+// A test crate: its helpers may unwrap (clippy.toml allows it inside `#[test]` functions only).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -25,16 +27,15 @@ cluster = "orders-flex"
 "#;
 
 fn scratch(config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.path().join("config.toml"), config).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.path().join("secret"), "atlas-secret-value\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    std::fs::write(dir.path().join("secret"), "atlas-secret-value\n").unwrap();
     dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_archives_and_verifies_without_any_account() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
     let run = run_binary(&["demo", "--dir", &out.to_string_lossy()], &[], dir.path()).await;
     run.assert_code(0);

@@ -1,5 +1,7 @@
 //! `atlas-archiver run` as a process: schedule, HTTP endpoints, systemd notifications, and the
 //! shutdown sequence, against the Atlas simulator and a real S3 server.
+// A test crate: its helpers may unwrap (clippy.toml allows it inside `#[test]` functions only).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -21,12 +23,12 @@ struct NotifySocket {
 
 impl NotifySocket {
     fn new(dir: &std::path::Path) -> Self {
-        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(dir).unwrap();
         let path = dir.join("notify.sock");
-        let socket = UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let socket = UnixDatagram::bind(&path).unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&messages);
         std::thread::spawn(move || {
@@ -62,7 +64,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
@@ -105,7 +107,7 @@ async fn finish(child: tokio::process::Child, limit: Duration) -> (i32, String, 
     let output = tokio::time::timeout(limit, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("did not exit within {limit:?}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -115,12 +117,12 @@ async fn finish(child: tokio::process::Child, limit: Duration) -> (i32, String, 
 
 fn daemon_config(w: &World, port: u16, grace: &str, extra_storage: &str) -> String {
     let path = w.write_config("", extra_storage);
-    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut text = std::fs::read_to_string(&path).unwrap();
     text = text.replace(
         "[journal]",
         &format!("[schedule]\ncron = \"*/2 * * * * *\"\nshutdown_grace = \"{grace}\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n[journal]"),
     );
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, text).unwrap();
     path.to_string_lossy().into_owned()
 }
 
@@ -156,11 +158,7 @@ async fn run_archives_on_schedule_and_reports_health_readiness_and_metrics() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
-    let health = http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     wait_for("8 objects", Duration::from_secs(60), async || {
         w.keys().await.len() == 8
@@ -184,7 +182,7 @@ async fn run_archives_on_schedule_and_reports_health_readiness_and_metrics() {
             .get(format!("{base}/metrics"))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .text()
             .await
             .unwrap_or_default();
@@ -243,7 +241,7 @@ async fn run_archives_on_schedule_and_reports_health_readiness_and_metrics() {
         .post(format!("{base}/v1/targets/{PROJECT}/one-flex/run"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(
         matches!(trigger.status().as_u16(), 202 | 409),
         "{}",
@@ -253,7 +251,7 @@ async fn run_archives_on_schedule_and_reports_health_readiness_and_metrics() {
         .post(format!("{base}/v1/targets/{PROJECT}/nope/run"))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(unknown.status(), 404);
     assert!(notify.saw("STATUS=next run"), "{:?}", notify.all());
 
@@ -411,7 +409,7 @@ async fn l11_a_signal_while_waiting_for_atlas_ends_the_wait() {
             "[schedule]\ncron = \"*/2 * * * * *\"\nshutdown_grace = \"10m\"\n\n[server]\nlisten = \"\"\n\n[journal]",
         ),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let daemon = daemon.to_string_lossy().into_owned();
     for (command, config) in [("once", &config), ("run", &daemon)] {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"));

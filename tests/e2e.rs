@@ -1,5 +1,7 @@
 //! End to end through the real binary: the Atlas simulator on loopback, a real S3-compatible
 //! server (moto or Garage via scripts/test.sh), a real SQLite journal.
+// A test crate: its helpers may unwrap (clippy.toml allows it inside `#[test]` functions only).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -57,7 +59,7 @@ async fn once_archives_every_snapshot_of_two_targets_exactly_once() {
                     .await;
             let manifest = parse_json(&String::from_utf8_lossy(
                 &manifest
-                    .unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap()
                     .unwrap_or_else(|| panic!("no manifest for {key}")),
             ));
             assert_eq!(manifest["snapshot_id"], snap.id.as_str());
@@ -293,7 +295,7 @@ async fn bad_credentials_exit_1_with_a_clear_message_and_no_retry_storm() {
     let w = World::new("badcreds", two_targets()).await;
     let cfg = w.write_config("", "").to_string_lossy().into_owned();
     let wrong = "definitely-not-the-secret-1234";
-    std::fs::write(w.path("atlas_secret"), wrong).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(w.path("atlas_secret"), wrong).unwrap();
     let run = w.run(&["once", "--config", &cfg], &[]).await;
     run.assert_code(1);
     assert!(
@@ -314,8 +316,8 @@ async fn bad_credentials_exit_1_with_a_clear_message_and_no_retry_storm() {
 async fn legacy_api_key_with_digest_auth_archives() {
     let w = World::new("digest", scenario(PROJECT, &["key-flex"], 1, &[2 << 20])).await;
     w.write_config("", "");
-    std::fs::write(w.path("private_key"), SIM_PRIVATE_KEY).unwrap_or_else(|e| panic!("{e}"));
-    let text = std::fs::read_to_string(w.path("config.toml")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(w.path("private_key"), SIM_PRIVATE_KEY).unwrap();
+    let text = std::fs::read_to_string(w.path("config.toml")).unwrap();
     let text = text
         .replace(
             "client_id = \"mdb_sa_id_simulator\"\n",
@@ -325,7 +327,7 @@ async fn legacy_api_key_with_digest_auth_archives() {
             "client_secret_file = \"atlas_secret\"\n",
             "private_key_file = \"private_key\"\n",
         );
-    std::fs::write(w.path("config.toml"), text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(w.path("config.toml"), text).unwrap();
     let run = w
         .run(
             &["once", "--config", &w.path("config.toml").to_string_lossy()],
@@ -388,7 +390,7 @@ async fn a_lost_journal_does_not_cause_a_second_copy() {
     let cfg = w.write_config("", "").to_string_lossy().into_owned();
     w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
     let downloads = w.sim.observed().snapshot_downloads;
-    std::fs::remove_dir_all(w.path("state")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(w.path("state")).unwrap();
     let run = w.run(&["once", "--config", &cfg], &[]).await;
     run.assert_code(0);
     assert_eq!(
@@ -460,11 +462,11 @@ async fn environment_variables_override_the_file() {
     let w = World::new("env", scenario(PROJECT, &["env-flex"], 1, &[1 << 20])).await;
     let cfg = w.write_config("", "").to_string_lossy().into_owned();
     // Credentials only from the variables Atlas users already have; the prefix from ATLAS_ARCHIVER__.
-    let text = std::fs::read_to_string(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&cfg).unwrap();
     let text = text
         .replace("client_id = \"mdb_sa_id_simulator\"\n", "")
         .replace("client_secret_file = \"atlas_secret\"\n", "");
-    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cfg, text).unwrap();
     let other_prefix = format!("{}moved/", w.prefix);
     let run = w
         .run(
@@ -594,7 +596,7 @@ async fn h1_the_startup_cleanup_never_aborts_uploads_it_does_not_own() {
         let upload = client
             .create_multipart(key, "application/octet-stream")
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         foreign.push((key.clone(), upload.upload_id().to_owned()));
     }
     // Once with the test's prefix, once with an empty prefix (the whole bucket).
@@ -609,18 +611,12 @@ async fn h1_the_startup_cleanup_never_aborts_uploads_it_does_not_own() {
         assert!(!run.stderr.contains("aborted an orphan"), "{}", run.stderr);
     }
     for (key, upload_id) in &foreign {
-        let open = client
-            .list_multipart_uploads(key)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let open = client.list_multipart_uploads(key).await.unwrap();
         assert!(
             open.iter().any(|(k, id)| k == key && id == upload_id),
             "{key}: another writer's upload was aborted"
         );
-        client
-            .abort_multipart(key, upload_id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        client.abort_multipart(key, upload_id).await.unwrap();
     }
 }
 
@@ -649,10 +645,7 @@ async fn verify_reports_missing_mismatched_and_extra_objects() {
         .filter(|k| k.ends_with(".tar.gz"))
         .collect();
     archives.sort();
-    client
-        .delete(&archives[0])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    client.delete(&archives[0]).await.unwrap();
     let size = w.keys().await[&archives[1]];
     let tampered = vec![0x42u8; usize::try_from(size).unwrap_or_default()];
     client
@@ -662,7 +655,7 @@ async fn verify_reports_missing_mismatched_and_extra_objects() {
             "application/gzip",
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     client
         .put_small(
             &format!("{}stray.tar.gz", w.prefix),
@@ -670,7 +663,7 @@ async fn verify_reports_missing_mismatched_and_extra_objects() {
             "application/gzip",
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let report = w
         .run(&["verify", "--config", &cfg, "--all", "--json"], &[])
         .await;
@@ -718,9 +711,8 @@ async fn a_truncated_journal_is_refused_with_advice_and_rebuilt_from_the_bucket(
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&journal)
-        .unwrap_or_else(|e| panic!("{e}"));
-    file.set_len(len / 2 + 100)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    file.set_len(len / 2 + 100).unwrap();
     drop(file);
     let refused = w.run(&["once", "--config", &cfg], &[]).await;
     refused.assert_code(1);
@@ -771,7 +763,7 @@ async fn a_second_process_on_the_same_journal_is_refused() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let pid = first.id().unwrap_or_default();
     let started = std::time::Instant::now();
     while w.sim.observed().snapshot_downloads == 0
@@ -789,10 +781,7 @@ async fn a_second_process_on_the_same_journal_is_refused() {
         "{}",
         second.stderr
     );
-    let out = first
-        .wait_with_output()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = first.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(w.keys().await.len(), 2);
 }

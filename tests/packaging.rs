@@ -1,5 +1,7 @@
 //! The systemd unit, the Dockerfile and the Kubernetes manifest stay consistent with the binary's
 //! commands, flags, default paths and ports. (They are not built here: there is no Docker engine.)
+// A test crate: its helpers may unwrap (clippy.toml allows it inside `#[test]` functions only).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,7 @@ fn assert_cli_accepts(args: &[&str]) {
         .args(&subcommand)
         .arg("--help")
         .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert!(out.status.success(), "{subcommand:?} --help failed");
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in args.iter().filter(|a| a.starts_with("--")) {
@@ -122,9 +124,9 @@ fn block_scalar(yaml: &str, key: &str) -> String {
 fn the_kubernetes_manifest_matches_the_binary() {
     let yaml = read("deploy/kubernetes/sidecar.yaml");
     let config_text = block_scalar(&yaml, "config.toml");
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, &config_text).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, &config_text).unwrap();
     let config = Config::load(&path, &HashMap::new(), Secrets::Skip)
         .unwrap_or_else(|e| panic!("the ConfigMap's config is invalid: {e}"));
     let port = config
@@ -147,8 +149,7 @@ fn the_kubernetes_manifest_matches_the_binary() {
         .find(|l| l.trim_start().starts_with("args:"))
         .unwrap_or_default();
     let args: Vec<String> =
-        serde_json::from_str(args_line.trim_start().trim_start_matches("args:").trim())
-            .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(args_line.trim_start().trim_start_matches("args:").trim()).unwrap();
     assert_cli_accepts(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let config_arg = args
         .iter()

@@ -8,6 +8,8 @@
 //! Prints a matrix at the end and writes it to `target/reliability.md` (and to the file named by
 //! `RELIABILITY_DOC`, which is how `docs/reliability.md` is refreshed).
 //! Run: `cargo test --features fault-injection --test reliability [-- FILTER]`.
+// A test crate: its helpers may unwrap (clippy.toml allows it inside `#[test]` functions only).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -982,7 +984,7 @@ fn main() {
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let mut scenarios = Vec::new();
     scenarios.extend(crash_points());
     scenarios.extend(random_kills());

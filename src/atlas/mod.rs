@@ -2,6 +2,7 @@
 //! list snapshots (all pages), request a download, wait for the restore job's URL. Owns
 //! authentication, the versioned media type, error envelopes and the retry policy for API calls.
 //! Must not: touch S3 or the journal, or ever send credentials to a snapshot URL.
+//! Over 500 lines: the error type, the client and its paging and call loop; the Flex endpoints move to their own file with the dedicated ones (issue 12).
 
 mod auth;
 pub mod models;
@@ -19,9 +20,9 @@ use tracing::{debug, warn};
 use url::Url;
 
 use crate::config::{AtlasConfig, AtlasCredentials};
+use crate::reason::Reason;
 use crate::retry::Backoff;
 use auth::{CachedToken, DigestChallenge, DigestState, TokenCache, refresh_deadline};
-pub use auth::{digest_param, verify_digest};
 use models::{ApiErrorBody, OAuthErrorBody, Page, RestoreJob, Snapshot, TokenResponse};
 
 /// The only resource version the Flex endpoints accept (CONTRACT §1).
@@ -101,14 +102,14 @@ pub enum AtlasError {
 
 impl AtlasError {
     /// The errorCode, or a short reason, for journal rows and metrics.
-    pub fn reason(&self) -> String {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::Unauthorized { .. } => "UNAUTHORIZED".into(),
-            Self::Api { error_code, .. } => error_code.clone(),
-            Self::Transport { .. } => "ATLAS_UNREACHABLE".into(),
-            Self::Decode { .. } => "ATLAS_BAD_RESPONSE".into(),
-            Self::RestoreFailed { .. } => "RESTORE_JOB_FAILED".into(),
-            Self::RestoreTimeout { .. } => "RESTORE_JOB_TIMEOUT".into(),
+            Self::Unauthorized { .. } => Reason::Unauthorized,
+            Self::Api { error_code, .. } => Reason::AtlasCode(error_code.clone()),
+            Self::Transport { .. } => Reason::AtlasUnreachable,
+            Self::Decode { .. } => Reason::AtlasBadResponse,
+            Self::RestoreFailed { .. } => Reason::RestoreJobFailed,
+            Self::RestoreTimeout { .. } => Reason::RestoreJobTimeout,
         }
     }
 

@@ -27,13 +27,13 @@ struct Case {
 impl Case {
     fn new() -> Self {
         Self {
-            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+            dir: tempfile::tempdir().unwrap(),
         }
     }
 
     fn write(&self, text: &str) -> PathBuf {
         let p = self.dir.path().join("config.toml");
-        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&p, text).unwrap();
         p
     }
 
@@ -55,7 +55,7 @@ impl Case {
 }
 
 fn loaded(c: &Case, text: &str, env: &[(&str, &str)]) -> Config {
-    c.load(text, env).unwrap_or_else(|e| panic!("{e}"))
+    c.load(text, env).unwrap()
 }
 
 #[test]
@@ -354,8 +354,8 @@ fn environment_overrides_and_fallbacks() {
 fn secret_files_resolve_in_the_credentials_directory_and_are_trimmed() {
     let c = Case::new();
     let creds = c.dir.path().join("creds");
-    std::fs::create_dir_all(&creds).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(creds.join("atlas"), "from-credential-dir\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("atlas"), "from-credential-dir\n").unwrap();
     let text = GOOD.replace(
         "client_secret = \"s3cr3t-value\"",
         "client_secret_file = \"atlas\"",
@@ -371,7 +371,7 @@ fn secret_files_resolve_in_the_credentials_directory_and_are_trimmed() {
         }
         other => panic!("{other:?}"),
     }
-    std::fs::write(creds.join("atlas"), "\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(creds.join("atlas"), "\n").unwrap();
     let e = c.error(
         &text,
         &[("CREDENTIALS_DIRECTORY", &creds.display().to_string())],
@@ -407,8 +407,7 @@ fn status_can_load_without_secrets() {
         "client_secret = \"s3cr3t-value\"",
         "client_secret_file = \"/root/not-readable\"",
     ));
-    let config =
-        Config::load(&path, &HashMap::new(), Secrets::Skip).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load(&path, &HashMap::new(), Secrets::Skip).unwrap();
     assert!(matches!(
         config.atlas.credentials,
         AtlasCredentials::NotLoaded
@@ -426,8 +425,7 @@ fn target_flag_parsing() {
 fn the_shipped_example_config_is_valid() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/atlas-archiver.example.toml");
-    let config =
-        Config::load(&path, &HashMap::new(), Secrets::Skip).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load(&path, &HashMap::new(), Secrets::Skip).unwrap();
     assert_eq!(config.targets.len(), 1);
     assert_eq!(config.storage.prefix, "atlas/");
 }

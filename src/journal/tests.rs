@@ -1,4 +1,5 @@
 use super::*;
+use crate::reason::Reason;
 
 fn key(id: &str) -> SnapshotKey {
     SnapshotKey {
@@ -9,170 +10,248 @@ fn key(id: &str) -> SnapshotKey {
 }
 
 fn open(dir: &tempfile::TempDir) -> Journal {
-    Journal::open(&dir.path().join("j.sqlite")).unwrap_or_else(|e| panic!("{e}"))
+    Journal::open(&dir.path().join("j.sqlite")).unwrap()
 }
 
-#[test]
-fn the_state_machine_allows_only_the_documented_moves() {
-    use SnapshotState::*;
-    let all = [
-        Discovered,
-        DownloadRequested,
-        Uploading,
-        Uploaded,
-        Archived,
-        Failed,
-    ];
-    let allowed = [
-        (Discovered, DownloadRequested),
-        (Discovered, Archived),
-        (Discovered, Failed),
-        (DownloadRequested, DownloadRequested),
-        (DownloadRequested, Uploading),
-        (DownloadRequested, Archived),
-        (DownloadRequested, Failed),
-        (Uploading, DownloadRequested),
-        (Uploading, Uploading),
-        (Uploading, Uploaded),
-        (Uploading, Archived),
-        (Uploading, Failed),
-        (Uploaded, DownloadRequested),
-        (Uploaded, Uploaded),
-        (Uploaded, Archived),
-        (Uploaded, Failed),
-        (Failed, Uploaded),
-        (Failed, DownloadRequested),
-        (Failed, Archived),
-        (Failed, Failed),
-    ];
-    for from in all {
-        for to in all {
-            assert_eq!(
-                from.may_become(to),
-                allowed.contains(&(from, to)),
-                "{from} -> {to}"
-            );
-        }
+fn plan(object_key: &str) -> UploadPlan {
+    UploadPlan {
+        object_key: object_key.into(),
+        part_size: 8 << 20,
+        source_etag: Some("\"e1\"".into()),
+        source_length: Some(42),
     }
 }
 
+fn assert_refused(result: Result<SnapshotRecord, JournalError>, what: &str) {
+    assert!(
+        matches!(result, Err(JournalError::InvalidTransition { .. })),
+        "{what}: {result:?}"
+    );
+}
+
 #[tokio::test]
-async fn transitions_are_recorded_and_impossible_ones_refused() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+async fn each_step_writes_its_columns_and_refuses_the_states_it_does_not_accept() {
+    let dir = tempfile::tempdir().unwrap();
     let j = open(&dir);
     let k = key("6a6f78e0cab84da5c4476b25");
     let r = j
         .discover(k.clone(), SnapshotFacts::default())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(r.state, SnapshotState::Discovered);
-    let refused = j
-        .transition(&k, SnapshotState::Uploading, Change::default())
-        .await;
-    assert!(
-        matches!(refused, Err(JournalError::InvalidTransition { .. })),
-        "{refused:?}"
+    assert_refused(
+        j.start_upload(&k, plan("k")).await,
+        "no upload before a download",
     );
-    j.transition(
-        &k,
-        SnapshotState::DownloadRequested,
-        Change {
-            restore_job_id: Some("job1".into()),
-            ..Change::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    j.transition(
-        &k,
-        SnapshotState::Uploading,
-        Change {
-            upload_id: Some("up1".into()),
-            object_key: Some("k".into()),
-            ..Change::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    assert_refused(
+        j.archive(&k).await,
+        "no archive before the object is confirmed",
+    );
+    assert_refused(j.discard_object(&k).await, "nothing to discard yet");
+
+    let r = j.request_download(&k).await.unwrap();
+    assert_eq!(
+        (r.state, r.restore_job_id.as_deref()),
+        (SnapshotState::DownloadRequested, None)
+    );
+    let r = j.record_job(&k, "job1").await.unwrap();
+    assert_eq!(r.restore_job_id.as_deref(), Some("job1"));
+    let r = j.start_upload(&k, plan("k")).await.unwrap();
+    assert_eq!(r.state, SnapshotState::Uploading);
+    assert_eq!(
+        (r.object_key.as_deref(), r.part_size, r.source_length),
+        (Some("k"), Some(8 << 20), Some(42))
+    );
+    assert_eq!(
+        r.upload_id, None,
+        "the intent is recorded before the store answers"
+    );
+    let r = j.record_upload(&k, "up1", true).await.unwrap();
+    assert_eq!(
+        (r.upload_id.as_deref(), r.upload_crc32c),
+        (Some("up1"), true)
+    );
+    j.record_part(&k, "up1", part(1)).await.unwrap();
+
     let failed = j
-        .transition(
-            &k,
-            SnapshotState::Failed,
-            Change {
-                error: Some("cut".into()),
-                reason: Some("DOWNLOAD_INTERRUPTED".into()),
-                upload_id: Some(String::new()),
-                ..Change::default()
-            },
-        )
+        .fail(&k, &Reason::DownloadInterrupted, "cut")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(failed.attempts, 1);
-    assert_eq!(failed.upload_id, None, "an aborted upload is forgotten");
+    assert_eq!(
+        failed.upload_id.as_deref(),
+        Some("up1"),
+        "a failure keeps the upload for a resume"
+    );
     assert_eq!(
         failed.restore_job_id.as_deref(),
         Some("job1"),
         "the job is kept for reuse"
     );
     assert_eq!(failed.last_reason.as_deref(), Some("DOWNLOAD_INTERRUPTED"));
-    let done = j
-        .transition(
+    let r = j.forget_upload(&k, "up1").await.unwrap();
+    assert_eq!((r.state, r.upload_id), (SnapshotState::Failed, None));
+    assert!(
+        j.parts(&k, "up1").await.unwrap().is_empty(),
+        "an aborted upload's parts are forgotten"
+    );
+
+    let r = j.record_job(&k, "job1").await.unwrap();
+    assert_eq!(r.state, SnapshotState::DownloadRequested);
+    j.start_upload(&k, plan("k")).await.unwrap();
+    j.record_upload(&k, "up2", false).await.unwrap();
+    let r = j
+        .stream_complete(
             &k,
-            SnapshotState::Archived,
-            Change {
-                size_bytes: Some(42),
-                sha256: Some("ab".into()),
-                ..Change::default()
+            &StreamResult {
+                size_bytes: 42,
+                sha256: "ab".into(),
+                crc32c: "cd".into(),
+                parts: 1,
             },
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    assert_eq!((r.size_bytes, r.sha256.as_deref()), (Some(42), Some("ab")));
+    let r = j.object_confirmed(&k, 42).await.unwrap();
+    assert_eq!((r.state, r.upload_id), (SnapshotState::Uploaded, None));
+    let done = j.archive(&k).await.unwrap();
     assert_eq!(done.state, SnapshotState::Archived);
     assert_eq!(done.last_error, None, "archiving clears the last error");
+    assert_eq!(done.attempts, 1, "only the failure counted an attempt");
     assert!(done.archived_at.is_some());
-    let again = j
-        .transition(&k, SnapshotState::DownloadRequested, Change::default())
-        .await;
-    assert!(
-        matches!(again, Err(JournalError::InvalidTransition { .. })),
-        "archived is final"
+    assert_refused(j.request_download(&k).await, "archived is final");
+    assert_refused(
+        j.fail(&k, &Reason::Internal, "x").await,
+        "archived is final",
     );
     let rediscovered = j
         .discover(k.clone(), SnapshotFacts::default())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(
         rediscovered.state,
         SnapshotState::Archived,
         "discovering again changes nothing"
     );
-    let events = j.events(&k).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let events = j.events(&k).await.unwrap();
     let path: Vec<&str> = events.iter().map(|e| e.2.as_str()).collect();
     assert_eq!(
         path,
         [
             "discovered",
             "download_requested",
+            "download_requested",
+            "uploading",
             "uploading",
             "failed",
+            "failed",
+            "download_requested",
+            "uploading",
+            "uploading",
+            "uploading",
+            "uploaded",
             "archived"
         ]
     );
     let unknown = j
-        .transition(
-            &key("ffffffffffffffffffffffff"),
-            SnapshotState::Failed,
-            Change::default(),
-        )
+        .fail(&key("ffffffffffffffffffffffff"), &Reason::Internal, "x")
         .await;
     assert!(matches!(unknown, Err(JournalError::UnknownSnapshot(_))));
 }
 
+/// Audit L9 / issue 8: a refused URL is one failed attempt, however many steps record it.
+#[tokio::test]
+async fn a_refused_url_counts_one_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(&dir);
+    let k = key("6a6f78e0cab84da5c4476b25");
+    j.discover(k.clone(), SnapshotFacts::default())
+        .await
+        .unwrap();
+    j.request_download(&k).await.unwrap();
+    j.record_job(&k, "job1").await.unwrap();
+    j.fail(&k, &Reason::UrlExpired, "the snapshot URL was refused")
+        .await
+        .unwrap();
+    let r = j.forget_job(&k).await.unwrap();
+    assert_eq!((r.attempts, r.restore_job_id), (1, None));
+    let r = j.interrupted(&k).await.unwrap();
+    assert_eq!(r.attempts, 1, "a shutdown is not an attempt");
+}
+
+#[tokio::test]
+async fn adopting_and_discarding_record_what_the_bucket_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(&dir);
+    let a = key("6a6f78e0cab84da5c4476b25");
+    j.discover(a.clone(), SnapshotFacts::default())
+        .await
+        .unwrap();
+    j.request_download(&a).await.unwrap();
+    j.record_job(&a, "job1").await.unwrap();
+    j.start_upload(&a, plan("a")).await.unwrap();
+    j.record_upload(&a, "up1", false).await.unwrap();
+    j.record_part(&a, "up1", part(1)).await.unwrap();
+    let object = ArchivedObject {
+        object_key: "a".into(),
+        size_bytes: 7,
+        sha256: "s".into(),
+        crc32c: "c".into(),
+        restore_job_id: None,
+    };
+    let r = j.adopt(&a, object, "adopted").await.unwrap();
+    assert_eq!(r.state, SnapshotState::Archived);
+    assert_eq!(
+        (r.size_bytes, r.upload_id, r.restore_job_id.as_deref()),
+        (Some(7), None, Some("job1"))
+    );
+    assert!(j.parts(&a, "up1").await.unwrap().is_empty());
+
+    let b = key("6a6f78e0cab84da5c4476b26");
+    j.discover(b.clone(), SnapshotFacts::default())
+        .await
+        .unwrap();
+    j.request_download(&b).await.unwrap();
+    j.record_job(&b, "job2").await.unwrap();
+    j.start_upload(&b, plan("b")).await.unwrap();
+    j.stream_complete(
+        &b,
+        &StreamResult {
+            size_bytes: 3,
+            sha256: "s".into(),
+            crc32c: "c".into(),
+            parts: 1,
+        },
+    )
+    .await
+    .unwrap();
+    j.object_confirmed(&b, 3).await.unwrap();
+    let r = j.discard_object(&b).await.unwrap();
+    assert_eq!(r.state, SnapshotState::Failed);
+    assert_eq!(
+        (r.size_bytes, r.sha256, r.restore_job_id, r.attempts),
+        (None, None, None, 0)
+    );
+}
+
+fn part(number: i32) -> PartRecord {
+    PartRecord {
+        number,
+        size: 8 << 20,
+        etag: format!("\"p{number}\""),
+        sha256_state: String::new(),
+        part_crc32c: 0,
+        crc32c_after: 0,
+        bytes_after: 8 << 20,
+    }
+}
 #[tokio::test]
 async fn runs_are_recorded() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let j = open(&dir);
-    let id = j.start_run("once").await.unwrap_or_else(|e| panic!("{e}"));
+    let id = j.start_run("once").await.unwrap();
     j.finish_run(
         id,
         RunSummary {
@@ -183,8 +262,8 @@ async fn runs_are_recorded() {
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let runs = j.recent_runs(5).await.unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
+    let runs = j.recent_runs(5).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(
         (runs[0].status.as_str(), runs[0].archived, runs[0].failed),
@@ -194,7 +273,7 @@ async fn runs_are_recorded() {
 
 #[test]
 fn a_second_process_is_refused_with_the_holders_pid() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let first = open(&dir);
     let second = Journal::open(&dir.path().join("j.sqlite"));
     let message = second
@@ -217,12 +296,11 @@ fn a_second_process_is_refused_with_the_holders_pid() {
 
 #[test]
 fn a_newer_schema_is_refused_with_advice() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.sqlite");
     drop(open(&dir));
-    let conn = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
-    conn.pragma_update(None, "user_version", 99)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let message = Journal::open(&path)
         .map(|_| ())
@@ -237,9 +315,9 @@ fn a_newer_schema_is_refused_with_advice() {
 
 #[test]
 fn a_damaged_file_is_refused_with_advice() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.sqlite");
-    std::fs::write(&path, vec![0x5a; 8192]).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
     let message = Journal::open(&path)
         .map(|_| ())
         .err()
@@ -253,16 +331,16 @@ fn a_damaged_file_is_refused_with_advice() {
 
 #[test]
 fn l13_two_rebuilds_in_one_second_keep_both_saved_journals() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.sqlite");
     drop(open(&dir));
     for _ in 0..2 {
-        let (journal, moved) = Journal::open_fresh(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (journal, moved) = Journal::open_fresh(&path).unwrap();
         assert!(moved.is_some());
         drop(journal);
     }
     let saved = std::fs::read_dir(dir.path())
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .filter_map(Result::ok)
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();

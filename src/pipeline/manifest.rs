@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::validate::ContentFacts;
+use crate::journal::ArchivedObject;
 
 /// Identifies the manifest format.
 pub const MANIFEST_FORMAT: &str = "atlas-archiver-manifest/1";
@@ -49,6 +50,17 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The archive it describes, as the journal records an adopted one.
+    pub fn archived_object(&self) -> ArchivedObject {
+        ArchivedObject {
+            object_key: self.object_key.clone(),
+            size_bytes: self.size_bytes,
+            sha256: self.sha256.clone(),
+            crc32c: self.crc32c.clone(),
+            restore_job_id: self.restore_job_id.clone(),
+        }
+    }
+
     /// Whether this manifest describes the given snapshot of the given target.
     pub fn describes(&self, project_id: &str, cluster: &str, snapshot_id: &str) -> bool {
         self.project_id == project_id && self.cluster == cluster && self.snapshot_id == snapshot_id

@@ -5,7 +5,7 @@
 use tracing::warn;
 
 use super::manifest::Manifest;
-use crate::journal::{Change, Journal, JournalError, SnapshotFacts, SnapshotKey, SnapshotState};
+use crate::journal::{Journal, JournalError, SnapshotFacts, SnapshotKey, SnapshotState};
 use crate::keys::MANIFEST_SUFFIX;
 use crate::store::{ObjectStore, StoreError};
 
@@ -73,18 +73,10 @@ pub async fn rebuild(
             continue;
         }
         journal
-            .transition(
+            .adopt(
                 &snapshot,
-                SnapshotState::Archived,
-                Change {
-                    object_key: Some(m.object_key.clone()),
-                    size_bytes: Some(m.size_bytes),
-                    sha256: Some(m.sha256.clone()),
-                    crc32c: Some(m.crc32c.clone()),
-                    restore_job_id: m.restore_job_id.clone(),
-                    note: Some("rebuilt from the manifest in the bucket".into()),
-                    ..Change::default()
-                },
+                m.archived_object(),
+                "rebuilt from the manifest in the bucket",
             )
             .await?;
         report.recovered += 1;

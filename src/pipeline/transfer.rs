@@ -4,6 +4,7 @@
 //! computed as the bytes pass, and each accepted part is journalled with the hash state after it,
 //! so that a crash resumes at the end of the contiguous uploaded parts (with a ranged GET) instead
 //! of starting over. On a failure the upload is aborted, unless it is left for a resume.
+//! Over 500 lines: the download source and the part pump share the stall, length and resume rules; splitting them would split one protocol.
 
 use std::fmt;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use super::digest::ResumableSha256;
 use super::validate::{self, ContentError, ContentFacts, Validator};
 use crate::journal::PartRecord;
+use crate::reason::Reason;
 use crate::store::{CompletedPartInfo, MAX_PARTS, MultipartUpload, StoreError};
 
 /// A snapshot download URL. It is a bearer secret: its path and query never print.
@@ -30,12 +32,12 @@ impl SnapshotUrl {
     /// Parses the URL Atlas returned.
     pub fn parse(text: &str) -> Result<Self, TransferError> {
         let url = Url::parse(text).map_err(|_| TransferError::Download {
-            reason: "BAD_SNAPSHOT_URL",
+            kind: DownloadFailure::BadUrl,
             message: "Atlas returned a snapshotUrl that is not a URL".into(),
         })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(TransferError::Download {
-                reason: "BAD_SNAPSHOT_URL",
+                kind: DownloadFailure::BadUrl,
                 message: format!("Atlas returned a snapshotUrl with scheme {}", url.scheme()),
             });
         }
@@ -60,14 +62,50 @@ impl fmt::Debug for SnapshotUrl {
     }
 }
 
+/// What went wrong on the download side. The reason code and the retry rule follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadFailure {
+    /// Atlas's `snapshotUrl` is not an http(s) URL.
+    BadUrl,
+    /// The URL answered an unexpected status.
+    HttpStatus,
+    /// The URL could not be reached.
+    Connect,
+    /// The body broke off.
+    Interrupted,
+    /// The body stalled past the stall timeout.
+    Stalled,
+    /// The URL served no bytes.
+    Empty,
+    /// The HTTP client could not be built.
+    ClientSetup,
+    /// An upload task ended unexpectedly.
+    UploadTask,
+}
+
+impl DownloadFailure {
+    fn reason(self) -> Reason {
+        match self {
+            Self::BadUrl => Reason::BadSnapshotUrl,
+            Self::HttpStatus => Reason::DownloadHttpStatus,
+            Self::Connect => Reason::DownloadConnect,
+            Self::Interrupted => Reason::DownloadInterrupted,
+            Self::Stalled => Reason::DownloadStalled,
+            Self::Empty => Reason::EmptyDownload,
+            Self::ClientSetup => Reason::ClientSetup,
+            Self::UploadTask => Reason::UploadTask,
+        }
+    }
+}
+
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
     /// The snapshot URL misbehaved.
     #[error("snapshot download failed: {message}")]
     Download {
-        /// Short reason code.
-        reason: &'static str,
+        /// What kind of failure.
+        kind: DownloadFailure,
         /// Details (never the URL's path or query).
         message: String,
     },
@@ -115,16 +153,16 @@ pub enum TransferError {
 
 impl TransferError {
     /// Short reason code for journal and metrics.
-    pub fn reason(&self) -> String {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::Download { reason, .. } => (*reason).to_owned(),
-            Self::UrlRejected { .. } => "URL_EXPIRED".into(),
-            Self::LengthMismatch { .. } => "TRUNCATED_DOWNLOAD".into(),
+            Self::Download { kind, .. } => kind.reason(),
+            Self::UrlRejected { .. } => Reason::UrlExpired,
+            Self::LengthMismatch { .. } => Reason::TruncatedDownload,
             Self::Store(e) => e.reason(),
-            Self::Cancelled => "CANCELLED".into(),
-            Self::RangeRefused { .. } => "RANGE_REFUSED".into(),
-            Self::PartLog(_) => "JOURNAL".into(),
-            Self::Content(_) => "NOT_AN_ARCHIVE".into(),
+            Self::Cancelled => Reason::Cancelled,
+            Self::RangeRefused { .. } => Reason::RangeRefused,
+            Self::PartLog(_) => Reason::Journal,
+            Self::Content(_) => Reason::NotAnArchive,
         }
     }
 
@@ -134,7 +172,7 @@ impl TransferError {
         matches!(
             self,
             Self::Download {
-                reason: "DOWNLOAD_INTERRUPTED" | "DOWNLOAD_STALLED",
+                kind: DownloadFailure::Interrupted | DownloadFailure::Stalled,
                 ..
             }
         ) || matches!(self, Self::LengthMismatch { expected, received } if received < expected)
@@ -143,8 +181,8 @@ impl TransferError {
     /// Whether trying again in the same run may help.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Download { reason, .. } => {
-                *reason != "BAD_SNAPSHOT_URL" && *reason != "EMPTY_DOWNLOAD"
+            Self::Download { kind, .. } => {
+                !matches!(kind, DownloadFailure::BadUrl | DownloadFailure::Empty)
             }
             // An error page served as a success may be a passing proxy fault: a new download
             // job is tried (and a later run tries again).
@@ -177,7 +215,7 @@ pub fn download_client(settings: DownloadSettings) -> Result<reqwest::Client, Tr
         .redirect(reqwest::redirect::Policy::limited(5))
         .build()
         .map_err(|e| TransferError::Download {
-            reason: "CLIENT_SETUP",
+            kind: DownloadFailure::ClientSetup,
             message: e.to_string(),
         })
 }
@@ -201,7 +239,7 @@ pub async fn open(client: &reqwest::Client, url: &SnapshotUrl) -> Result<Source,
     check_content_type(&response)?;
     if response.status() != StatusCode::OK {
         return Err(TransferError::Download {
-            reason: "DOWNLOAD_HTTP_STATUS",
+            kind: DownloadFailure::HttpStatus,
             message: format!("{url} answered HTTP {} to a plain GET", response.status()),
         });
     }
@@ -269,7 +307,7 @@ async fn send(
         }
     }
     request.send().await.map_err(|e| TransferError::Download {
-        reason: "DOWNLOAD_CONNECT",
+        kind: DownloadFailure::Connect,
         message: format!("cannot reach {url}: {}", error_chain(&e.without_url())),
     })
 }
@@ -285,7 +323,7 @@ fn check_status(url: &SnapshotUrl, status: StatusCode) -> Result<(), TransferErr
     }
     if !matches!(status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
         return Err(TransferError::Download {
-            reason: "DOWNLOAD_HTTP_STATUS",
+            kind: DownloadFailure::HttpStatus,
             message: format!("{url} answered HTTP {status}"),
         });
     }
@@ -471,10 +509,10 @@ impl PumpState {
                 .chunk()
                 .await
                 .map_err(|e| TransferError::Download {
-                    reason: if e.is_timeout() {
-                        "DOWNLOAD_STALLED"
+                    kind: if e.is_timeout() {
+                        DownloadFailure::Stalled
                     } else {
-                        "DOWNLOAD_INTERRUPTED"
+                        DownloadFailure::Interrupted
                     },
                     message: format!(
                         "after {} bytes: {}",
@@ -522,7 +560,7 @@ impl PumpState {
         }
         if self.bytes == 0 {
             return Err(TransferError::Download {
-                reason: "EMPTY_DOWNLOAD",
+                kind: DownloadFailure::Empty,
                 message: "the snapshot URL served no bytes; a snapshot archive is never empty"
                     .into(),
             });
@@ -598,7 +636,7 @@ impl PumpState {
             Ok(Err(e)) => return Err(e.into()),
             Err(e) => {
                 return Err(TransferError::Download {
-                    reason: "UPLOAD_TASK",
+                    kind: DownloadFailure::UploadTask,
                     message: format!("an upload task ended unexpectedly: {e}"),
                 });
             }

@@ -462,14 +462,12 @@ mod tests {
             header.set_size(*size as u64);
             header.set_mode(0o600);
             header.set_cksum();
-            builder
-                .append_data(&mut header, name, &data[..])
-                .unwrap_or_else(|e| panic!("{e}"));
+            builder.append_data(&mut header, name, &data[..]).unwrap();
         }
-        let tar = builder.into_inner().unwrap_or_else(|e| panic!("{e}"));
+        let tar = builder.into_inner().unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&tar).unwrap_or_else(|e| panic!("{e}"));
-        gz.finish().unwrap_or_else(|e| panic!("{e}"))
+        gz.write_all(&tar).unwrap();
+        gz.finish().unwrap()
     }
 
     fn files() -> Vec<(&'static str, usize)> {
@@ -483,7 +481,7 @@ mod tests {
     #[test]
     fn a_real_archive_passes_and_its_facts_are_recorded() {
         let gz = archive(&files());
-        let facts = validate(&gz[..]).unwrap_or_else(|e| panic!("{e}"));
+        let facts = validate(&gz[..]).unwrap();
         assert_eq!(facts.tar_entries, 3);
         assert_eq!(
             facts.top_level,
@@ -499,16 +497,14 @@ mod tests {
         let mut header = tar::Header::new_gnu();
         header.set_size(3);
         header.set_cksum();
-        builder
-            .append_data(&mut header, "a", &b"abc"[..])
-            .unwrap_or_else(|e| panic!("{e}"));
-        let tar = builder.into_inner().unwrap_or_else(|e| panic!("{e}"));
+        builder.append_data(&mut header, "a", &b"abc"[..]).unwrap();
+        let tar = builder.into_inner().unwrap();
         let (first, second) = tar.split_at(700);
         let mut out = Vec::new();
         for part in [first, second] {
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            gz.write_all(part).unwrap_or_else(|e| panic!("{e}"));
-            out.extend(gz.finish().unwrap_or_else(|e| panic!("{e}")));
+            gz.write_all(part).unwrap();
+            out.extend(gz.finish().unwrap());
         }
         assert!(validate(&out[..]).is_ok());
     }
@@ -552,9 +548,8 @@ mod tests {
     #[test]
     fn a_gzip_of_something_else_is_not_a_tar() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&[b'x'; 4096])
-            .unwrap_or_else(|e| panic!("{e}"));
-        let gz = gz.finish().unwrap_or_else(|e| panic!("{e}"));
+        gz.write_all(&[b'x'; 4096]).unwrap();
+        let gz = gz.finish().unwrap();
         let e = validate(&gz[..]);
         assert!(matches!(e, Err(ContentError::Tar { .. })), "{e:?}");
     }
@@ -573,11 +568,9 @@ mod tests {
         let gz = archive(&files());
         let mut v = Validator::start();
         for chunk in gz.chunks(1000) {
-            v.feed(Bytes::copy_from_slice(chunk))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+            v.feed(Bytes::copy_from_slice(chunk)).await.unwrap();
         }
-        let facts = v.finish().await.unwrap_or_else(|e| panic!("{e}"));
+        let facts = v.finish().await.unwrap();
         assert_eq!(facts.tar_entries, 3);
         // An HTML page fails at the first chunks, long before the end of a big body.
         let mut v = Validator::start();

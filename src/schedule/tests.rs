@@ -9,7 +9,7 @@ fn utc(text: &str) -> DateTime<Utc> {
 }
 
 fn schedule(expr: &str, zone: &str) -> Schedule {
-    Schedule::parse(expr, zone).unwrap_or_else(|e| panic!("{e}"))
+    Schedule::parse(expr, zone).unwrap()
 }
 
 /// Every slot in `[from, to)`.

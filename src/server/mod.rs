@@ -154,10 +154,8 @@ mod tests {
     }
 
     async fn start(token: Option<&str>, loopback: bool) -> (String, CancellationToken) {
-        let listener = bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let state = Arc::new(ServerState {
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),

@@ -448,13 +448,10 @@ mod tests {
             let mut archive = tar::Archive::new(&tar[..]);
             let names: Vec<String> = archive
                 .entries()
-                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap()
                 .map(|e| {
                     let e = e.unwrap_or_else(|e| panic!("{len}: {e}"));
-                    e.path()
-                        .unwrap_or_else(|e| panic!("{e}"))
-                        .display()
-                        .to_string()
+                    e.path().unwrap().display().to_string()
                 })
                 .collect();
             assert!(names.contains(&"WiredTiger".to_owned()), "{len}: {names:?}");

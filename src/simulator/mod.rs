@@ -7,6 +7,7 @@
 //! Must not: depend on the pipeline, store or journal.
 
 pub mod content;
+mod digest;
 mod routes;
 
 use std::collections::{HashMap, HashSet};

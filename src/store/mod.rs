@@ -1,7 +1,9 @@
 //! S3-compatible object store through `aws-sdk-s3`: client setup for AWS and other stores, small
 //! objects (manifests), HEAD, and multipart uploads ([`multipart`]). Part sizing lives here too.
 //! Must not: know about Atlas or the journal.
+//! Over 500 lines: client setup for every S3 flavour, the error type and the small-object calls; multipart lives in `multipart.rs`.
 
+mod codes;
 mod multipart;
 
 use std::sync::Arc;
@@ -18,6 +20,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use crate::config::{ChecksumCalculation, ObjectChecksum, PartSize, StorageConfig, expose};
+use crate::reason::Reason;
+use codes::{CodeKind, classify};
 pub use multipart::{CompletedPartInfo, MultipartUpload};
 
 /// Longest wait to open a connection to the store.
@@ -74,39 +78,36 @@ impl StoreError {
     /// check doing its job on corrupted bytes, and turning checksums off then would let the next
     /// corruption through (audit M4).
     pub fn is_checksum_refusal(&self) -> bool {
-        matches!(
-            self,
-            Self::Request {
-                code: Some(code),
-                ..
-            } if matches!(code.as_str(), "NotImplemented" | "InvalidRequest" | "InvalidArgument")
-        )
+        self.code_kind() == Some(CodeKind::ChecksumRefused)
     }
 
     /// Whether the store said the bytes it received do not match their checksum: a transient
     /// integrity failure, retried with checksums still on.
     pub fn is_digest_mismatch(&self) -> bool {
-        matches!(
-            self,
+        self.code_kind() == Some(CodeKind::DigestMismatch)
+    }
+
+    /// Whether the store said the multipart upload does not exist.
+    pub fn is_missing_upload(&self) -> bool {
+        self.code_kind() == Some(CodeKind::MissingUpload)
+    }
+
+    fn code_kind(&self) -> Option<CodeKind> {
+        match self {
             Self::Request {
-                code: Some(code),
-                ..
-            } if matches!(code.as_str(), "BadDigest" | "XAmzContentChecksumMismatch" | "InvalidDigest")
-        )
+                code: Some(code), ..
+            } => Some(classify(code)),
+            _ => None,
+        }
     }
 
     /// Whether trying again may help: everything but missing buckets, refused credentials, and
     /// problems of our own making (part count, size).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Request { code, .. } => !matches!(
-                code.as_deref(),
-                Some(
-                    "NoSuchBucket"
-                        | "AccessDenied"
-                        | "InvalidAccessKeyId"
-                        | "SignatureDoesNotMatch"
-                )
+            Self::Request { .. } => !matches!(
+                self.code_kind(),
+                Some(CodeKind::MissingBucket | CodeKind::Denied)
             ),
             Self::TooManyParts { .. } | Self::SizeMismatch { .. } => false,
         }
@@ -119,13 +120,14 @@ impl StoreError {
     {
         let code = error.code().map(str::to_owned);
         let mut message = readable(&error);
-        if code.as_deref() == Some("NoSuchBucket") {
-            message.push_str(" (create the bucket, or fix storage.bucket)");
-        } else if matches!(
-            code.as_deref(),
-            Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")
-        ) {
-            message.push_str(" (check the storage credentials and the bucket policy)");
+        match code.as_deref().map(classify) {
+            Some(CodeKind::MissingBucket) => {
+                message.push_str(" (create the bucket, or fix storage.bucket)");
+            }
+            Some(CodeKind::Denied) => {
+                message.push_str(" (check the storage credentials and the bucket policy)");
+            }
+            _ => {}
         }
         Self::Request {
             operation,
@@ -136,14 +138,12 @@ impl StoreError {
     }
 
     /// A short reason for journal rows and metrics.
-    pub fn reason(&self) -> String {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::Request { code: Some(c), .. } => format!("S3_{c}"),
-            Self::Request { operation, .. } => {
-                format!("S3_{}", operation.replace(' ', "_").to_uppercase())
-            }
-            Self::TooManyParts { .. } => "TOO_MANY_PARTS".into(),
-            Self::SizeMismatch { .. } => "SIZE_MISMATCH".into(),
+            Self::Request { code: Some(c), .. } => Reason::S3Code(c.clone()),
+            Self::Request { operation, .. } => Reason::S3Request(operation),
+            Self::TooManyParts { .. } => Reason::TooManyParts,
+            Self::SizeMismatch { .. } => Reason::SizeMismatch,
         }
     }
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tracing::warn;
 
 use super::StoreError;
+use super::codes::{CodeKind, classify_answer};
 
 const COMPLETE_ATTEMPTS: u32 = 4;
 
@@ -276,11 +277,13 @@ impl MultipartUpload {
             }
             match request.send().await {
                 Ok(_) => return Ok(()),
-                Err(e) if attempt > 1 && e.code() == Some("NoSuchUpload") => {
+                Err(e) if attempt > 1 && classify_answer(e.code()) == CodeKind::MissingUpload => {
                     warn!(key = %self.key, "CompleteMultipartUpload answered NoSuchUpload after a retry; checking whether the object exists");
                     return Ok(());
                 }
-                Err(e) if attempt < COMPLETE_ATTEMPTS && is_transient(e.code()) => {
+                Err(e)
+                    if attempt < COMPLETE_ATTEMPTS && classify_answer(e.code()).is_transient() =>
+                {
                     warn!(key = %self.key, attempt, code = e.code().unwrap_or("none"), "CompleteMultipartUpload failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
                 }
@@ -301,17 +304,6 @@ impl MultipartUpload {
     }
 }
 
-/// Errors worth another CompleteMultipartUpload: the store's own trouble, or no answer at all.
-fn is_transient(code: Option<&str>) -> bool {
-    match code {
-        None => true,
-        Some(c) => matches!(
-            c,
-            "InternalError" | "SlowDown" | "ServiceUnavailable" | "RequestTimeout" | "503" | "500"
-        ),
-    }
-}
-
 pub(super) async fn abort(
     client: &aws_sdk_s3::Client,
     bucket: &str,
@@ -328,7 +320,7 @@ pub(super) async fn abort(
     {
         Ok(_) => Ok(()),
         // Already gone: what we wanted.
-        Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+        Err(e) if classify_answer(e.code()) == CodeKind::MissingUpload => Ok(()),
         Err(e) => Err(StoreError::from_sdk("AbortMultipartUpload", key, e)),
     }
 }

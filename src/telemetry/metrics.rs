@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::Target;
+use crate::reason::Reason;
 
 /// Buckets of `atlas_archiver_run_duration_seconds`: from a quick no-op run to a many-hour transfer.
 const DURATION_BUCKETS: [f64; 11] = [
@@ -88,11 +89,11 @@ impl Metrics {
     }
 
     /// A snapshot attempt failed.
-    pub fn record_failure(&self, target: &Target, reason: &str) {
+    pub fn record_failure(&self, target: &Target, reason: &Reason) {
         *self
             .lock()
             .failures
-            .entry((target.clone(), tame(reason)))
+            .entry((target.clone(), tame(&reason.code())))
             .or_insert(0) += 1;
     }
 
@@ -256,7 +257,7 @@ mod tests {
         };
         m.register_target(&t);
         m.record_archived(&t, 1000);
-        m.record_failure(&t, "S3_Slow\"Down\n{x}");
+        m.record_failure(&t, &Reason::AtlasCode("S3_Slow\"Down\n{x}".into()));
         m.record_run(&t, RunStatus::Success, 12.5, 1_700_000_000.0);
         m.record_next_run(&t, 1_700_003_600.0);
         let text = m.render();

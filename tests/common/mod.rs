@@ -109,12 +109,9 @@ pub struct World {
 impl World {
     pub async fn new(test: &str, clusters: Vec<SimCluster>) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let sim = Simulator::start(
-            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
-            clusters,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("simulator: {e}"));
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), clusters)
+            .await
+            .unwrap_or_else(|e| panic!("simulator: {e}"));
         let s3 = S3Server::from_env(dir.path()).await;
         let prefix = format!("{test}-{:x}/", rand_suffix());
         Self {
@@ -158,10 +155,8 @@ impl World {
 
     /// A complete config (service account, secret in a file) with `extra_storage` lines added to [storage].
     pub fn write_config(&self, extra_atlas: &str, extra_storage: &str) -> PathBuf {
-        std::fs::write(self.path("atlas_secret"), format!("{SIM_CLIENT_SECRET}\n"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(self.path("s3_secret"), &self.s3.secret_key)
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(self.path("atlas_secret"), format!("{SIM_CLIENT_SECRET}\n")).unwrap();
+        std::fs::write(self.path("s3_secret"), &self.s3.secret_key).unwrap();
         let text = format!(
             r#"[atlas]
 base_url = "{base}"
@@ -192,7 +187,7 @@ path = "state/journal.sqlite"
             targets = self.targets_toml(),
         );
         let path = self.path("config.toml");
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, text).unwrap();
         path
     }
 
@@ -200,13 +195,13 @@ path = "state/journal.sqlite"
     #[allow(dead_code)]
     pub fn write_config_with_prefix(&self, prefix: &str) -> PathBuf {
         let base = self.write_config("", "");
-        let text = std::fs::read_to_string(&base).unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(&base).unwrap();
         let text = text.replace(
             &format!("prefix = \"{}\"", self.prefix),
             &format!("prefix = \"{prefix}\""),
         );
         let path = self.path("config-prefix.toml");
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, text).unwrap();
         path
     }
 

@@ -71,10 +71,8 @@ pub struct S3Proxy {
 
 impl S3Proxy {
     pub async fn start(upstream: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr: SocketAddr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
         let faults = Arc::new(Mutex::new(StoreFaults::default()));
         let seen = Arc::new(Mutex::new(ProxySeen::default()));
         let state = ProxyState {
@@ -82,7 +80,7 @@ impl S3Proxy {
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .unwrap_or_else(|e| panic!("{e}")),
+                .unwrap(),
             faults: Arc::clone(&faults),
             seen: Arc::clone(&seen),
         };
@@ -257,7 +255,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
             || (k.as_str() == "content-length" && !is_head);
         if !hop {
             out.append(
-                HeaderName::from_bytes(k.as_str().as_bytes()).unwrap_or_else(|e| panic!("{e}")),
+                HeaderName::from_bytes(k.as_str().as_bytes()).unwrap(),
                 v.clone(),
             );
         }

@@ -14,7 +14,7 @@ impl TestClock {
     fn at(text: &str) -> Self {
         Self {
             start_wall: DateTime::parse_from_rfc3339(text)
-                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap()
                 .with_timezone(&Utc),
             start: tokio::time::Instant::now(),
         }
@@ -68,7 +68,7 @@ fn target(name: &str) -> Target {
 
 fn utc(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .with_timezone(&Utc)
 }
 
@@ -98,12 +98,7 @@ async fn simulate(
     );
     let schedules = targets
         .iter()
-        .map(|(n, cron, _)| {
-            (
-                target(n),
-                Schedule::parse(cron, "UTC").unwrap_or_else(|e| panic!("{e}")),
-            )
-        })
+        .map(|(n, cron, _)| (target(n), Schedule::parse(cron, "UTC").unwrap()))
         .collect();
     let last: Vec<(Target, DateTime<Utc>)> = last_runs
         .iter()

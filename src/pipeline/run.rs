@@ -1,0 +1,211 @@
+//! A run and a target's run: list the target's snapshots, archive each completed one in turn,
+//! record the run in the journal and the metrics, and report the snapshots Atlas no longer
+//! lists that were never archived (LOST).
+//! Must not: transfer bytes itself (that is `attempt.rs`).
+
+use chrono::Utc;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::{ArchiveError, Archiver, SnapshotOutcome, TargetReport, is_object_id};
+use crate::atlas::models::{Phase, Snapshot};
+use crate::config::Target;
+use crate::journal::{RunSummary, SnapshotState};
+use crate::reason::Reason;
+use crate::telemetry::RunStatus;
+
+impl Archiver {
+    /// Runs every target (all at once; transfers are bounded by `max_concurrent_transfers`)
+    /// and records the run.
+    pub async fn run(
+        &self,
+        kind: &str,
+        targets: &[Target],
+    ) -> Result<Vec<TargetReport>, ArchiveError> {
+        let run_id = self.journal.start_run(kind).await?;
+        let reports: Vec<TargetReport> =
+            futures_util::future::join_all(targets.iter().map(|t| self.archive_target(t))).await;
+        let mut summary = RunSummary::default();
+        for r in &reports {
+            for s in &r.snapshots {
+                match s {
+                    SnapshotOutcome::Archived { .. } | SnapshotOutcome::Adopted { .. } => {
+                        summary.archived += 1
+                    }
+                    SnapshotOutcome::AlreadyArchived { .. } => summary.skipped += 1,
+                    SnapshotOutcome::Failed { .. } | SnapshotOutcome::Lost { .. } => {
+                        summary.failed += 1
+                    }
+                }
+            }
+            if let Some(e) = &r.error {
+                summary.error = Some(format!("{}: {e}", r.target));
+            }
+        }
+        self.journal.finish_run(run_id, summary).await?;
+        Ok(reports)
+    }
+
+    /// Archives every completed, not yet archived snapshot of one target, and records the run
+    /// of the target in the journal and the metrics.
+    pub async fn archive_target(&self, target: &Target) -> TargetReport {
+        let started = std::time::Instant::now();
+        if let Err(e) = self.journal.target_started(target, Utc::now()).await {
+            error!(project = %target.project_id, cluster = %target.cluster, error = %e, "cannot record the run in the journal");
+            return TargetReport {
+                target: target.clone(),
+                snapshots: Vec::new(),
+                error: Some(e.to_string()),
+            };
+        }
+        let report = self.archive_target_snapshots(target).await;
+        let success = report.succeeded();
+        let finished = Utc::now();
+        if let Err(e) = self
+            .journal
+            .target_finished(target, success, finished)
+            .await
+        {
+            error!(project = %target.project_id, cluster = %target.cluster, error = %e, "cannot record the end of the run in the journal");
+        }
+        self.metrics.record_run(
+            target,
+            if success {
+                RunStatus::Success
+            } else {
+                RunStatus::Failure
+            },
+            started.elapsed().as_secs_f64(),
+            finished.timestamp_millis() as f64 / 1000.0,
+        );
+        report
+    }
+
+    pub(super) async fn archive_target_snapshots(&self, target: &Target) -> TargetReport {
+        let span = info_span!("target", project = %target.project_id, cluster = %target.cluster);
+        async {
+            let mut report = TargetReport {
+                target: target.clone(),
+                snapshots: Vec::new(),
+                error: None,
+            };
+            let listed = match self.atlas.list_snapshots(&target.project_id, &target.cluster).await {
+                Ok(l) => l,
+                Err(e) => {
+                    error!(error = %e, "cannot list snapshots");
+                    report.error = Some(e.to_string());
+                    return report;
+                }
+            };
+            info!(count = listed.len(), "listed snapshots");
+            for snapshot in &listed {
+                let Some(id) = snapshot.id.clone() else { continue };
+                // Ids become parts of object keys and URL paths: take only what the contract
+                // allows (`^[a-f0-9]{24}$`), never a path (audit L18).
+                if !is_object_id(&id) {
+                    warn!(snapshot = %id.escape_debug().to_string(), "Atlas listed a snapshot id that is not 24 lowercase hex digits; skipping it");
+                    continue;
+                }
+                match snapshot.phase() {
+                    Phase::Completed => {}
+                    Phase::Unknown(s) => {
+                        warn!(snapshot = %id, status = %s, "snapshot has a status this version does not know; skipping it for now");
+                        continue;
+                    }
+                    other => {
+                        info!(snapshot = %id, status = other.as_str(), "snapshot not completed yet; a later run takes it");
+                        continue;
+                    }
+                }
+                if self.shutdown.drain.is_cancelled() {
+                    info!("shutting down: the remaining snapshots wait for the next run");
+                    break;
+                }
+                let outcome = self.archive_snapshot(target, &id, snapshot).await;
+                let journal_failed = match &outcome {
+                    Err(ArchiveError::Journal(e)) => Some(e.to_string()),
+                    _ => None,
+                };
+                report.snapshots.push(match outcome {
+                    Ok(o) => o,
+                    Err(e) => SnapshotOutcome::Failed {
+                        snapshot_id: id.clone(),
+                        reason: e.reason().to_string(),
+                        error: e.to_string(),
+                    },
+                });
+                if let Some(e) = journal_failed {
+                    error!(error = %e, "the journal failed; stopping this target");
+                    report.error = Some(format!("{e}; stopping this target"));
+                    break;
+                }
+            }
+            match self.report_lost(target, &listed).await {
+                Ok(lost) => report.snapshots.extend(lost),
+                Err(e) => report.error = Some(e.to_string()),
+            }
+            report
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Snapshots the journal knows as not archived that Atlas no longer lists: reported once,
+    /// loudly, because that is the event an operator most needs to hear about.
+    pub(super) async fn report_lost(
+        &self,
+        target: &Target,
+        listed: &[Snapshot],
+    ) -> Result<Vec<SnapshotOutcome>, ArchiveError> {
+        let mut lost = Vec::new();
+        for record in self.journal.snapshots(Some(target.clone())).await? {
+            let still_listed = listed
+                .iter()
+                .any(|s| s.id.as_deref() == Some(record.snapshot_id.as_str()));
+            if record.state == SnapshotState::Archived
+                || still_listed
+                || Reason::SnapshotLost.is(record.last_reason.as_deref())
+            {
+                continue;
+            }
+            // The object may be complete in the bucket, only its manifest missing (a crash, or a
+            // store incident on the snapshot's last day): finish it rather than cry LOST (M2).
+            if let Some(object_key) = record.object_key.clone() {
+                match self.finish_recorded_upload(&record, &object_key).await {
+                    Ok(Some(outcome)) => {
+                        lost.push(outcome);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(snapshot = %record.snapshot_id, error = %e, "cannot finish the recorded upload of a snapshot Atlas no longer lists");
+                        lost.push(SnapshotOutcome::Failed {
+                            snapshot_id: record.snapshot_id.clone(),
+                            reason: e.reason().to_string(),
+                            error: e.to_string(),
+                        });
+                        continue;
+                    }
+                }
+                // An upload still open for it can never be finished now: abort it, so that no
+                // billed orphan stays behind.
+                if record.upload_id.is_some() {
+                    self.abort_recorded_upload(&record.key(), &object_key)
+                        .await?;
+                }
+            }
+            error!(snapshot = %record.snapshot_id, "snapshot LOST: Atlas no longer holds it and it was never archived");
+            self.metrics.record_lost(target);
+            self.journal
+                .fail(
+                    &record.key(),
+                    &Reason::SnapshotLost,
+                    "Atlas no longer holds this snapshot and it was never archived",
+                )
+                .await?;
+            lost.push(SnapshotOutcome::Lost {
+                snapshot_id: record.snapshot_id,
+            });
+        }
+        Ok(lost)
+    }
+}
