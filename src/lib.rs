@@ -41,4 +41,5 @@ pub mod schedule;
 pub mod server;
 pub mod simulator;
 pub mod store;
+pub mod target;
 pub mod telemetry;

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 /// Modules that import nothing of the crate: shared vocabulary every layer may use.
-const FOUNDATION: &[&str] = &["reason", "retry", "fault", "keys", "schedule"];
+const FOUNDATION: &[&str] = &["reason", "retry", "fault", "keys", "schedule", "target"];
 /// Leaves: each talks to one outside thing and imports no other leaf.
 const LEAVES: &[&str] = &["atlas", "store", "journal"];
 /// The engine: what a library user of the archiver gets. It must not reach the binary's parts
@@ -19,6 +19,7 @@ const ENGINE: &[&str] = &[
     "fault",
     "keys",
     "schedule",
+    "target",
     "config",
     "atlas",
     "store",

@@ -5,10 +5,17 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use md5::{Digest as _, Md5};
 use rand::Rng;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
+use tracing::warn;
+
+use super::models::{OAuthErrorBody, TokenResponse};
+use super::{AUTH_FAILURE_MEMO, AtlasClient, AtlasError, Auth, decode, retry_after};
 
 /// Refresh a token this long before Atlas says it expires.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -204,6 +211,205 @@ fn digest_authorization(
         header.push_str(&format!(", opaque=\"{opaque}\""));
     }
     header
+}
+
+impl AtlasClient {
+    pub(super) fn remembered_auth_failure(&self) -> Option<AtlasError> {
+        let mut guard = self.inner.auth_failure.lock().ok()?;
+        match guard.as_ref() {
+            Some((detail, at)) if at.elapsed() < AUTH_FAILURE_MEMO => {
+                Some(AtlasError::Unauthorized {
+                    detail: detail.clone(),
+                })
+            }
+            Some(_) => {
+                *guard = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub(super) fn remember_auth_failure(&self, detail: &str) -> AtlasError {
+        if let Ok(mut guard) = self.inner.auth_failure.lock() {
+            *guard = Some((detail.to_owned(), std::time::Instant::now()));
+        }
+        AtlasError::Unauthorized {
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// The `Authorization` value for the next attempt, and the bearer token it carries.
+    pub(super) async fn authorization(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+    ) -> Result<(Option<SecretString>, Option<SecretString>), AtlasError> {
+        match &self.inner.auth {
+            Auth::Anonymous => Ok((None, None)),
+            Auth::ApiKey(state) => Ok((
+                state
+                    .authorization(method.as_str(), path_and_query)
+                    .map(SecretString::from),
+                None,
+            )),
+            Auth::ServiceAccount(cache) => {
+                let token = self.token(cache).await?;
+                Ok((
+                    Some(SecretString::from(format!(
+                        "Bearer {}",
+                        token.expose_secret()
+                    ))),
+                    Some(token),
+                ))
+            }
+        }
+    }
+
+    /// After a 401: drop the token, or take the Digest challenge. Returns whether a retry makes sense.
+    pub(super) async fn prepare_reauthentication(
+        &self,
+        headers: &HeaderMap,
+        token_used: Option<&SecretString>,
+    ) -> bool {
+        match &self.inner.auth {
+            Auth::Anonymous => false,
+            Auth::ServiceAccount(cache) => {
+                if let Some(t) = token_used {
+                    cache.invalidate(t.expose_secret()).await;
+                }
+                true
+            }
+            Auth::ApiKey(state) => {
+                let challenge = headers
+                    .get_all(WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find_map(DigestChallenge::parse);
+                match challenge {
+                    Some(c) => {
+                        state.remember(c);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
+    }
+
+    /// The cached token, or a new one. Holding the lock during the request makes refresh single-flight.
+    pub(super) async fn token(&self, cache: &TokenCache) -> Result<SecretString, AtlasError> {
+        let mut slot = cache.slot.lock().await;
+        if let Some(t) = slot.as_ref()
+            && std::time::Instant::now() < t.refresh_at
+        {
+            return Ok(t.value.clone());
+        }
+        let fetched = self.fetch_token(cache).await?;
+        let value = SecretString::from(fetched.access_token);
+        *slot = Some(CachedToken {
+            value: value.clone(),
+            refresh_at: refresh_deadline(fetched.expires_in),
+        });
+        Ok(value)
+    }
+
+    pub(super) async fn fetch_token(
+        &self,
+        cache: &TokenCache,
+    ) -> Result<TokenResponse, AtlasError> {
+        const OPERATION: &str = "token request";
+        if let Some(e) = self.remembered_auth_failure() {
+            return Err(e);
+        }
+        let url = self
+            .inner
+            .base
+            .join("/api/oauth/token")
+            .map_err(|e| AtlasError::Transport {
+                operation: OPERATION,
+                attempts: 0,
+                message: e.to_string(),
+            })?;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            cache.client_id,
+            cache.client_secret.expose_secret()
+        ));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .inner
+                .http
+                .post(url.clone())
+                .header(AUTHORIZATION, format!("Basic {basic}"))
+                .header(ACCEPT, "application/json")
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body("grant_type=client_credentials")
+                .send()
+                .await;
+            let response = match result {
+                Ok(r) => r,
+                Err(e) if attempt < self.inner.max_attempts => {
+                    let delay = self.inner.backoff.delay(attempt);
+                    warn!(operation = OPERATION, attempt, error = %e.without_url(), ?delay, "Atlas unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(AtlasError::Transport {
+                        operation: OPERATION,
+                        attempts: attempt,
+                        message: e.without_url().to_string(),
+                    });
+                }
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.unwrap_or_default();
+            if status.is_success() {
+                return decode(OPERATION, &body);
+            }
+            if matches!(
+                status,
+                StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) {
+                let e: OAuthErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+                let detail = format!(
+                    "token endpoint HTTP {}: {} {}",
+                    status.as_u16(),
+                    e.error.unwrap_or_default(),
+                    e.error_description.unwrap_or_default()
+                );
+                return Err(self.remember_auth_failure(detail.trim()));
+            }
+            if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
+                && attempt < self.inner.max_attempts
+            {
+                let delay = self
+                    .inner
+                    .backoff
+                    .delay_with_hint(attempt, retry_after(&headers));
+                warn!(
+                    operation = OPERATION,
+                    attempt,
+                    status = status.as_u16(),
+                    ?delay,
+                    "token endpoint asked us to retry"
+                );
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            return Err(AtlasError::Api {
+                operation: OPERATION,
+                status: status.as_u16(),
+                error_code: status.as_u16().to_string(),
+                detail: String::from_utf8_lossy(&body).chars().take(200).collect(),
+                hint: "",
+            });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,28 +2,28 @@
 //! list snapshots (all pages), request a download, wait for the restore job's URL. Owns
 //! authentication, the versioned media type, error envelopes and the retry policy for API calls.
 //! Must not: touch S3 or the journal, or ever send credentials to a snapshot URL.
-//! Over 500 lines: the error type, the client and its paging and call loop; the Flex endpoints move to their own file with the dedicated ones (issue 12).
+//! Files: `flex.rs` (the Flex endpoints and the paging helper), `auth.rs` (tokens, Digest, the
+//! memo of a rejected login), `models.rs` (the JSON bodies); here the error type, the client and
+//! its one call-and-retry loop.
 
 mod auth;
+mod flex;
 pub mod models;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use reqwest::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE,
-};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
-use secrecy::{ExposeSecret, SecretString};
-use tracing::{debug, warn};
+use secrecy::ExposeSecret;
+use tracing::warn;
 use url::Url;
 
 use crate::config::{AtlasConfig, AtlasCredentials};
 use crate::reason::Reason;
 use crate::retry::Backoff;
-use auth::{CachedToken, DigestChallenge, DigestState, TokenCache, refresh_deadline};
-use models::{ApiErrorBody, OAuthErrorBody, Page, RestoreJob, Snapshot, TokenResponse};
+use auth::{DigestState, TokenCache};
+use models::ApiErrorBody;
 
 /// The only resource version the Flex endpoints accept (CONTRACT §1).
 pub const FLEX_MEDIA_TYPE: &str = "application/vnd.atlas.2024-11-13+json";
@@ -204,155 +204,6 @@ impl AtlasClient {
         })
     }
 
-    fn flex_path(project_id: &str, cluster: &str, rest: &str) -> String {
-        format!("/api/atlas/v2/groups/{project_id}/flexClusters/{cluster}/backup/{rest}")
-    }
-
-    /// F1, every page. Snapshots that appear twice (the list changed while paging) are kept once.
-    pub async fn list_snapshots(
-        &self,
-        project_id: &str,
-        cluster: &str,
-    ) -> Result<Vec<Snapshot>, AtlasError> {
-        let path = Self::flex_path(project_id, cluster, "snapshots");
-        let mut all: Vec<Snapshot> = Vec::new();
-        for s in self.list_all::<Snapshot>("list snapshots", &path).await? {
-            if s.id.is_some() && !all.iter().any(|seen| seen.id == s.id) {
-                all.push(s);
-            }
-        }
-        Ok(all)
-    }
-
-    /// Every page of a listing. Atlas may serve fewer items than `itemsPerPage` on a page that is
-    /// not the last, so a short page alone never ends the listing: it ends when a page is empty,
-    /// or when the page has no `next` link and the items seen reach `totalCount` (or no count
-    /// was given).
-    async fn list_all<T: serde::de::DeserializeOwned>(
-        &self,
-        operation: &'static str,
-        path: &str,
-    ) -> Result<Vec<T>, AtlasError> {
-        let mut all: Vec<T> = Vec::new();
-        for page_num in 1..=MAX_PAGES {
-            let path =
-                format!("{path}?pageNum={page_num}&itemsPerPage={PAGE_SIZE}&includeCount=true");
-            let answer = self.call(operation, Method::GET, &path, None).await?;
-            let page: Page<T> = decode(operation, &answer.body)?;
-            let more = page.more_after(all.len());
-            all.extend(page.results);
-            if !more {
-                break;
-            }
-        }
-        Ok(all)
-    }
-
-    /// F3: asks Atlas to prepare a download of one snapshot. Not idempotent: it is retried only
-    /// when Atlas certainly did not act on it (429, 503, or a connection that never opened).
-    pub async fn request_download(
-        &self,
-        project_id: &str,
-        cluster: &str,
-        snapshot_id: &str,
-    ) -> Result<RestoreJob, AtlasError> {
-        let body = serde_json::json!({ "snapshotId": snapshot_id });
-        let answer = self
-            .call(
-                "request download",
-                Method::POST,
-                &Self::flex_path(project_id, cluster, "download"),
-                Some(body),
-            )
-            .await?;
-        decode("request download", &answer.body)
-    }
-
-    /// F5: one restore job.
-    pub async fn get_restore_job(
-        &self,
-        project_id: &str,
-        cluster: &str,
-        job_id: &str,
-    ) -> Result<RestoreJob, AtlasError> {
-        let path = Self::flex_path(project_id, cluster, &format!("restoreJobs/{job_id}"));
-        let answer = self
-            .call("get restore job", Method::GET, &path, None)
-            .await?;
-        decode("get restore job", &answer.body)
-    }
-
-    /// F4, every page.
-    pub async fn list_restore_jobs(
-        &self,
-        project_id: &str,
-        cluster: &str,
-    ) -> Result<Vec<RestoreJob>, AtlasError> {
-        let path = Self::flex_path(project_id, cluster, "restoreJobs");
-        self.list_all("list restore jobs", &path).await
-    }
-
-    /// Polls a restore job until it has a download URL (returned at once when `job` already
-    /// has one), FAILED, or `atlas.restore_timeout` passes.
-    pub async fn wait_for_url(
-        &self,
-        project_id: &str,
-        cluster: &str,
-        mut job: RestoreJob,
-    ) -> Result<RestoreJob, AtlasError> {
-        let job_id = job.id.clone().unwrap_or_default();
-        let snapshot_id = job.snapshot_id.clone().unwrap_or_default();
-        let started = tokio::time::Instant::now();
-        loop {
-            match job.phase() {
-                models::Phase::Failed => {
-                    return Err(AtlasError::RestoreFailed {
-                        job_id,
-                        snapshot_id,
-                    });
-                }
-                _ if job.snapshot_url.as_deref().is_some_and(|u| !u.is_empty()) => return Ok(job),
-                phase => {
-                    debug!(job = %job_id, status = phase.as_str(), "restore job not ready yet")
-                }
-            }
-            if started.elapsed() >= self.inner.restore_timeout {
-                return Err(AtlasError::RestoreTimeout {
-                    job_id,
-                    waited: started.elapsed(),
-                    status: job.phase().as_str().to_owned(),
-                });
-            }
-            tokio::time::sleep(self.inner.poll_interval).await;
-            job = self.get_restore_job(project_id, cluster, &job_id).await?;
-        }
-    }
-
-    fn remembered_auth_failure(&self) -> Option<AtlasError> {
-        let mut guard = self.inner.auth_failure.lock().ok()?;
-        match guard.as_ref() {
-            Some((detail, at)) if at.elapsed() < AUTH_FAILURE_MEMO => {
-                Some(AtlasError::Unauthorized {
-                    detail: detail.clone(),
-                })
-            }
-            Some(_) => {
-                *guard = None;
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn remember_auth_failure(&self, detail: &str) -> AtlasError {
-        if let Ok(mut guard) = self.inner.auth_failure.lock() {
-            *guard = Some((detail.to_owned(), std::time::Instant::now()));
-        }
-        AtlasError::Unauthorized {
-            detail: detail.to_owned(),
-        }
-    }
-
     /// One API call with authentication and the retry policy:
     /// 429 waits for `Retry-After` (else backoff); 5xx and connection errors back off; 401
     /// refreshes the token (or answers the Digest challenge) once; other 4xx fail at once.
@@ -459,175 +310,6 @@ impl AtlasClient {
                 error_code,
                 detail,
                 hint: hint_for(status),
-            });
-        }
-    }
-
-    /// The `Authorization` value for the next attempt, and the bearer token it carries.
-    async fn authorization(
-        &self,
-        method: &Method,
-        path_and_query: &str,
-    ) -> Result<(Option<SecretString>, Option<SecretString>), AtlasError> {
-        match &self.inner.auth {
-            Auth::Anonymous => Ok((None, None)),
-            Auth::ApiKey(state) => Ok((
-                state
-                    .authorization(method.as_str(), path_and_query)
-                    .map(SecretString::from),
-                None,
-            )),
-            Auth::ServiceAccount(cache) => {
-                let token = self.token(cache).await?;
-                Ok((
-                    Some(SecretString::from(format!(
-                        "Bearer {}",
-                        token.expose_secret()
-                    ))),
-                    Some(token),
-                ))
-            }
-        }
-    }
-
-    /// After a 401: drop the token, or take the Digest challenge. Returns whether a retry makes sense.
-    async fn prepare_reauthentication(
-        &self,
-        headers: &HeaderMap,
-        token_used: Option<&SecretString>,
-    ) -> bool {
-        match &self.inner.auth {
-            Auth::Anonymous => false,
-            Auth::ServiceAccount(cache) => {
-                if let Some(t) = token_used {
-                    cache.invalidate(t.expose_secret()).await;
-                }
-                true
-            }
-            Auth::ApiKey(state) => {
-                let challenge = headers
-                    .get_all(WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .find_map(DigestChallenge::parse);
-                match challenge {
-                    Some(c) => {
-                        state.remember(c);
-                        true
-                    }
-                    None => false,
-                }
-            }
-        }
-    }
-
-    /// The cached token, or a new one. Holding the lock during the request makes refresh single-flight.
-    async fn token(&self, cache: &TokenCache) -> Result<SecretString, AtlasError> {
-        let mut slot = cache.slot.lock().await;
-        if let Some(t) = slot.as_ref()
-            && std::time::Instant::now() < t.refresh_at
-        {
-            return Ok(t.value.clone());
-        }
-        let fetched = self.fetch_token(cache).await?;
-        let value = SecretString::from(fetched.access_token);
-        *slot = Some(CachedToken {
-            value: value.clone(),
-            refresh_at: refresh_deadline(fetched.expires_in),
-        });
-        Ok(value)
-    }
-
-    async fn fetch_token(&self, cache: &TokenCache) -> Result<TokenResponse, AtlasError> {
-        const OPERATION: &str = "token request";
-        if let Some(e) = self.remembered_auth_failure() {
-            return Err(e);
-        }
-        let url = self
-            .inner
-            .base
-            .join("/api/oauth/token")
-            .map_err(|e| AtlasError::Transport {
-                operation: OPERATION,
-                attempts: 0,
-                message: e.to_string(),
-            })?;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            cache.client_id,
-            cache.client_secret.expose_secret()
-        ));
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = self
-                .inner
-                .http
-                .post(url.clone())
-                .header(AUTHORIZATION, format!("Basic {basic}"))
-                .header(ACCEPT, "application/json")
-                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body("grant_type=client_credentials")
-                .send()
-                .await;
-            let response = match result {
-                Ok(r) => r,
-                Err(e) if attempt < self.inner.max_attempts => {
-                    let delay = self.inner.backoff.delay(attempt);
-                    warn!(operation = OPERATION, attempt, error = %e.without_url(), ?delay, "Atlas unreachable; retrying");
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-                Err(e) => {
-                    return Err(AtlasError::Transport {
-                        operation: OPERATION,
-                        attempts: attempt,
-                        message: e.without_url().to_string(),
-                    });
-                }
-            };
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
-            if status.is_success() {
-                return decode(OPERATION, &body);
-            }
-            if matches!(
-                status,
-                StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-            ) {
-                let e: OAuthErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-                let detail = format!(
-                    "token endpoint HTTP {}: {} {}",
-                    status.as_u16(),
-                    e.error.unwrap_or_default(),
-                    e.error_description.unwrap_or_default()
-                );
-                return Err(self.remember_auth_failure(detail.trim()));
-            }
-            if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
-                && attempt < self.inner.max_attempts
-            {
-                let delay = self
-                    .inner
-                    .backoff
-                    .delay_with_hint(attempt, retry_after(&headers));
-                warn!(
-                    operation = OPERATION,
-                    attempt,
-                    status = status.as_u16(),
-                    ?delay,
-                    "token endpoint asked us to retry"
-                );
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-            return Err(AtlasError::Api {
-                operation: OPERATION,
-                status: status.as_u16(),
-                error_code: status.as_u16().to_string(),
-                detail: String::from_utf8_lossy(&body).chars().take(200).collect(),
-                hint: "",
             });
         }
     }

@@ -25,16 +25,12 @@ pub(super) async fn verify(
     } else {
         select_targets(&config, target_args)?
     };
-    let journal = Journal::open_read_only(&config.journal.path)
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let journal = Journal::open_read_only(&config.journal.path)?;
     let store = ObjectStore::connect(&config.storage).await;
-    let findings = verify_archives(&store, &journal, &config.storage.prefix, &targets, all)
-        .await
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let findings = verify_archives(&store, &journal, &config.storage.prefix, &targets, all).await?;
     let bad = findings.iter().filter(|f| f.verdict != Verdict::Ok).count();
     if json {
-        let text =
-            serde_json::to_string_pretty(&findings).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&findings)?;
         println!("{text}");
     } else {
         for f in &findings {
@@ -66,8 +62,7 @@ pub(super) async fn rebuild(
 ) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Load)?;
     let store = super::connect_store(&config).await?;
-    let (journal, moved) =
-        Journal::open_fresh(&config.journal.path).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let (journal, moved) = Journal::open_fresh(&config.journal.path)?;
     if let Some(old) = &moved {
         println!("the old journal was moved to {}", old.display());
     }

@@ -14,22 +14,60 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::atlas::AtlasError;
 use crate::config::{Config, ConfigError, Secrets, config_path};
+use crate::daemon::DaemonError;
+use crate::journal::JournalError;
+use crate::pipeline::ArchiveError;
 use crate::telemetry::{self, LogFormat};
 use args::{Cli, Command, JournalAction, LogFormatArg};
 
-/// A failure at the edge, with its exit code.
-#[derive(Debug)]
+/// A failure at the edge. The exit code follows from its kind ([`Failure::exit_code`]), never
+/// from the call site: 2 for usage and configuration, 1 for work that failed.
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    /// Bad usage or configuration: exit 2.
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A flag is invalid.
+    #[error("{0}")]
     Usage(String),
-    /// The work failed: exit 1.
+    /// The journal failed (locked, damaged, full disk, ...).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Atlas failed outside a snapshot's archiving (client setup).
+    #[error(transparent)]
+    Atlas(#[from] AtlasError),
+    /// The run failed as a whole (the journal died under it, the pipeline could not start).
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// `verify` could not run.
+    #[error(transparent)]
+    Verify(#[from] crate::pipeline::verify::VerifyError),
+    /// The daemon failed.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// A report could not be encoded as JSON.
+    #[error("cannot encode the report as JSON: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// Anything else that failed at run time, in words.
+    #[error("{0}")]
     Runtime(String),
 }
 
-impl From<ConfigError> for Failure {
-    fn from(e: ConfigError) -> Self {
-        Self::Usage(e.to_string())
+impl Failure {
+    /// The process's exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) | Self::Usage(_) => 2,
+            Self::Journal(_)
+            | Self::Atlas(_)
+            | Self::Archive(_)
+            | Self::Daemon(_)
+            | Self::Verify(_)
+            | Self::Encode(_)
+            | Self::Runtime(_) => 1,
+        }
     }
 }
 
@@ -61,13 +99,9 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(dispatch(cli.command, env));
     match result {
         Ok(code) => code,
-        Err(Failure::Usage(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(1)
+        Err(failure) => {
+            eprintln!("error: {failure}");
+            ExitCode::from(failure.exit_code())
         }
     }
 }
@@ -85,9 +119,7 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
         Command::Run { config } => {
             let path = config_path(config.as_deref(), &env);
             let config = Config::load(&path, &env, Secrets::Load)?;
-            crate::daemon::run(config, once::wait_for_signal)
-                .await
-                .map_err(|e| Failure::Runtime(e.to_string()))?;
+            crate::daemon::run(config, once::wait_for_signal).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {

@@ -9,9 +9,10 @@ use tracing::warn;
 use super::Failure;
 use crate::atlas::AtlasClient;
 use crate::config::units::format_bytes;
-use crate::config::{Config, Secrets, Target};
+use crate::config::{Config, Secrets};
 use crate::journal::Journal;
 use crate::pipeline::{Archiver, PipelineSettings, Shutdown, SnapshotOutcome, TargetReport};
+use crate::target::Target;
 use crate::telemetry::Metrics;
 
 pub(super) async fn run(
@@ -26,8 +27,7 @@ pub(super) async fn run(
     spawn_signal_handler(shutdown.clone());
     let reports = execute(&config, &targets, "once", shutdown).await?;
     if json {
-        let text =
-            serde_json::to_string_pretty(&reports).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&reports)?;
         println!("{text}");
     } else {
         print_reports(&reports);
@@ -79,9 +79,8 @@ pub(super) async fn execute(
     kind: &str,
     shutdown: Shutdown,
 ) -> Result<Vec<TargetReport>, Failure> {
-    let journal =
-        Journal::open(&config.journal.path).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let atlas = AtlasClient::new(&config.atlas).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let journal = Journal::open(&config.journal.path)?;
+    let atlas = AtlasClient::new(&config.atlas)?;
     let store = super::connect_store(config).await?;
     let archiver = Archiver::new(
         atlas,
@@ -90,12 +89,8 @@ pub(super) async fn execute(
         PipelineSettings::from_config(config),
         shutdown,
         Metrics::default(),
-    )
-    .map_err(|e| Failure::Runtime(e.to_string()))?;
-    archiver
-        .abort_orphan_uploads()
-        .await
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    )?;
+    archiver.abort_orphan_uploads().await?;
     archiver
         .run(kind, targets)
         .await

@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use super::Failure;
 use crate::config::units::format_bytes;
-use crate::config::{Config, Secrets, Target};
+use crate::config::{Config, Secrets};
 use crate::journal::{Journal, RunRecord, SnapshotRecord};
+use crate::target::Target;
 
 #[derive(Serialize)]
 struct TargetStatus {
@@ -31,12 +32,8 @@ pub(super) async fn run(
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Skip)?;
-    let journal = Journal::open_read_only(&config.journal.path)
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
-    let all = journal
-        .snapshots(None)
-        .await
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let journal = Journal::open_read_only(&config.journal.path)?;
+    let all = journal.snapshots(None).await?;
     let mut targets: Vec<Target> = config.targets.clone();
     // Targets removed from the config still show, so that nothing archived is hidden.
     for r in &all {
@@ -62,14 +59,10 @@ pub(super) async fn run(
                 cluster: t.cluster,
             })
             .collect(),
-        recent_runs: journal
-            .recent_runs(5)
-            .await
-            .map_err(|e| Failure::Runtime(e.to_string()))?,
+        recent_runs: journal.recent_runs(5).await?,
     };
     if json {
-        let text =
-            serde_json::to_string_pretty(&report).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&report)?;
         println!("{text}");
         return Ok(ExitCode::SUCCESS);
     }

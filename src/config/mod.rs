@@ -17,6 +17,8 @@ use serde::Serialize;
 use url::Url;
 
 use crate::schedule::Schedule;
+pub use crate::target::Target;
+use crate::target::{validate_cluster_name, validate_project_id};
 use raw::{RawAtlas, RawConfig, RawSchedule, RawServer, RawStorage};
 use units::{parse_byte_size, parse_duration};
 
@@ -256,60 +258,6 @@ pub struct StorageConfig {
 pub struct JournalConfig {
     /// SQLite file.
     pub path: PathBuf,
-}
-
-/// One (project, cluster) pair.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Target {
-    /// Atlas project id.
-    pub project_id: String,
-    /// Flex cluster name.
-    pub cluster: String,
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.project_id, self.cluster)
-    }
-}
-
-impl Target {
-    /// Parses `PROJECT_ID/CLUSTER` as given to `--target`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (project_id, cluster) = text
-            .split_once('/')
-            .ok_or_else(|| format!("`{text}` is not PROJECT_ID/CLUSTER"))?;
-        validate_project_id(project_id)?;
-        validate_cluster_name(cluster)?;
-        Ok(Self {
-            project_id: project_id.to_owned(),
-            cluster: cluster.to_owned(),
-        })
-    }
-}
-
-/// `^[a-f0-9]{24}$`, as the Atlas API requires for `groupId`.
-pub fn validate_project_id(id: &str) -> Result<(), String> {
-    if id.len() == 24 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{id}` is not an Atlas project id: expected 24 lowercase hex digits (^[a-f0-9]{{24}}$)"
-        ))
-    }
-}
-
-/// `^[a-zA-Z0-9][a-zA-Z0-9-]*$`, as the Atlas API requires for Flex cluster names.
-pub fn validate_cluster_name(name: &str) -> Result<(), String> {
-    let mut bytes = name.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
-    if first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a cluster name: expected letters, digits and '-', not starting with '-' (^[a-zA-Z0-9][a-zA-Z0-9-]*$)"
-        ))
-    }
 }
 
 /// Whether `load` reads secret values (from the file, the environment, or `*_file` paths).

@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::atlas::AtlasClient;
-use crate::config::{Config, Target};
+use crate::config::Config;
 use crate::journal::Journal;
 use crate::pipeline::{Archiver, PipelineSettings, Shutdown};
 use crate::server::{self, ServerState, Trigger};
 use crate::store::ObjectStore;
+use crate::target::Target;
 use crate::telemetry::Metrics;
 use notify::Notifier;
 use scheduler::{Control, LoopSettings, SystemClock, TargetRunner, TriggerError};

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::Target;
 use crate::schedule::{Schedule, StartDecision, on_start, stable_jitter};
+use crate::target::Target;
 
 /// Where "now" comes from.
 pub trait Clock: Send + Sync + 'static {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::snapshots::parse_time;
 use super::{Journal, JournalError, now, query_all, sql_error};
-use crate::config::Target;
+use crate::target::Target;
 
 /// How a run ended.
 #[derive(Debug, Clone, Default, Serialize)]

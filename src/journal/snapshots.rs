@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Journal, JournalError, now, query_all, sql_error};
-use crate::config::Target;
+use crate::target::Target;
 
 /// Where a snapshot is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

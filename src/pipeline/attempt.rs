@@ -13,9 +13,16 @@ use super::transfer::{self, SnapshotUrl, TransferError};
 use super::upload::{InFlight, JournalParts};
 use super::{ATTEMPTS_PER_RUN, ArchiveError, Archiver, SnapshotOutcome};
 use crate::atlas::models::Snapshot;
-use crate::config::Target;
 use crate::journal::{SnapshotFacts, SnapshotKey, SnapshotState, StreamResult};
 use crate::keys;
+use crate::retry::Backoff;
+use crate::target::Target;
+
+/// The wait between attempts of one snapshot within a run.
+const BETWEEN_ATTEMPTS: Backoff = Backoff {
+    base: Duration::from_millis(500),
+    max: Duration::from_secs(10),
+};
 
 impl Archiver {
     /// One snapshot, with up to [`ATTEMPTS_PER_RUN`] attempts for retryable failures.
@@ -103,7 +110,15 @@ impl Archiver {
                     self.journal.forget_job(&key).await?;
                 }
                 warn!(error = %e, reason = %e.reason(), attempt, keep_upload, "attempt failed; trying again");
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                // The same jittered exponential policy as every other retry (`retry::Backoff`);
+                // the wait ends at once on shutdown.
+                if self
+                    .until_shutdown(tokio::time::sleep(BETWEEN_ATTEMPTS.delay(attempt)))
+                    .await
+                    .is_err()
+                {
+                    return Err(e);
+                }
             }
         }
         .instrument(span)

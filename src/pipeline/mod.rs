@@ -236,5 +236,5 @@ impl Archiver {
 
 /// `^[a-f0-9]{24}$`: an Atlas object id (the project id's rule, which config already checks).
 fn is_object_id(id: &str) -> bool {
-    crate::config::validate_project_id(id).is_ok()
+    crate::target::validate_project_id(id).is_ok()
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::config::Target;
+use crate::target::Target;
 
 /// What happened to one snapshot in a run.
 #[derive(Debug, Clone, Serialize)]

@@ -8,9 +8,9 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use super::{ArchiveError, Archiver, SnapshotOutcome, TargetReport, is_object_id};
 use crate::atlas::models::{Phase, Snapshot};
-use crate::config::Target;
 use crate::journal::{RunSummary, SnapshotState};
 use crate::reason::Reason;
+use crate::target::Target;
 use crate::telemetry::RunStatus;
 
 impl Archiver {

@@ -8,10 +8,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::manifest::Manifest;
-use crate::config::Target;
 use crate::journal::{Journal, JournalError, SnapshotState};
 use crate::keys::{MANIFEST_SUFFIX, manifest_key};
 use crate::store::{ObjectStore, StoreError};
+use crate::target::Target;
 
 /// The verdict on one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

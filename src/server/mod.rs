@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Target;
+use crate::target::Target;
 use crate::telemetry::Metrics;
 
 /// What the endpoints need from the daemon.

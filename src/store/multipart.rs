@@ -14,6 +14,14 @@ use bytes::Bytes;
 use tracing::warn;
 
 use super::StoreError;
+use crate::retry::Backoff;
+
+/// The wait between CompleteMultipartUpload attempts (the SDK does not retry it on every
+/// transient answer a store gives).
+const COMPLETE_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(500),
+    max: Duration::from_secs(8),
+};
 use super::codes::{CodeKind, classify_answer};
 
 const COMPLETE_ATTEMPTS: u32 = 4;
@@ -285,7 +293,7 @@ impl MultipartUpload {
                     if attempt < COMPLETE_ATTEMPTS && classify_answer(e.code()).is_transient() =>
                 {
                     warn!(key = %self.key, attempt, code = e.code().unwrap_or("none"), "CompleteMultipartUpload failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                    tokio::time::sleep(COMPLETE_BACKOFF.delay(attempt)).await;
                 }
                 Err(e) => {
                     return Err(StoreError::from_sdk(

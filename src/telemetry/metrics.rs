@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::config::Target;
 use crate::reason::Reason;
+use crate::target::Target;
 
 /// Buckets of `atlas_archiver_run_duration_seconds`: from a quick no-op run to a many-hour transfer.
 const DURATION_BUCKETS: [f64; 11] = [
