@@ -162,7 +162,10 @@ fn check_config(path: &Path, env: &HashMap<String, String>) -> Result<ExitCode, 
         "# {} is valid; effective configuration (secrets shown as ***):\n",
         path.display()
     );
-    print!("{}", config.redacted_summary());
+    let text = config
+        .redacted_toml()
+        .map_err(|e| Failure::Runtime(format!("cannot render the configuration: {e}")))?;
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 

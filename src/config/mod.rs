@@ -5,6 +5,7 @@
 //! Over 500 lines: validation of every key with its own error message; to be split by section when the retention and notification sections arrive.
 
 mod raw;
+mod render;
 pub mod units;
 
 use std::collections::HashMap;
@@ -316,121 +317,6 @@ impl Config {
             secrets,
         }
         .validate(raw, path)
-    }
-
-    /// The effective configuration as TOML-like text with every secret shown as `***`.
-    pub fn redacted_summary(&self) -> String {
-        let mut out = String::new();
-        let a = &self.atlas;
-        out.push_str("[atlas]\n");
-        out.push_str(&format!("base_url = {:?}\n", a.base_url.as_str()));
-        match &a.credentials {
-            AtlasCredentials::ServiceAccount { client_id, .. } => {
-                out.push_str(&format!(
-                    "client_id = {client_id:?}\nclient_secret = \"***\"\n"
-                ));
-            }
-            AtlasCredentials::ApiKey { public_key, .. } => {
-                out.push_str(&format!(
-                    "public_key = {public_key:?}\nprivate_key = \"***\"\n"
-                ));
-            }
-            AtlasCredentials::NotLoaded => out.push_str("# credentials not loaded\n"),
-        }
-        out.push_str(&format!(
-            "poll_interval = \"{:?}\"\nrestore_timeout = \"{:?}\"\nmax_attempts = {}\nretry_base_delay = \"{:?}\"\nretry_max_delay = \"{:?}\"\nrequest_timeout = \"{:?}\"\ndownload_read_timeout = \"{:?}\"\n",
-            a.poll_interval,
-            a.restore_timeout,
-            a.retry.max_attempts,
-            a.retry.base_delay,
-            a.retry.max_delay,
-            a.request_timeout,
-            a.download_read_timeout
-        ));
-        let s = &self.storage;
-        out.push_str("\n[storage]\n");
-        out.push_str(&format!("bucket = {:?}\n", s.bucket));
-        match &s.endpoint {
-            Some(e) => out.push_str(&format!("endpoint = {:?}\n", e.as_str())),
-            None => out.push_str("# endpoint: AWS S3\n"),
-        }
-        out.push_str(&format!(
-            "region = {:?}\nprefix = {:?}\nforce_path_style = {}\n",
-            s.region, s.prefix, s.force_path_style
-        ));
-        match &s.static_credentials {
-            Some((id, _)) => {
-                out.push_str(&format!(
-                    "access_key_id = {id:?}\nsecret_access_key = \"***\"\n"
-                ));
-            }
-            None => out.push_str("# credentials: AWS default chain\n"),
-        }
-        match s.part_size {
-            PartSize::Auto => out.push_str("part_size = \"auto\"\n"),
-            PartSize::Fixed(n) => out.push_str(&format!("part_size = {n}\n")),
-        }
-        out.push_str(&format!("parts_in_flight = {}\n", s.parts_in_flight));
-        match s.checksum_calculation {
-            Some(ChecksumCalculation::WhenRequired) => {
-                out.push_str("request_checksum_calculation = \"when_required\"\n");
-            }
-            Some(ChecksumCalculation::WhenSupported) => {
-                out.push_str("request_checksum_calculation = \"when_supported\"\n");
-            }
-            None => out.push_str("request_checksum_calculation = \"sdk default\"\n"),
-        }
-        out.push_str(&format!(
-            "checksum = \"{}\"\n",
-            match s.object_checksum {
-                ObjectChecksum::Crc32c => "crc32c",
-                ObjectChecksum::None => "none",
-            }
-        ));
-        out.push_str(&format!("key_template = {:?}\n", s.key_template));
-        out.push_str(&format!(
-            "max_concurrent_transfers = {}\nrequest_timeout = \"{:?}\"\nvalidate_archives = {}\n",
-            s.max_concurrent_transfers, s.request_timeout, s.validate_archives
-        ));
-        out.push_str(&format!(
-            "\n[journal]\npath = {:?}\n",
-            self.journal.path.display().to_string()
-        ));
-        let sc = &self.schedule;
-        out.push_str(&format!(
-            "\n[schedule]\ncron = {:?}\ntimezone = {:?}\njitter = \"{:?}\"\nrun_on_first_start = {}\nshutdown_grace = \"{:?}\"\n",
-            sc.default.expression(),
-            sc.default.zone().name(),
-            sc.jitter,
-            sc.run_on_first_start,
-            sc.shutdown_grace
-        ));
-        out.push_str(&format!(
-            "\n[server]\nlisten = {:?}\n{}",
-            self.server
-                .listen
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-            if self.server.token.is_some() {
-                "token = \"***\"\n"
-            } else {
-                ""
-            }
-        ));
-        for t in &self.targets {
-            out.push_str(&format!(
-                "\n[[target]]\nproject_id = {:?}\ncluster = {:?}\n",
-                t.project_id, t.cluster
-            ));
-            if let Some((_, s)) = self.schedule.overrides.iter().find(|(o, _)| o == t) {
-                out.push_str(&format!(
-                    "cron = {:?}\ntimezone = {:?}\n",
-                    s.expression(),
-                    s.zone().name()
-                ));
-            }
-        }
-        out
     }
 }
 

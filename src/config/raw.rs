@@ -2,10 +2,10 @@
 //! Every field here is documented; these comments are the configuration reference
 //! (README "Configuration" and `config/atlas-archiver.example.toml` repeat them).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Top level of `config.toml`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// `[atlas]`: how to reach the Atlas Administration API.
@@ -28,7 +28,7 @@ pub struct RawConfig {
 }
 
 /// `[atlas]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAtlas {
     /// API host, default `https://cloud.mongodb.com` (Atlas for Government: `https://cloud.mongodbgov.com`).
@@ -62,7 +62,7 @@ pub struct RawAtlas {
 }
 
 /// `[storage]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
     /// Bucket name (required).
@@ -106,7 +106,7 @@ pub struct RawStorage {
 }
 
 /// `[schedule]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSchedule {
     /// Cron expression: 5 fields, or 6 with seconds first (default `"0 */6 * * *"`).
@@ -122,7 +122,7 @@ pub struct RawSchedule {
 }
 
 /// `[server]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Address of /healthz, /readyz, /metrics and the run trigger (default `"127.0.0.1:9187"`; `""` turns it off).
@@ -134,7 +134,7 @@ pub struct RawServer {
 }
 
 /// `[journal]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJournal {
     /// SQLite file (default `/var/lib/atlas-archiver/journal.sqlite`).
@@ -142,7 +142,7 @@ pub struct RawJournal {
 }
 
 /// `[[target]]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
     /// Atlas project (group) id: 24 lowercase hex digits.

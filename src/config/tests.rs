@@ -161,7 +161,7 @@ fn every_mistake_names_the_file_and_the_key() {
             "atlas.base_url",
         ),
         (
-            GOOD.replace("[atlas]", "[atlas]\npoll_interval = \"5 weeks\""),
+            GOOD.replace("[atlas]", "[atlas]\npoll_interval = \"5 fortnights\""),
             "atlas.poll_interval",
         ),
         (
@@ -271,7 +271,7 @@ fn schedules_per_target_and_the_server() {
     assert_eq!(config.schedule.jitter, Duration::from_secs(600));
     assert_eq!(config.schedule.shutdown_grace, Duration::from_secs(300));
     assert!(config.server.listen.is_some_and(|a| a.port() == 9187));
-    assert!(!config.redacted_summary().contains("t0k3n"));
+    assert!(!config.redacted_toml().unwrap().contains("t0k3n"));
     let off = loaded(&c, &format!("{GOOD}\n[server]\nlisten = \"\"\n"), &[]);
     assert!(off.server.listen.is_none());
 }
@@ -387,7 +387,7 @@ fn secrets_never_print() {
         "[storage]\naccess_key_id = \"AKIA\"\nsecret_access_key = \"aws-secret-value\"",
     );
     let config = loaded(&c, &text, &[]);
-    let summary = config.redacted_summary();
+    let summary = config.redacted_toml().unwrap();
     let debug = format!("{config:?}");
     for shown in [&summary, &debug] {
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
@@ -428,4 +428,45 @@ fn the_shipped_example_config_is_valid() {
     let config = Config::load(&path, &HashMap::new(), Secrets::Skip).unwrap();
     assert_eq!(config.targets.len(), 1);
     assert_eq!(config.storage.prefix, "atlas/");
+}
+
+/// Issue 8: `check-config` prints what the loader reads. Its output (secrets filled back) loads to
+/// the same configuration, and so does the redacted output itself (`***` is a valid secret);
+/// every value is in a form the loader accepts (no `sdk default`, no `µs`).
+#[test]
+fn check_config_output_loads_back_to_the_same_config() {
+    let c = Case::new();
+    let text = format!(
+        "{GOOD}cron = \"0 4 * * *\"\ntimezone = \"Europe/Paris\"\n\n[[target]]\nproject_id = \"32b6e34b3d91647abb20e7b9\"\ncluster = \"billing\"\n"
+    )
+    .replace(
+        "[storage]\n",
+        "[storage]\npart_size = \"1.5GiB\"\nrequest_timeout = \"1h30m\"\naccess_key_id = \"AKIA\"\nsecret_access_key = \"aws-secret-value\"\n",
+    )
+    .replace("[atlas]\n", "[atlas]\npoll_interval = \"2.5s\"\nrestore_timeout = \"45m\"\n")
+        + "\n[schedule]\njitter = \"0s\"\nshutdown_grace = \"90s\"\n\n[server]\nlisten = \"127.0.0.1:9187\"\ntoken = \"t0k3n\"\n";
+    let config = loaded(&c, &text, &[]);
+    assert_eq!(config.storage.part_size, PartSize::Fixed(3 << 29));
+    let exposed = config.to_raw(render::SecretView::Exposed);
+    let printed = toml::to_string(&exposed).unwrap();
+    let reloaded = loaded(&c, &printed, &[]);
+    assert_eq!(
+        reloaded.to_raw(render::SecretView::Exposed),
+        exposed,
+        "{printed}"
+    );
+    assert_eq!(reloaded.storage.part_size, config.storage.part_size);
+    assert_eq!(reloaded.atlas.poll_interval, Duration::from_millis(2500));
+    assert_eq!(reloaded.storage.request_timeout, Duration::from_secs(5400));
+
+    let redacted = config.redacted_toml().unwrap();
+    for secret in ["s3cr3t-value", "aws-secret-value", "t0k3n"] {
+        assert!(!redacted.contains(secret), "{redacted}");
+    }
+    let from_redacted = loaded(&c, &redacted, &[]);
+    assert_eq!(from_redacted.redacted_toml().unwrap(), redacted);
+    assert!(
+        redacted.contains("[[target]]") && redacted.contains("timezone = \"Europe/Paris\""),
+        "{redacted}"
+    );
 }

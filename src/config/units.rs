@@ -2,9 +2,14 @@
 
 use std::time::Duration;
 
-/// Parses `500ms`, `30s`, `5m`, `2h`, `1d` (a bare number means seconds).
+/// Parses `500ms`, `30s`, `5m`, `2h`, `1d`, combinations such as `1h30m` or `1h 30m`
+/// (humantime's grammar), fractions such as `1.5h`; a bare number means seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    let bare = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if !bare && let Ok(d) = humantime::parse_duration(text) {
+        return within_a_century(text, d);
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
@@ -36,10 +41,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is not a valid duration"))
 }
 
-/// Parses `16MiB`, `8 MiB`, `5GiB`, `64KiB` or a plain number of bytes. Decimal units (`MB`, `GB`)
-/// are accepted and mean powers of 1000, as they do everywhere else.
+fn within_a_century(text: &str, d: Duration) -> Result<Duration, String> {
+    if d > Duration::from_secs(3_155_760_000) {
+        return Err(format!(
+            "`{text}` is longer than 100 years; use a duration such as \"30s\", \"5m\" or \"2h\""
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses `16MiB`, `8 MiB`, `5GiB`, `64KiB`, `1.5GiB` or a plain number of bytes. Decimal units
+/// (`MB`, `GB`) are accepted and mean powers of 1000, as they do everywhere else.
 pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
+    if text.contains('.') {
+        // Fractions: bytesize's grammar (`1.5GiB`, `0.5 MiB`), whole bytes only.
+        return text
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|_| format!("`{text}` is not a size; write e.g. \"16MiB\" or \"1.5GiB\""));
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -93,6 +114,14 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
+        // Issue 8: combinations and fractions.
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("1m 30s 500ms"),
+            Ok(Duration::from_millis(90_500))
+        );
         assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_duration("soon").is_err());
         // Audit L10: absurd values are refused, not a panic.
@@ -106,6 +135,10 @@ mod tests {
         assert_eq!(parse_byte_size("5 GiB"), Ok(5 << 30));
         assert_eq!(parse_byte_size("1000"), Ok(1000));
         assert_eq!(parse_byte_size("8MB"), Ok(8_000_000));
+        // Issue 8: fractions.
+        assert_eq!(parse_byte_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_byte_size("0.5 MiB"), Ok(512 << 10));
+        assert!(parse_byte_size("1.5 parsecs").is_err());
         assert!(parse_byte_size("16 mebibytes").is_err());
         assert!(parse_byte_size("-1MiB").is_err());
         assert_eq!(format_bytes(3 << 20), "3.0 MiB");

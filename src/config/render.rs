@@ -1,0 +1,176 @@
+//! `check-config`'s output: the effective configuration as TOML, rendered by the `toml` crate from
+//! the file's own keys ([`RawConfig`]), so that whatever is printed is what the loader reads back
+//! (a round-trip test holds it to that). Secrets print as `***`.
+//! Must not: print a secret.
+
+use std::time::Duration;
+
+use super::raw::{RawAtlas, RawConfig, RawJournal, RawSchedule, RawServer, RawStorage, RawTarget};
+use super::{AtlasCredentials, ChecksumCalculation, Config, ObjectChecksum, PartSize};
+
+/// How secrets appear in the rendered configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecretView {
+    /// As `***` (everything users see).
+    Redacted,
+    /// As their values (only the round-trip test, which must load the output again).
+    #[cfg(test)]
+    Exposed,
+}
+
+impl SecretView {
+    fn show(self, secret: &secrecy::SecretString) -> String {
+        match self {
+            Self::Redacted => {
+                let _ = secret;
+                "***".to_owned()
+            }
+            #[cfg(test)]
+            Self::Exposed => secrecy::ExposeSecret::expose_secret(secret).to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// The effective configuration as TOML with every secret shown as `***`.
+    pub fn redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(&self.to_raw(SecretView::Redacted))
+    }
+
+    /// The configuration in the file's own keys and value formats.
+    pub(crate) fn to_raw(&self, secrets: SecretView) -> RawConfig {
+        let a = &self.atlas;
+        let (client_id, client_secret, public_key, private_key) = match &a.credentials {
+            AtlasCredentials::ServiceAccount {
+                client_id,
+                client_secret,
+            } => (
+                Some(client_id.clone()),
+                Some(secrets.show(client_secret)),
+                None,
+                None,
+            ),
+            AtlasCredentials::ApiKey {
+                public_key,
+                private_key,
+            } => (
+                None,
+                None,
+                Some(public_key.clone()),
+                Some(secrets.show(private_key)),
+            ),
+            AtlasCredentials::NotLoaded => (None, None, None, None),
+        };
+        let atlas = RawAtlas {
+            base_url: Some(a.base_url.to_string()),
+            client_id,
+            client_secret,
+            client_secret_file: None,
+            public_key,
+            private_key,
+            private_key_file: None,
+            poll_interval: Some(duration(a.poll_interval)),
+            restore_timeout: Some(duration(a.restore_timeout)),
+            max_attempts: Some(a.retry.max_attempts),
+            retry_base_delay: Some(duration(a.retry.base_delay)),
+            retry_max_delay: Some(duration(a.retry.max_delay)),
+            request_timeout: Some(duration(a.request_timeout)),
+            download_read_timeout: Some(duration(a.download_read_timeout)),
+        };
+        let s = &self.storage;
+        let storage = RawStorage {
+            bucket: Some(s.bucket.clone()),
+            endpoint: s.endpoint.as_ref().map(ToString::to_string),
+            region: Some(s.region.clone()),
+            prefix: Some(s.prefix.clone()),
+            force_path_style: Some(s.force_path_style),
+            access_key_id: s.static_credentials.as_ref().map(|(id, _)| id.clone()),
+            secret_access_key: s.static_credentials.as_ref().map(|(_, k)| secrets.show(k)),
+            secret_access_key_file: None,
+            part_size: Some(match s.part_size {
+                PartSize::Auto => "auto".to_owned(),
+                PartSize::Fixed(n) => size(n),
+            }),
+            parts_in_flight: u32::try_from(s.parts_in_flight).ok(),
+            request_checksum_calculation: Some(
+                match s.checksum_calculation {
+                    None => "auto",
+                    Some(ChecksumCalculation::WhenRequired) => "when_required",
+                    Some(ChecksumCalculation::WhenSupported) => "when_supported",
+                }
+                .to_owned(),
+            ),
+            checksum: Some(
+                match s.object_checksum {
+                    ObjectChecksum::Crc32c => "crc32c",
+                    ObjectChecksum::None => "none",
+                }
+                .to_owned(),
+            ),
+            key_template: Some(s.key_template.clone()),
+            max_concurrent_transfers: u32::try_from(s.max_concurrent_transfers).ok(),
+            request_timeout: Some(duration(s.request_timeout)),
+            validate_archives: Some(s.validate_archives),
+        };
+        let sc = &self.schedule;
+        let schedule = RawSchedule {
+            cron: Some(sc.default.expression().to_owned()),
+            timezone: Some(sc.default.zone().name().to_owned()),
+            jitter: Some(duration(sc.jitter)),
+            run_on_first_start: Some(sc.run_on_first_start),
+            shutdown_grace: Some(duration(sc.shutdown_grace)),
+        };
+        let server = RawServer {
+            listen: Some(
+                self.server
+                    .listen
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            ),
+            token: self.server.token.as_ref().map(|t| secrets.show(t)),
+            token_file: None,
+        };
+        let targets = self
+            .targets
+            .iter()
+            .map(|t| {
+                let own = sc.overrides.iter().find(|(o, _)| o == t).map(|(_, s)| s);
+                RawTarget {
+                    project_id: Some(t.project_id.clone()),
+                    cluster: Some(t.cluster.clone()),
+                    cron: own.map(|s| s.expression().to_owned()),
+                    timezone: own.map(|s| s.zone().name().to_owned()),
+                }
+            })
+            .collect();
+        RawConfig {
+            atlas,
+            storage: Some(storage),
+            journal: RawJournal {
+                path: Some(self.journal.path.display().to_string()),
+            },
+            schedule,
+            server,
+            targets,
+        }
+    }
+}
+
+/// A duration as the loader reads it (`"1h 30m"`, `"500ms"`).
+fn duration(d: Duration) -> String {
+    if d.is_zero() {
+        "0s".to_owned()
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+/// A size as the loader reads it: the largest binary unit that divides it, else bytes.
+fn size(n: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n != 0 && n.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
