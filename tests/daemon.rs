@@ -441,3 +441,57 @@ async fn l11_a_signal_while_waiting_for_atlas_ends_the_wait() {
         "the journalled job was reused, not requested again"
     );
 }
+
+/// Issue 8: a signal while a snapshot listing backs off on a 429 (Atlas asks to wait five
+/// minutes) ends the wait, in `once` and in the daemon (whose grace period is far longer than the
+/// test may take: only the wait's own cancellation can end it in time).
+#[tokio::test]
+async fn a_signal_while_a_listing_backs_off_ends_the_wait() {
+    let w = World::new("listing", scenario(PROJECT, &["l-flex"], 1, &[1 << 20])).await;
+    w.sim.set_faults(|f| {
+        f.api_429_burst = 1000;
+        f.retry_after_secs = Some(300);
+    });
+    let config = w
+        .write_config("max_attempts = 50", "")
+        .to_string_lossy()
+        .into_owned();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("retry_max_delay = \"2s\"", "retry_max_delay = \"10m\"");
+    std::fs::write(&config, &text).unwrap();
+    let daemon = w.path("daemon.toml");
+    std::fs::write(
+        &daemon,
+        text.replace(
+            "[journal]",
+            "[schedule]\ncron = \"*/2 * * * * *\"\nshutdown_grace = \"10m\"\n\n[server]\nlisten = \"\"\n\n[journal]",
+        ),
+    )
+    .unwrap();
+    let daemon = daemon.to_string_lossy().into_owned();
+    for (command, config) in [("once", &config), ("run", &daemon)] {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"));
+        cmd.args([command, "--config", config.as_str()])
+            .current_dir(w.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().unwrap();
+        let before = w.sim.observed().throttled;
+        wait_for("a throttled listing", Duration::from_secs(30), async || {
+            w.sim.observed().throttled > before
+        })
+        .await;
+        signal(&child, "-TERM");
+        let (_, stderr, _) = finish(child, Duration::from_secs(60)).await;
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr.contains("interrupted") || stderr.contains("cancelled"),
+            "{command}: the run says it was interrupted: {stderr}"
+        );
+    }
+    assert_eq!(w.sim.observed().download_requests, 0);
+}

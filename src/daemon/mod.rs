@@ -124,7 +124,7 @@ where
         .await
         .map_err(|e| startup("journal", &e))?;
     let last_failure = Arc::new(Mutex::new(None));
-    let stopping = CancellationToken::new();
+    let stopping = shutdown.stopping.clone();
     let control = Control::new(
         Arc::new(ArchiverRunner {
             archiver,
@@ -236,7 +236,7 @@ where
     next_signal().await;
     info!(grace = ?config.schedule.shutdown_grace, "shutting down: no new runs; transfers in flight may finish");
     notifier.stopping();
-    stopping.cancel();
+    // Cancels `stopping` too (one tree: abort → drain → stopping).
     shutdown.drain.cancel();
     let _ = loop_task.await;
     tokio::select! {

@@ -155,19 +155,37 @@ impl PipelineSettings {
     }
 }
 
-/// How the pipeline is told to stop. Both tokens come from the caller, who owns the signals.
-#[derive(Debug, Clone, Default)]
+/// How the process is told to stop: one tree of tokens, so that a stronger stop implies the
+/// weaker ones. Cancelling `abort` cancels `drain` and `stopping`; cancelling `drain` cancels
+/// `stopping`. The caller owns the signals and cancels the right level.
+#[derive(Debug, Clone)]
 pub struct Shutdown {
-    /// Start no new snapshot; let transfers in flight finish.
-    pub drain: CancellationToken,
-    /// Abort transfers in flight (their uploads are aborted; journal rows stay resumable).
+    /// The root: abort transfers in flight between parts (their journalled parts stay for a
+    /// resume).
     pub abort: CancellationToken,
+    /// Start no new snapshot and end every wait (for Atlas's URL, a transfer slot, a retry);
+    /// transfers in flight finish.
+    pub drain: CancellationToken,
+    /// Start no new run (the daemon's scheduler and its background loops).
+    pub stopping: CancellationToken,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        let abort = CancellationToken::new();
+        let drain = abort.child_token();
+        let stopping = drain.child_token();
+        Self {
+            abort,
+            drain,
+            stopping,
+        }
+    }
 }
 
 impl Shutdown {
-    /// Both at once (for `once`: a signal stops everything cleanly).
+    /// Everything at once (for `once`: a signal stops everything cleanly).
     pub fn now(&self) {
-        self.drain.cancel();
         self.abort.cancel();
     }
 }
@@ -216,10 +234,10 @@ impl Archiver {
         &self,
         wait: impl std::future::Future<Output = T>,
     ) -> Result<T, ArchiveError> {
+        // `drain` is cancelled by an abort too (one tree).
         tokio::select! {
             out = wait => Ok(out),
             () = self.shutdown.drain.cancelled() => Err(TransferError::Cancelled.into()),
-            () = self.shutdown.abort.cancelled() => Err(TransferError::Cancelled.into()),
         }
     }
 

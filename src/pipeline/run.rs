@@ -6,6 +6,7 @@
 use chrono::Utc;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use super::transfer::TransferError;
 use super::{ArchiveError, Archiver, SnapshotOutcome, TargetReport, is_object_id};
 use crate::atlas::models::{Phase, Snapshot};
 use crate::journal::{RunSummary, SnapshotState};
@@ -88,8 +89,15 @@ impl Archiver {
                 snapshots: Vec::new(),
                 error: None,
             };
-            let listed = match self.atlas.list_snapshots(&target.project_id, &target.cluster).await {
+            // The listing's retries (a 429's `Retry-After`, 5xx backoff) end at once on shutdown.
+            let listing = self.until_shutdown(self.atlas.list_snapshots(&target.project_id, &target.cluster));
+            let listed = match listing.await.and_then(|l| l.map_err(ArchiveError::from)) {
                 Ok(l) => l,
+                Err(e @ ArchiveError::Transfer(TransferError::Cancelled)) => {
+                    warn!("shutting down: the listing was interrupted; the next run lists again");
+                    report.error = Some(e.to_string());
+                    return report;
+                }
                 Err(e) => {
                     error!(error = %e, "cannot list snapshots");
                     report.error = Some(e.to_string());

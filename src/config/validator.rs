@@ -1,0 +1,392 @@
+//! Validation of the raw configuration into [`Config`], section by section, with an error that
+//! names the file, the key and what would be valid. Secrets are read here. The storage section
+//! is in `storage.rs`.
+//! Must not: talk to Atlas, S3 or the journal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use super::raw::{RawAtlas, RawConfig, RawSchedule, RawServer};
+use super::units::parse_duration;
+use super::{
+    AtlasConfig, AtlasCredentials, Config, ConfigError, DEFAULT_JOURNAL_PATH, JournalConfig,
+    RetryConfig, ScheduleConfig, Secrets, ServerConfig, raw,
+};
+use crate::schedule::Schedule;
+use crate::target::{Target, validate_cluster_name, validate_project_id};
+
+pub(super) struct Validator<'a> {
+    pub(super) file: String,
+    pub(super) dir: PathBuf,
+    pub(super) env: &'a HashMap<String, String>,
+    pub(super) secrets: Secrets,
+}
+
+impl Validator<'_> {
+    pub(super) fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn duration(
+        &self,
+        key: &str,
+        value: Option<&String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(text) => parse_duration(text).map_err(|m| self.invalid(key, m)),
+        }
+    }
+
+    pub(super) fn env_var(&self, name: &str) -> Option<String> {
+        self.env.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+
+    /// Reads a secret from `value`, else `file_value` (a path), else the named fallback variable.
+    pub(super) fn secret(
+        &self,
+        key: &str,
+        value: Option<&String>,
+        file_value: Option<&String>,
+        fallback_env: Option<&str>,
+    ) -> Result<Option<SecretString>, ConfigError> {
+        if value.is_some() && file_value.is_some() {
+            return Err(self.invalid(key, format!("set either `{key}` or `{key}_file`, not both")));
+        }
+        if let Some(v) = value {
+            return Ok(Some(SecretString::from(v.clone())));
+        }
+        if let Some(path) = file_value {
+            let resolved = self.resolve_credential_path(path);
+            let text = std::fs::read_to_string(&resolved).map_err(|e| {
+                self.invalid(
+                    &format!("{key}_file"),
+                    format!("cannot read secret file {}: {e}", resolved.display()),
+                )
+            })?;
+            let trimmed = text.trim_end_matches(['\n', '\r']);
+            if trimmed.is_empty() {
+                return Err(self.invalid(
+                    &format!("{key}_file"),
+                    format!("secret file {} is empty", resolved.display()),
+                ));
+            }
+            return Ok(Some(SecretString::from(trimmed.to_owned())));
+        }
+        Ok(fallback_env
+            .and_then(|name| self.env_var(name))
+            .map(SecretString::from))
+    }
+
+    /// `*_file` paths: absolute as given; relative ones live in systemd's `$CREDENTIALS_DIRECTORY`
+    /// when it is set (LoadCredential=), else beside the config file.
+    pub(super) fn resolve_credential_path(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        match self.env_var("CREDENTIALS_DIRECTORY") {
+            Some(dir) => Path::new(&dir).join(p),
+            None => self.dir.join(p),
+        }
+    }
+
+    pub(super) fn validate(self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+        let atlas = self.atlas(&raw.atlas)?;
+        let storage = self.storage(raw.storage.as_ref())?;
+        let journal_path = raw.journal.path.as_deref().unwrap_or(DEFAULT_JOURNAL_PATH);
+        if journal_path.trim().is_empty() {
+            return Err(self.invalid("journal.path", "must not be empty"));
+        }
+        let journal = JournalConfig {
+            path: self.dir.join(journal_path),
+        };
+        let mut targets: Vec<Target> = Vec::new();
+        for (i, t) in raw.targets.iter().enumerate() {
+            let key = format!("target[{i}]");
+            let project_id = t.project_id.clone().ok_or_else(|| {
+                self.invalid(
+                    &format!("{key}.project_id"),
+                    "missing; every [[target]] needs project_id and cluster",
+                )
+            })?;
+            validate_project_id(&project_id)
+                .map_err(|m| self.invalid(&format!("{key}.project_id"), m))?;
+            let cluster = t.cluster.clone().ok_or_else(|| {
+                self.invalid(
+                    &format!("{key}.cluster"),
+                    "missing; every [[target]] needs project_id and cluster",
+                )
+            })?;
+            validate_cluster_name(&cluster)
+                .map_err(|m| self.invalid(&format!("{key}.cluster"), m))?;
+            let target = Target {
+                project_id,
+                cluster,
+            };
+            if targets.contains(&target) {
+                return Err(self.invalid(
+                    &key,
+                    format!(
+                        "duplicate target {target}: each (project_id, cluster) pair may appear once"
+                    ),
+                ));
+            }
+            targets.push(target);
+        }
+        if targets.is_empty() {
+            return Err(self.invalid(
+                "target",
+                "no [[target]] tables: add at least one with project_id and cluster",
+            ));
+        }
+        let schedule = self.schedule(&raw.schedule, &raw.targets, &targets)?;
+        let server = self.server(&raw.server)?;
+        Ok(Config {
+            source: path.to_path_buf(),
+            atlas,
+            storage,
+            journal,
+            targets,
+            schedule,
+            server,
+        })
+    }
+
+    pub(super) fn schedule(
+        &self,
+        s: &RawSchedule,
+        raw_targets: &[raw::RawTarget],
+        targets: &[Target],
+    ) -> Result<ScheduleConfig, ConfigError> {
+        let zone = s.timezone.clone().unwrap_or_else(|| "UTC".to_owned());
+        let expression = s.cron.clone().unwrap_or_else(|| "0 */6 * * *".to_owned());
+        let default = Schedule::parse(&expression, &zone).map_err(|e| {
+            let key = if matches!(e, crate::schedule::ScheduleError::Zone(_)) {
+                "schedule.timezone"
+            } else {
+                "schedule.cron"
+            };
+            self.invalid(key, e.to_string())
+        })?;
+        let mut overrides = Vec::new();
+        for (i, (raw, target)) in raw_targets.iter().zip(targets).enumerate() {
+            if raw.cron.is_none() && raw.timezone.is_none() {
+                continue;
+            }
+            let expression = raw.cron.clone().unwrap_or_else(|| expression.clone());
+            let zone = raw.timezone.clone().unwrap_or_else(|| zone.clone());
+            let own = Schedule::parse(&expression, &zone).map_err(|e| {
+                let key = if matches!(e, crate::schedule::ScheduleError::Zone(_)) {
+                    "timezone"
+                } else {
+                    "cron"
+                };
+                self.invalid(&format!("target[{i}].{key}"), e.to_string())
+            })?;
+            overrides.push((target.clone(), own));
+        }
+        Ok(ScheduleConfig {
+            default,
+            overrides,
+            jitter: self.duration("schedule.jitter", s.jitter.as_ref(), Duration::ZERO)?,
+            run_on_first_start: s.run_on_first_start.unwrap_or(false),
+            shutdown_grace: self.duration(
+                "schedule.shutdown_grace",
+                s.shutdown_grace.as_ref(),
+                Duration::from_secs(300),
+            )?,
+        })
+    }
+
+    pub(super) fn server(&self, s: &RawServer) -> Result<ServerConfig, ConfigError> {
+        let listen = match s.listen.as_deref().map(str::trim) {
+            None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9187))),
+            Some("") => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                self.invalid("server.listen", format!("`{text}` is not an address: write e.g. \"127.0.0.1:9187\" or \"0.0.0.0:9187\", or \"\" to turn the listener off"))
+            })?),
+        };
+        let token = match self.secrets {
+            Secrets::Skip => None,
+            Secrets::Load => self.secret(
+                "server.token",
+                s.token.as_ref(),
+                s.token_file.as_ref(),
+                None,
+            )?,
+        };
+        if self.secrets == Secrets::Load
+            && token.is_none()
+            && listen.is_some_and(|a| !a.ip().is_loopback())
+        {
+            return Err(self.invalid(
+                "server.token",
+                "required when server.listen is not a loopback address: anyone who can reach it could trigger runs (set token_file)",
+            ));
+        }
+        Ok(ServerConfig { listen, token })
+    }
+
+    pub(super) fn atlas(&self, a: &RawAtlas) -> Result<AtlasConfig, ConfigError> {
+        let base_text = a
+            .base_url
+            .clone()
+            .unwrap_or_else(|| "https://cloud.mongodb.com".to_owned());
+        let base_url = parse_http_url(&base_text).map_err(|m| self.invalid("atlas.base_url", m))?;
+        let credentials = match self.secrets {
+            Secrets::Skip => AtlasCredentials::NotLoaded,
+            Secrets::Load => self.atlas_credentials(a)?,
+        };
+        let retry_base = self.duration(
+            "atlas.retry_base_delay",
+            a.retry_base_delay.as_ref(),
+            Duration::from_secs(1),
+        )?;
+        let retry_max = self.duration(
+            "atlas.retry_max_delay",
+            a.retry_max_delay.as_ref(),
+            Duration::from_secs(120),
+        )?;
+        if retry_max < retry_base {
+            return Err(self.invalid(
+                "atlas.retry_max_delay",
+                "must not be shorter than atlas.retry_base_delay",
+            ));
+        }
+        let max_attempts = a.max_attempts.unwrap_or(6);
+        if !(1..=100).contains(&max_attempts) {
+            return Err(self.invalid(
+                "atlas.max_attempts",
+                format!("{max_attempts} is out of range: use 1 to 100"),
+            ));
+        }
+        let positive = |key: &str, d: Duration| {
+            if d.is_zero() {
+                Err(self.invalid(key, "must be longer than zero"))
+            } else {
+                Ok(d)
+            }
+        };
+        Ok(AtlasConfig {
+            base_url,
+            credentials,
+            poll_interval: positive(
+                "atlas.poll_interval",
+                self.duration(
+                    "atlas.poll_interval",
+                    a.poll_interval.as_ref(),
+                    Duration::from_secs(5),
+                )?,
+            )?,
+            restore_timeout: positive(
+                "atlas.restore_timeout",
+                self.duration(
+                    "atlas.restore_timeout",
+                    a.restore_timeout.as_ref(),
+                    Duration::from_secs(1800),
+                )?,
+            )?,
+            retry: RetryConfig {
+                max_attempts,
+                base_delay: retry_base,
+                max_delay: retry_max,
+            },
+            request_timeout: positive(
+                "atlas.request_timeout",
+                self.duration(
+                    "atlas.request_timeout",
+                    a.request_timeout.as_ref(),
+                    Duration::from_secs(60),
+                )?,
+            )?,
+            download_read_timeout: positive(
+                "atlas.download_read_timeout",
+                self.duration(
+                    "atlas.download_read_timeout",
+                    a.download_read_timeout.as_ref(),
+                    Duration::from_secs(120),
+                )?,
+            )?,
+        })
+    }
+
+    pub(super) fn atlas_credentials(&self, a: &RawAtlas) -> Result<AtlasCredentials, ConfigError> {
+        let in_file_sa =
+            a.client_id.is_some() || a.client_secret.is_some() || a.client_secret_file.is_some();
+        let in_file_key =
+            a.public_key.is_some() || a.private_key.is_some() || a.private_key_file.is_some();
+        if in_file_sa && in_file_key {
+            return Err(self.invalid(
+                "atlas",
+                "both a service account (client_id) and an API key (public_key) are set: keep one",
+            ));
+        }
+        // The config file decides the kind; the MONGODB_ATLAS_* variables fill in what it leaves out.
+        let use_api_key = in_file_key
+            || (!in_file_sa
+                && self.env_var("MONGODB_ATLAS_CLIENT_ID").is_none()
+                && self.env_var("MONGODB_ATLAS_PUBLIC_API_KEY").is_some());
+        if use_api_key {
+            let public_key = a
+                .public_key
+                .clone()
+                .or_else(|| self.env_var("MONGODB_ATLAS_PUBLIC_API_KEY"))
+                .ok_or_else(|| {
+                    self.invalid(
+                        "atlas.public_key",
+                        "missing (or set MONGODB_ATLAS_PUBLIC_API_KEY)",
+                    )
+                })?;
+            let private_key = self
+                .secret("atlas.private_key", a.private_key.as_ref(), a.private_key_file.as_ref(), Some("MONGODB_ATLAS_PRIVATE_API_KEY"))?
+                .ok_or_else(|| {
+                    self.invalid("atlas.private_key", "missing: set private_key_file (or private_key, or MONGODB_ATLAS_PRIVATE_API_KEY)")
+                })?;
+            return Ok(AtlasCredentials::ApiKey {
+                public_key,
+                private_key,
+            });
+        }
+        let client_id = a
+            .client_id
+            .clone()
+            .or_else(|| self.env_var("MONGODB_ATLAS_CLIENT_ID"))
+            .ok_or_else(|| {
+                self.invalid(
+                    "atlas.client_id",
+                    "no Atlas credentials: set client_id and client_secret_file (a service account), or public_key and private_key_file (an API key), or MONGODB_ATLAS_CLIENT_ID/MONGODB_ATLAS_CLIENT_SECRET",
+                )
+            })?;
+        let client_secret = self
+            .secret("atlas.client_secret", a.client_secret.as_ref(), a.client_secret_file.as_ref(), Some("MONGODB_ATLAS_CLIENT_SECRET"))?
+            .ok_or_else(|| {
+                self.invalid("atlas.client_secret", "missing: set client_secret_file (or client_secret, or MONGODB_ATLAS_CLIENT_SECRET)")
+            })?;
+        Ok(AtlasCredentials::ServiceAccount {
+            client_id,
+            client_secret,
+        })
+    }
+}
+
+pub(super) fn parse_http_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text)
+        .map_err(|e| format!("`{text}` is not a URL ({e}); write e.g. \"https://host:port\""))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}` must start with http:// or https://"));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("`{text}` has no host"));
+    }
+    Ok(url)
+}
