@@ -5,41 +5,45 @@
 //!
 //! # Layout
 //!
+//! `docs/architecture.md` draws the layers; `tests/architecture.rs` enforces them. Public here
+//! are only the modules the binary's integration tests and benchmarks drive directly; the rest
+//! is `pub(crate)`.
+//!
 //! - [`config`]: the TOML file and environment overrides, validated into typed settings; secrets.
 //! - [`atlas`]: the Atlas Administration API client (auth, Flex backup endpoints, retries).
 //! - [`store`]: the S3-compatible object store (multipart uploads, HEAD, small objects).
-//! - [`journal`]: the SQLite journal of runs and snapshot states; the state machine.
+//! - `journal`: the SQLite journal of runs and snapshot states; the state machine.
 //! - [`pipeline`]: one snapshot end to end, and one target's run; the only module that combines
 //!   `atlas`, `store` and `journal`.
-//! - [`daemon`]: `run`, the long-lived service: the scheduling loop, systemd notifications and
+//! - `daemon`: `run`, the long-lived service: the scheduling loop, systemd notifications and
 //!   the shutdown sequence; the only module that knows the scheduler triggers the pipeline.
-//! - [`server`]: the daemon's HTTP endpoints (health, readiness, metrics, run trigger).
-//! - [`keys`]: object key naming.
-//! - [`retry`]: the backoff policy.
-//! - [`schedule`]: cron expressions in time zones, jitter and the catch-up rule (pure).
+//! - `server`: the daemon's HTTP endpoints (health, readiness, metrics, run trigger).
+//! - `target`, `reason`, `retry`, `keys`, `schedule`, `fault`: the foundation (a target and its
+//!   names' rules, failure reasons, the backoff policy, object keys, cron in time zones, crash
+//!   points for the reliability suite); they import nothing of the crate.
 //! - [`simulator`]: a built-in Atlas simulator (for `demo`, `simulate` and tests).
 //! - [`embedded_store`]: an S3 server on loopback over a local directory (for `demo`).
-//! - [`fault`]: crash points for the reliability suite (only with the `fault-injection` feature).
-//! - [`telemetry`]: logging setup and the metrics registry.
+//! - `telemetry`: logging setup and the metrics registry.
 //! - [`cli`]: the command line; the only user of clap.
 //!
 //! Dependencies point one way: `cli → daemon → {server, pipeline, schedule}`,
-//! `pipeline → {atlas, store, journal, telemetry} → config`; the leaves never import each other.
+//! `pipeline → {atlas, store, journal, telemetry} → config → foundation`; the leaves never import
+//! each other.
 
 pub mod atlas;
 pub mod cli;
 pub mod config;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod embedded_store;
-pub mod fault;
-pub mod journal;
-pub mod keys;
+pub(crate) mod fault;
+pub(crate) mod journal;
+pub(crate) mod keys;
 pub mod pipeline;
-pub mod reason;
-pub mod retry;
-pub mod schedule;
-pub mod server;
+pub(crate) mod reason;
+pub(crate) mod retry;
+pub(crate) mod schedule;
+pub(crate) mod server;
 pub mod simulator;
 pub mod store;
-pub mod target;
-pub mod telemetry;
+pub(crate) mod target;
+pub(crate) mod telemetry;

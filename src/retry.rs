@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt as _;
 
 /// Exponential backoff with "equal jitter": half the delay fixed, half random.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

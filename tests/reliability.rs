@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use atlas_archiver::simulator::{SimCluster, SimSnapshot, scenario};
 use common::{Run, World, parse_json};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt as _, SeedableRng};
 
 const PROJECT: &str = "5f0a1b2c3d4e5f60718293a4";
 const RANDOM_KILLS: usize = 20;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
-use rand::Rng;
+use rand::RngExt as _;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};

@@ -287,6 +287,7 @@ impl Journal {
         .await
     }
 
+    #[cfg(test)]
     /// The event log of one snapshot, oldest first: `(time, from, to, note)`.
     pub async fn events(
         &self,

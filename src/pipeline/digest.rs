@@ -4,8 +4,7 @@
 //! boundaries are whole MiB, hence whole 64-byte blocks, so a saved state is just eight words
 //! and a byte count.
 
-use sha2::digest::block_buffer::{BlockBuffer, Eager};
-use sha2::digest::typenum::U64;
+use sha2::block_api::compress256;
 
 const BLOCK: u64 = 64;
 const INITIAL: [u32; 8] = [
@@ -25,7 +24,9 @@ pub struct ResumableSha256 {
     state: [u32; 8],
     /// Bytes hashed so far.
     length: u64,
-    buffer: BlockBuffer<U64, Eager>,
+    /// The bytes of the current, incomplete block: `block[..pending]`.
+    block: [u8; 64],
+    pending: usize,
 }
 
 impl Default for ResumableSha256 {
@@ -33,23 +34,38 @@ impl Default for ResumableSha256 {
         Self {
             state: INITIAL,
             length: 0,
-            buffer: BlockBuffer::default(),
+            block: [0; 64],
+            pending: 0,
         }
     }
 }
 
 impl ResumableSha256 {
     /// Adds bytes.
-    pub fn update(&mut self, data: &[u8]) {
+    pub fn update(&mut self, mut data: &[u8]) {
         self.length += data.len() as u64;
-        let state = &mut self.state;
-        self.buffer
-            .digest_blocks(data, |blocks| sha2::compress256(state, blocks));
+        if self.pending > 0 {
+            let take = (64 - self.pending).min(data.len());
+            self.block[self.pending..self.pending + take].copy_from_slice(&data[..take]);
+            self.pending += take;
+            data = &data[take..];
+            if self.pending < 64 {
+                return;
+            }
+            compress256(&mut self.state, std::slice::from_ref(&self.block));
+            self.pending = 0;
+        }
+        let (blocks, rest) = data.as_chunks::<64>();
+        if !blocks.is_empty() {
+            compress256(&mut self.state, blocks);
+        }
+        self.block[..rest.len()].copy_from_slice(rest);
+        self.pending = rest.len();
     }
 
     /// The saved form, `<64 hex digits>:<length>`; `None` unless at a block boundary.
     pub fn checkpoint(&self) -> Option<String> {
-        if self.buffer.get_pos() != 0 {
+        if self.pending != 0 {
             return None;
         }
         let words: String = self.state.iter().map(|w| format!("{w:08x}")).collect();
@@ -67,30 +83,26 @@ impl ResumableSha256 {
             *word = u32::from_str_radix(words.get(i * 8..i * 8 + 8)?, 16).ok()?;
         }
         let length: u64 = length.parse().ok()?;
-        length.is_multiple_of(BLOCK).then(|| Self {
+        length.is_multiple_of(BLOCK).then_some(Self {
             state,
             length,
-            buffer: BlockBuffer::default(),
+            block: [0; 64],
+            pending: 0,
         })
-    }
-
-    /// Bytes hashed so far.
-    pub fn len(&self) -> u64 {
-        self.length
-    }
-
-    /// Whether nothing was hashed yet.
-    pub fn is_empty(&self) -> bool {
-        self.length == 0
     }
 
     /// The digest, hex.
     pub fn finalize_hex(mut self) -> String {
-        let state = &mut self.state;
-        self.buffer
-            .len64_padding_be(self.length.wrapping_mul(8), |block| {
-                sha2::compress256(state, std::slice::from_ref(block))
-            });
+        // FIPS 180-4 padding: 0x80, zeros, the message length in bits as a big-endian u64.
+        let bits = self.length.wrapping_mul(8);
+        self.block[self.pending] = 0x80;
+        self.block[self.pending + 1..].fill(0);
+        if self.pending >= 56 {
+            compress256(&mut self.state, std::slice::from_ref(&self.block));
+            self.block = [0; 64];
+        }
+        self.block[56..].copy_from_slice(&bits.to_be_bytes());
+        compress256(&mut self.state, std::slice::from_ref(&self.block));
         self.state.iter().map(|w| format!("{w:08x}")).collect()
     }
 }
@@ -98,7 +110,7 @@ impl ResumableSha256 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt as _, SeedableRng};
     use sha2::{Digest, Sha256};
 
     #[test]
@@ -116,7 +128,7 @@ mod tests {
                 h.update(&rest[..n]);
                 rest = &rest[n..];
             }
-            assert_eq!(h.len(), len as u64);
+            assert_eq!(h.length, len as u64);
             assert_eq!(h.finalize_hex(), expected, "len {len}");
 
             // Save at a block boundary, restore, continue.

@@ -17,18 +17,18 @@
 //! Must not: parse CLI flags or schedule anything.
 
 mod attempt;
-pub mod digest;
+pub(crate) mod digest;
 mod finish;
 mod job;
-pub mod manifest;
+pub(crate) mod manifest;
 mod orphans;
 mod outcome;
-pub mod rebuild;
+pub(crate) mod rebuild;
 mod run;
-pub mod transfer;
+pub(crate) mod transfer;
 mod upload;
 pub mod validate;
-pub mod verify;
+pub(crate) mod verify;
 
 use std::sync::Arc;
 

@@ -223,8 +223,6 @@ pub fn download_client(settings: DownloadSettings) -> Result<reqwest::Client, Tr
 /// An open download, before the upload starts.
 pub struct Source {
     response: reqwest::Response,
-    /// Where this response starts in the object (0, or the resume offset).
-    pub offset: u64,
     /// Length of the whole object, when the server said (`Content-Length` of a 200, or the total
     /// of a 206's `Content-Range`).
     pub total_length: Option<u64>,
@@ -246,7 +244,6 @@ pub async fn open(client: &reqwest::Client, url: &SnapshotUrl) -> Result<Source,
     Ok(Source {
         total_length: response.content_length(),
         etag: etag_of(&response),
-        offset: 0,
         response,
     })
 }
@@ -289,7 +286,6 @@ pub async fn open_from(
     Ok(Source {
         total_length: whole,
         etag: etag_of(&response).or_else(|| etag.map(str::to_owned)),
-        offset,
         response,
     })
 }

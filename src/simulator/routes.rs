@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
-use rand::Rng;
+use rand::RngExt as _;
 use serde_json::{Value, json};
 
 use super::content::SnapshotBytes;
