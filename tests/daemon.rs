@@ -398,29 +398,10 @@ async fn l11_a_signal_while_waiting_for_atlas_ends_the_wait() {
         .write_config("restore_timeout = \"10m\"", "")
         .to_string_lossy()
         .into_owned();
-    // For the daemon, a grace period far longer than the test: only the wait's own
-    // cancellation can end it in time.
     let text = std::fs::read_to_string(&config).unwrap_or_default();
-    let daemon = w.path("daemon.toml");
-    std::fs::write(
-        &daemon,
-        text.replace(
-            "[journal]",
-            "[schedule]\ncron = \"*/2 * * * * *\"\nshutdown_grace = \"10m\"\n\n[server]\nlisten = \"\"\n\n[journal]",
-        ),
-    )
-    .unwrap();
-    let daemon = daemon.to_string_lossy().into_owned();
+    let daemon = long_grace_daemon(&w, &text);
     for (command, config) in [("once", &config), ("run", &daemon)] {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"));
-        cmd.args([command, "--config", config.as_str()])
-            .current_dir(w.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}"));
+        let child = spawn(&w, command, config);
         let before = w.sim.observed().api_requests;
         wait_for(
             "polling a restore job",
@@ -460,26 +441,9 @@ async fn a_signal_while_a_listing_backs_off_ends_the_wait() {
         .unwrap()
         .replace("retry_max_delay = \"2s\"", "retry_max_delay = \"10m\"");
     std::fs::write(&config, &text).unwrap();
-    let daemon = w.path("daemon.toml");
-    std::fs::write(
-        &daemon,
-        text.replace(
-            "[journal]",
-            "[schedule]\ncron = \"*/2 * * * * *\"\nshutdown_grace = \"10m\"\n\n[server]\nlisten = \"\"\n\n[journal]",
-        ),
-    )
-    .unwrap();
-    let daemon = daemon.to_string_lossy().into_owned();
+    let daemon = long_grace_daemon(&w, &text);
     for (command, config) in [("once", &config), ("run", &daemon)] {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"));
-        cmd.args([command, "--config", config.as_str()])
-            .current_dir(w.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let child = cmd.spawn().unwrap();
+        let child = spawn(&w, command, config);
         let before = w.sim.observed().throttled;
         wait_for("a throttled listing", Duration::from_secs(30), async || {
             w.sim.observed().throttled > before
@@ -494,4 +458,32 @@ async fn a_signal_while_a_listing_backs_off_ends_the_wait() {
         );
     }
     assert_eq!(w.sim.observed().download_requests, 0);
+}
+
+/// A daemon config from a `once` config's text, with a grace period far longer than a test may
+/// take: only a wait's own cancellation can end a shutdown in time.
+fn long_grace_daemon(w: &World, once_config: &str) -> String {
+    let daemon = w.path("daemon.toml");
+    std::fs::write(
+        &daemon,
+        once_config.replace(
+            "[journal]",
+            "[schedule]\ncron = \"*/2 * * * * *\"\nshutdown_grace = \"10m\"\n\n[server]\nlisten = \"\"\n\n[journal]",
+        ),
+    )
+    .unwrap();
+    daemon.to_string_lossy().into_owned()
+}
+
+/// The binary as a user runs it, with a clean environment, its output captured.
+fn spawn(w: &World, command: &str, config: &str) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"));
+    cmd.args([command, "--config", config])
+        .current_dir(w.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().unwrap()
 }
