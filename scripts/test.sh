@@ -19,13 +19,13 @@ scripts/check-systemd-unit.sh
 FEATURES=(--features fault-injection)
 
 echo "== building tests"
-cargo build --all-targets --locked "${FEATURES[@]}"
+cargo build --workspace --all-targets --locked "${FEATURES[@]}"
 
 echo "== starting moto"
 eval "$(scripts/start-moto.sh)"
 [ "$ATLAS_ARCHIVER_TEST_S3_STARTED" = 1 ] && pids+=("$ATLAS_ARCHIVER_TEST_S3_PID")
 echo "== cargo test (all suites, S3 server: moto)"
-cargo test --locked --all-targets "${FEATURES[@]}"
+cargo test --locked --workspace --all-targets "${FEATURES[@]}"
 
 echo "== starting Garage"
 eval "$(scripts/start-garage.sh)"

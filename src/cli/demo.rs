@@ -12,11 +12,11 @@ use sha2::{Digest, Sha256};
 
 use super::Failure;
 use super::once::{execute, print_reports, spawn_signal_handler};
-use crate::config::units::format_bytes;
-use crate::config::{Config, Secrets};
-use crate::embedded_store::{ACCESS_KEY, EmbeddedStore, SECRET_KEY};
-use crate::pipeline::SnapshotOutcome;
-use crate::simulator::{
+use atlas_archiver_engine::config::units::format_bytes;
+use atlas_archiver_engine::config::{Config, Secrets};
+use atlas_archiver_engine::pipeline::SnapshotOutcome;
+use atlas_archiver_simulator::embedded_store::{ACCESS_KEY, EmbeddedStore, SECRET_KEY};
+use atlas_archiver_simulator::{
     SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, Simulator, demo_clusters,
 };
 
@@ -101,12 +101,14 @@ path = "journal.sqlite"
     );
     println!("  config           {}", config_path.display());
     println!("\nfirst run: archive every completed snapshot");
-    let shutdown = crate::pipeline::Shutdown::default();
+    let shutdown = atlas_archiver_engine::pipeline::Shutdown::default();
     spawn_signal_handler(shutdown.clone());
     let reports = execute(&config, &config.targets, "demo", shutdown.clone()).await?;
     print_reports(&reports);
 
-    let mut all_good = reports.iter().all(crate::pipeline::TargetReport::succeeded);
+    let mut all_good = reports
+        .iter()
+        .all(atlas_archiver_engine::pipeline::TargetReport::succeeded);
     println!("\nverification: SHA-256 of each file on disk against the bytes Atlas served");
     let expected: HashMap<String, String> = simulator
         .clusters()
@@ -145,7 +147,9 @@ path = "journal.sqlite"
         .count();
     let downloads_before = simulator.observed().snapshot_downloads;
     println!("  {already} snapshots already archived, {downloads_before} downloads in total");
-    all_good &= again.iter().all(crate::pipeline::TargetReport::succeeded);
+    all_good &= again
+        .iter()
+        .all(atlas_archiver_engine::pipeline::TargetReport::succeeded);
 
     println!(
         "\nnext: `atlas-archiver status --config {}`",
@@ -186,15 +190,15 @@ pub(super) async fn simulate(
     let clusters = match snapshot_size {
         None => demo_clusters(),
         Some(text) => {
-            let size = crate::config::units::parse_byte_size(text)
+            let size = atlas_archiver_engine::config::units::parse_byte_size(text)
                 .map_err(|m| Failure::Usage(format!("--snapshot-size: {m}")))?;
             if size == 0 || snapshots == 0 {
                 return Err(Failure::Usage(
                     "--snapshot-size and --snapshots must be more than zero".into(),
                 ));
             }
-            crate::simulator::scenario(
-                crate::simulator::DEMO_PROJECT_ID,
+            atlas_archiver_simulator::scenario(
+                atlas_archiver_simulator::DEMO_PROJECT_ID,
                 &["bench-flex"],
                 snapshots,
                 &[size],

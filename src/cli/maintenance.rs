@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use super::Failure;
 use super::once::select_targets;
-use crate::config::{Config, Secrets};
-use crate::journal::Journal;
-use crate::pipeline::rebuild::rebuild as rebuild_journal;
-use crate::pipeline::verify::{Verdict, verify as verify_archives};
-use crate::store::ObjectStore;
+use atlas_archiver_engine::config::{Config, Secrets};
+use atlas_archiver_engine::journal::Journal;
+use atlas_archiver_engine::pipeline::rebuild::rebuild as rebuild_journal;
+use atlas_archiver_engine::pipeline::verify::{Verdict, verify as verify_archives};
+use atlas_archiver_engine::store::ObjectStore;
 
 pub(super) async fn verify(
     path: &Path,

@@ -14,13 +14,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::atlas::AtlasError;
-use crate::config::{Config, ConfigError, Secrets, config_path};
 use crate::daemon::DaemonError;
-use crate::journal::JournalError;
-use crate::pipeline::ArchiveError;
-use crate::telemetry::{self, LogFormat};
 use args::{Cli, Command, JournalAction, LogFormatArg};
+use atlas_archiver_engine::atlas::AtlasError;
+use atlas_archiver_engine::config::{Config, ConfigError, Secrets, config_path};
+use atlas_archiver_engine::journal::JournalError;
+use atlas_archiver_engine::pipeline::ArchiveError;
+use atlas_archiver_engine::telemetry::{self, LogFormat};
 
 /// A failure at the edge. The exit code follows from its kind ([`Failure::exit_code`]), never
 /// from the call site: 2 for usage and configuration, 1 for work that failed.
@@ -43,7 +43,7 @@ pub enum Failure {
     Archive(#[from] ArchiveError),
     /// `verify` could not run.
     #[error(transparent)]
-    Verify(#[from] crate::pipeline::verify::VerifyError),
+    Verify(#[from] atlas_archiver_engine::pipeline::verify::VerifyError),
     /// The daemon failed.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
@@ -170,8 +170,10 @@ fn check_config(path: &Path, env: &HashMap<String, String>) -> Result<ExitCode, 
 }
 
 /// Connects to the bucket and checks that it answers (commands that write to it).
-async fn connect_store(config: &Config) -> Result<crate::store::ObjectStore, Failure> {
-    let store = crate::store::ObjectStore::connect(&config.storage).await;
+async fn connect_store(
+    config: &Config,
+) -> Result<atlas_archiver_engine::store::ObjectStore, Failure> {
+    let store = atlas_archiver_engine::store::ObjectStore::connect(&config.storage).await;
     store.check_bucket().await.map_err(|e| {
         Failure::Runtime(format!(
             "cannot reach bucket {}: {e}",

@@ -7,13 +7,15 @@ use std::process::ExitCode;
 use tracing::warn;
 
 use super::Failure;
-use crate::atlas::AtlasClient;
-use crate::config::units::format_bytes;
-use crate::config::{Config, Secrets};
-use crate::journal::Journal;
-use crate::pipeline::{Archiver, PipelineSettings, Shutdown, SnapshotOutcome, TargetReport};
-use crate::target::Target;
-use crate::telemetry::Metrics;
+use atlas_archiver_engine::atlas::AtlasClient;
+use atlas_archiver_engine::config::units::format_bytes;
+use atlas_archiver_engine::config::{Config, Secrets};
+use atlas_archiver_engine::journal::Journal;
+use atlas_archiver_engine::pipeline::{
+    Archiver, PipelineSettings, Shutdown, SnapshotOutcome, TargetReport,
+};
+use atlas_archiver_engine::target::Target;
+use atlas_archiver_engine::telemetry::Metrics;
 
 pub(super) async fn run(
     path: &Path,

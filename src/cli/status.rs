@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::Failure;
-use crate::config::units::format_bytes;
-use crate::config::{Config, Secrets};
-use crate::journal::{Journal, RunRecord, SnapshotRecord};
-use crate::target::Target;
+use atlas_archiver_engine::config::units::format_bytes;
+use atlas_archiver_engine::config::{Config, Secrets};
+use atlas_archiver_engine::journal::{Journal, RunRecord, SnapshotRecord};
+use atlas_archiver_engine::target::Target;
 
 #[derive(Serialize)]
 struct TargetStatus {
@@ -82,7 +82,7 @@ pub(super) async fn run(
                 s.object_key.as_deref().unwrap_or("-"),
             );
             if let Some(e) = &s.last_error
-                && s.state != crate::journal::SnapshotState::Archived
+                && s.state != atlas_archiver_engine::journal::SnapshotState::Archived
             {
                 println!("      last error ({} attempts): {e}", s.attempts);
             }

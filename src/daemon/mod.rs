@@ -18,14 +18,14 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::atlas::AtlasClient;
-use crate::config::Config;
-use crate::journal::Journal;
-use crate::pipeline::{Archiver, PipelineSettings, Shutdown};
 use crate::server::{self, ServerState, Trigger};
-use crate::store::ObjectStore;
-use crate::target::Target;
-use crate::telemetry::Metrics;
+use atlas_archiver_engine::atlas::AtlasClient;
+use atlas_archiver_engine::config::Config;
+use atlas_archiver_engine::journal::Journal;
+use atlas_archiver_engine::pipeline::{Archiver, PipelineSettings, Shutdown};
+use atlas_archiver_engine::store::ObjectStore;
+use atlas_archiver_engine::target::Target;
+use atlas_archiver_engine::telemetry::Metrics;
 use notify::Notifier;
 use scheduler::{Control, LoopSettings, SystemClock, TargetRunner, TriggerError};
 

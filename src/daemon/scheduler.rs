@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::schedule::{Schedule, StartDecision, on_start, stable_jitter};
-use crate::target::Target;
+use atlas_archiver_engine::schedule::{Schedule, StartDecision, on_start, stable_jitter};
+use atlas_archiver_engine::target::Target;
 
 /// Where "now" comes from.
 pub trait Clock: Send + Sync + 'static {

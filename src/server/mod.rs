@@ -17,8 +17,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::target::Target;
-use crate::telemetry::Metrics;
+use atlas_archiver_engine::target::Target;
+use atlas_archiver_engine::telemetry::Metrics;
 
 /// What the endpoints need from the daemon.
 pub trait Trigger: Send + Sync + 'static {

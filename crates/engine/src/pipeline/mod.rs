@@ -23,12 +23,12 @@ mod job;
 pub(crate) mod manifest;
 mod orphans;
 mod outcome;
-pub(crate) mod rebuild;
+pub mod rebuild;
 mod run;
 pub(crate) mod transfer;
 mod upload;
 pub mod validate;
-pub(crate) mod verify;
+pub mod verify;
 
 use std::sync::Arc;
 

@@ -4,10 +4,13 @@
 //! `../shared/atlas-api/CONTRACT.md` and the OpenAPI fragments, including their odd cases, and
 //! can inject faults (429 bursts, 5xx, FAILED jobs, cut connections, expired URLs) for tests.
 //! Used by `demo`, `simulate` and the test suites; never by `once` or `run` against real Atlas.
-//! Must not: depend on the pipeline, store or journal.
+//! Also here: [`embedded_store`], an S3 server on loopback over a local directory (for `demo`).
+//! Must not: depend on the engine crate (`atlas-archiver-engine`); `tests/architecture.rs`
+//! checks that neither crate reaches the other.
 
 pub mod content;
 mod digest;
+pub mod embedded_store;
 mod routes;
 
 use std::collections::{HashMap, HashSet};

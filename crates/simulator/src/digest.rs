@@ -2,7 +2,7 @@
 //! simulator on its own: a fake that shared the client's parser could not catch the client's
 //! bugs (issue 8). It parses the `auth-param` list of RFC 7235 (`token = token / quoted-string`,
 //! comma separated) byte by byte and checks `response` for `qop=auth` and for no `qop`.
-//! Must not: import the client (`crate::atlas`).
+//! Must not: import the client (`atlas_archiver_engine::atlas`).
 
 use md5::{Digest as _, Md5};
 

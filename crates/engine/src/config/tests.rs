@@ -423,8 +423,8 @@ fn target_flag_parsing() {
 
 #[test]
 fn the_shipped_example_config_is_valid() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/atlas-archiver.example.toml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config/atlas-archiver.example.toml");
     let config = Config::load(&path, &HashMap::new(), Secrets::Skip).unwrap();
     assert_eq!(config.targets.len(), 1);
     assert_eq!(config.storage.prefix, "atlas/");
