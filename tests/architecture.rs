@@ -5,7 +5,7 @@
 // A test crate: its helpers may unwrap (clippy.toml allows it inside `#[test]` functions only).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Modules that import nothing of the crate: shared vocabulary every layer may use.
 const FOUNDATION: &[&str] = &["reason", "retry", "fault", "keys", "schedule", "target"];

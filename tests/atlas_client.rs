@@ -414,3 +414,33 @@ async fn m1_an_absurd_token_lifetime_does_not_panic() {
         "the clamped token is reused"
     );
 }
+
+#[tokio::test]
+async fn l8_a_listing_cut_mid_body_is_retried_as_network_trouble() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 3, &[1])).await;
+    let c = client(&s);
+    s.set_faults(|f| f.cut_listing_bodies = 2);
+    let listed = c.list_snapshots(PROJECT, "a-flex").await.unwrap();
+    assert_eq!(listed.len(), 3, "the third attempt read the whole page");
+    // With every attempt cut, the error is network trouble (transient, retried next run), not
+    // a malformed answer.
+    s.set_faults(|f| f.cut_listing_bodies = 10);
+    let e = c.list_snapshots(PROJECT, "a-flex").await.unwrap_err();
+    assert!(
+        matches!(e, AtlasError::Transport { attempts: 5, .. }),
+        "{e}"
+    );
+    assert!(e.is_transient(), "{e}");
+}
+
+#[tokio::test]
+async fn l16_an_answer_larger_than_any_atlas_answer_is_refused_unread() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    let c = client(&s);
+    s.set_faults(|f| f.oversized_listing = Some((1, 64 << 20)));
+    let e = c.list_snapshots(PROJECT, "a-flex").await.unwrap_err();
+    assert!(matches!(e, AtlasError::Decode { .. }), "{e}");
+    assert!(e.to_string().contains("larger than 16 MiB"), "{e}");
+    // The next listing is an ordinary one.
+    assert_eq!(c.list_snapshots(PROJECT, "a-flex").await.unwrap().len(), 1);
+}

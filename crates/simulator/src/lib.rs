@@ -117,6 +117,11 @@ pub struct Faults {
     pub reject_next_logins: u32,
     /// Listings serve at most this many items per page, whatever `itemsPerPage` asks.
     pub page_cap: Option<usize>,
+    /// The next N snapshot listings send half their JSON and then break the connection.
+    pub cut_listing_bodies: u32,
+    /// The next N snapshot listings answer a body of this many bytes of JSON whitespace
+    /// (`Some((n, bytes))`): an answer no Atlas sends, to check the client's body bound.
+    pub oversized_listing: Option<(u32, usize)>,
     /// Access tokens live this many seconds (default 3600).
     pub token_lifetime_secs: Option<u64>,
 }

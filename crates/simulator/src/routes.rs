@@ -373,13 +373,29 @@ async fn list_snapshots(
     };
     // Newest first, as Atlas lists them.
     let items = c.snapshots.iter().rev().map(snapshot_json).collect();
-    let answer = ok_json(&page(
+    let listing = page(
         items,
         &q,
         uri.path(),
         &format!("http://{}", app.addr),
         s.faults.page_cap,
-    ));
+    );
+    if s.faults.cut_listing_bodies > 0 {
+        s.faults.cut_listing_bodies -= 1;
+        return cut_in_half(&listing);
+    }
+    let answer = ok_json(&listing);
+    if let Some((n, bytes)) = s.faults.oversized_listing.take() {
+        if n > 1 {
+            s.faults.oversized_listing = Some((n - 1, bytes));
+        }
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, FLEX_MEDIA_TYPE)],
+            Body::from(vec![b' '; bytes]),
+        )
+            .into_response();
+    }
     // The list changes between pages: a new snapshot lands at the front, shifting later pages.
     if s.faults.new_snapshot_after_first_page && q.get("pageNum").is_none_or(|p| p == "1") {
         s.faults.new_snapshot_after_first_page = false;
@@ -400,6 +416,26 @@ async fn list_snapshots(
         }
     }
     answer
+}
+
+/// The answer with its full `Content-Length`, but the connection breaks after half the body:
+/// a proxy or load balancer dropping a response in flight.
+fn cut_in_half(value: &Value) -> Response {
+    let bytes = Bytes::from(value.to_string());
+    let half = bytes.slice(..bytes.len() / 2);
+    let stream = futures_util::stream::iter([
+        Ok(half),
+        Err(std::io::Error::other("simulated cut")),
+    ]);
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, FLEX_MEDIA_TYPE.to_owned()),
+            (header::CONTENT_LENGTH, bytes.len().to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 async fn get_snapshot(

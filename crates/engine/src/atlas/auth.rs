@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use tracing::warn;
 
 use super::models::{OAuthErrorBody, TokenResponse};
-use super::{AUTH_FAILURE_MEMO, AtlasClient, AtlasError, Auth, decode, retry_after};
+use super::{AUTH_FAILURE_MEMO, AtlasClient, AtlasError, Auth, Reply, Trip, decode, retry_after};
 
 /// Refresh a token this long before Atlas says it expires.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -339,35 +339,27 @@ impl AtlasClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self
+            let request = self
                 .inner
                 .http
                 .post(url.clone())
                 .header(AUTHORIZATION, format!("Basic {basic}"))
                 .header(ACCEPT, "application/json")
                 .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body("grant_type=client_credentials")
-                .send()
-                .await;
-            let response = match result {
-                Ok(r) => r,
-                Err(e) if attempt < self.inner.max_attempts => {
-                    let delay = self.inner.backoff.delay(attempt);
-                    warn!(operation = OPERATION, attempt, error = %e.without_url(), ?delay, "Atlas unreachable; retrying");
+                .body("grant_type=client_credentials");
+            // Asking for a token again is always safe: a lost answer only leaves a token unused.
+            let Reply {
+                status,
+                headers,
+                body,
+            } = match self.round_trip(OPERATION, request, true, attempt).await {
+                Trip::Reply(reply) => reply,
+                Trip::Retry(delay) => {
                     tokio::time::sleep(delay).await;
                     continue;
                 }
-                Err(e) => {
-                    return Err(AtlasError::Transport {
-                        operation: OPERATION,
-                        attempts: attempt,
-                        message: e.without_url().to_string(),
-                    });
-                }
+                Trip::Failed(e) => return Err(e),
             };
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
             if status.is_success() {
                 return decode(OPERATION, &body);
             }
@@ -385,12 +377,8 @@ impl AtlasClient {
                 return Err(self.remember_auth_failure(detail.trim()));
             }
             if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
-                && attempt < self.inner.max_attempts
+                && let Some(delay) = self.next_delay(attempt, retry_after(&headers))
             {
-                let delay = self
-                    .inner
-                    .backoff
-                    .delay_with_hint(attempt, retry_after(&headers));
                 warn!(
                     operation = OPERATION,
                     attempt,

@@ -30,6 +30,9 @@ pub const FLEX_MEDIA_TYPE: &str = "application/vnd.atlas.2024-11-13+json";
 const PAGE_SIZE: usize = 100;
 /// A safety stop for paging: 500 pages of 100 is far beyond any Flex cluster's 8 snapshots.
 const MAX_PAGES: u32 = 500;
+/// The largest answer read from Atlas: a page of 100 snapshots or restore jobs is tens of KiB;
+/// anything this large is not an Atlas answer, and reading it whole would cost memory (L16).
+const MAX_BODY: usize = 16 << 20;
 /// How long a rejected login makes later calls fail without asking Atlas again.
 const AUTH_FAILURE_MEMO: Duration = Duration::from_secs(20);
 
@@ -169,6 +172,7 @@ impl AtlasClient {
             .user_agent(concat!("atlas-archiver/", env!("CARGO_PKG_VERSION")))
             .timeout(config.request_timeout)
             .connect_timeout(Duration::from_secs(10))
+            .tcp_keepalive(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| AtlasError::Transport {
@@ -246,28 +250,21 @@ impl AtlasClient {
                     .header(CONTENT_TYPE, FLEX_MEDIA_TYPE)
                     .body(b.clone());
             }
-            let response = match request.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    // A POST whose connection failed before any response may or may not have
-                    // reached Atlas only if the request was sent; connect errors are safe.
-                    let safe = idempotent || e.is_connect();
-                    if safe && attempt < self.inner.max_attempts {
-                        let delay = self.inner.backoff.delay(attempt);
-                        warn!(operation, attempt, error = %e.without_url(), ?delay, "Atlas unreachable; retrying");
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    return Err(AtlasError::Transport {
-                        operation,
-                        attempts: attempt,
-                        message: e.without_url().to_string(),
-                    });
+            let Reply {
+                status,
+                headers,
+                body,
+            } = match self
+                .round_trip(operation, request, idempotent, attempt)
+                .await
+            {
+                Trip::Reply(reply) => reply,
+                Trip::Retry(delay) => {
+                    tokio::time::sleep(delay).await;
+                    continue;
                 }
+                Trip::Failed(e) => return Err(e),
             };
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
             if status.is_success() {
                 return Ok(Answer { body });
             }
@@ -298,8 +295,7 @@ impl AtlasClient {
             let retryable = status == StatusCode::TOO_MANY_REQUESTS
                 || status == StatusCode::SERVICE_UNAVAILABLE
                 || (idempotent && status.is_server_error());
-            if retryable && attempt < self.inner.max_attempts {
-                let delay = self.inner.backoff.delay_with_hint(attempt, retry_after);
+            if retryable && let Some(delay) = self.next_delay(attempt, retry_after) {
                 warn!(operation, attempt, status = status.as_u16(), error_code = %error_code, ?delay, "Atlas asked us to retry");
                 tokio::time::sleep(delay).await;
                 continue;
@@ -312,6 +308,104 @@ impl AtlasClient {
                 hint: hint_for(status),
             });
         }
+    }
+}
+
+/// A response read whole (at most [`MAX_BODY`] bytes).
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+}
+
+/// What one round trip came to.
+enum Trip {
+    /// Atlas answered, whatever the status.
+    Reply(Reply),
+    /// The request or its answer was lost on the way, and sending it again is safe: wait this
+    /// long, then try again.
+    Retry(Duration),
+    /// Lost on the way with no attempt left or no safe resend, or an answer too large to be one.
+    Failed(AtlasError),
+}
+
+impl AtlasClient {
+    /// Sends one request and reads its whole answer, bounded by [`MAX_BODY`]. A failure to
+    /// connect is always safe to resend; a failure after the request was sent (including a body
+    /// cut while read, L8) only when `resend_safe`. The one transport-retry rule of both the
+    /// API calls and the token request.
+    async fn round_trip(
+        &self,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+        resend_safe: bool,
+        attempt: u32,
+    ) -> Trip {
+        let error = match request.send().await {
+            Ok(mut response) => {
+                let status = response.status();
+                let headers = std::mem::take(response.headers_mut());
+                match read_bounded(&mut response).await {
+                    Ok(Some(body)) => {
+                        return Trip::Reply(Reply {
+                            status,
+                            headers,
+                            body,
+                        });
+                    }
+                    Ok(None) => {
+                        return Trip::Failed(AtlasError::Decode {
+                            operation,
+                            message: format!(
+                                "the answer (HTTP {}) is larger than {} MiB; no Atlas response is",
+                                status.as_u16(),
+                                MAX_BODY >> 20
+                            ),
+                        });
+                    }
+                    Err(e) if resend_safe => e,
+                    Err(e) => return Trip::Failed(transport(operation, attempt, e)),
+                }
+            }
+            Err(e) if resend_safe || e.is_connect() => e,
+            Err(e) => return Trip::Failed(transport(operation, attempt, e)),
+        };
+        match self.next_delay(attempt, None) {
+            Some(delay) => {
+                warn!(operation, attempt, error = %error.without_url(), ?delay, "Atlas unreachable; retrying");
+                Trip::Retry(delay)
+            }
+            None => Trip::Failed(transport(operation, attempt, error)),
+        }
+    }
+
+    /// The wait before attempt `attempt + 1`, honouring `Retry-After`; `None` when the attempts
+    /// are spent.
+    fn next_delay(&self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
+        (attempt < self.inner.max_attempts)
+            .then(|| self.inner.backoff.delay_with_hint(attempt, retry_after))
+    }
+}
+
+/// The body, or `None` once it passes [`MAX_BODY`] (the rest is not read).
+async fn read_bounded(
+    response: &mut reqwest::Response,
+) -> Result<Option<bytes::Bytes>, reqwest::Error> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
+fn transport(operation: &'static str, attempts: u32, error: reqwest::Error) -> AtlasError {
+    AtlasError::Transport {
+        operation,
+        attempts,
+        message: error.without_url().to_string(),
     }
 }
 
