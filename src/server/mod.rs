@@ -94,7 +94,7 @@ async fn metrics(State(s): State<Arc<ServerState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            atlas_archiver_engine::telemetry::METRICS_CONTENT_TYPE,
         )],
         s.metrics.render(),
     )

@@ -423,10 +423,8 @@ async fn list_snapshots(
 fn cut_in_half(value: &Value) -> Response {
     let bytes = Bytes::from(value.to_string());
     let half = bytes.slice(..bytes.len() / 2);
-    let stream = futures_util::stream::iter([
-        Ok(half),
-        Err(std::io::Error::other("simulated cut")),
-    ]);
+    let stream =
+        futures_util::stream::iter([Ok(half), Err(std::io::Error::other("simulated cut"))]);
     (
         StatusCode::OK,
         [

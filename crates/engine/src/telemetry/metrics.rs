@@ -1,10 +1,17 @@
-//! Every metric atlas-archiver exports, defined once, with one `record_*` method per event and a
-//! Prometheus text renderer. Label values are project ids, cluster names and short reason codes:
-//! never URLs or secrets.
+//! Every metric atlas-archiver exports, defined once, with one `record_*` method per event, on
+//! a `prometheus-client` registry rendered as OpenMetrics text. Label values are project ids,
+//! cluster names and short reason codes: never URLs or secrets.
+//! Must not: be read back for decisions (the journal is the record; these are for people).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::reason::Reason;
 use crate::target::Target;
@@ -13,6 +20,9 @@ use crate::target::Target;
 const DURATION_BUCKETS: [f64; 11] = [
     1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14_400.0, 43_200.0,
 ];
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How a target's last run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,25 +33,113 @@ pub enum RunStatus {
     Failure,
 }
 
-#[derive(Default)]
-struct State {
-    last_success: BTreeMap<Target, f64>,
-    last_status: BTreeMap<Target, RunStatus>,
-    archived: BTreeMap<Target, u64>,
-    failures: BTreeMap<(Target, String), u64>,
-    lost: BTreeMap<Target, u64>,
-    next_run: BTreeMap<Target, f64>,
-    bytes_uploaded: u64,
-    transfers_in_flight: i64,
-    duration_counts: [u64; DURATION_BUCKETS.len()],
-    duration_sum: f64,
-    duration_count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    project: String,
+    cluster: String,
+}
+
+impl From<&Target> for TargetLabels {
+    fn from(t: &Target) -> Self {
+        Self {
+            project: t.project_id.clone(),
+            cluster: t.cluster.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    project: String,
+    cluster: String,
+    reason: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+struct Inner {
+    registry: Registry,
+    last_success: Family<TargetLabels, FloatGauge>,
+    last_status: Family<TargetLabels, Gauge>,
+    archived: Family<TargetLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    lost: Family<TargetLabels, Counter>,
+    next_run: Family<TargetLabels, FloatGauge>,
+    bytes_uploaded: Counter,
+    transfers_in_flight: Gauge,
+    run_duration: Histogram,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            registry: Registry::default(),
+            last_success: Family::default(),
+            last_status: Family::default(),
+            archived: Family::default(),
+            failures: Family::default(),
+            lost: Family::default(),
+            next_run: Family::default(),
+            bytes_uploaded: Counter::default(),
+            transfers_in_flight: Gauge::default(),
+            run_duration: Histogram::new(DURATION_BUCKETS),
+        };
+        // Counters are registered without `_total`: the encoder appends it, so the exported
+        // names are the ones documented in the README.
+        registry.register(
+            "atlas_archiver_last_success_timestamp_seconds",
+            "Unix time of the last run of a target that archived every snapshot.",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "atlas_archiver_last_run_status",
+            "1 when the target's last run archived every snapshot, 0 when something failed.",
+            m.last_status.clone(),
+        );
+        registry.register(
+            "atlas_archiver_snapshots_archived",
+            "Snapshots archived (including ones adopted from the bucket) since start.",
+            m.archived.clone(),
+        );
+        registry.register(
+            "atlas_archiver_archive_failures",
+            "Failed snapshot attempts, by reason.",
+            m.failures.clone(),
+        );
+        registry.register(
+            "atlas_archiver_snapshots_lost",
+            "Snapshots Atlas deleted before they could be archived.",
+            m.lost.clone(),
+        );
+        registry.register(
+            "atlas_archiver_bytes_uploaded",
+            "Snapshot bytes uploaded to the store.",
+            m.bytes_uploaded.clone(),
+        );
+        registry.register(
+            "atlas_archiver_transfers_in_flight",
+            "Snapshot transfers running now.",
+            m.transfers_in_flight.clone(),
+        );
+        registry.register(
+            "atlas_archiver_next_run_timestamp_seconds",
+            "Unix time of the target's next scheduled run.",
+            m.next_run.clone(),
+        );
+        registry.register(
+            "atlas_archiver_run_duration_seconds",
+            "Duration of one target's run.",
+            m.run_duration.clone(),
+        );
+        Self { registry, ..m }
+    }
 }
 
 /// The registry. Cheap to clone; all clones share one state.
 #[derive(Clone, Default)]
 pub struct Metrics {
-    state: Arc<Mutex<State>>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -60,186 +158,83 @@ fn tame(reason: &str) -> String {
 }
 
 impl Metrics {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Makes every target visible from the start (zero counters, unknown status).
     pub fn register_target(&self, target: &Target) {
-        let mut s = self.lock();
-        s.archived.entry(target.clone()).or_insert(0);
-        s.lost.entry(target.clone()).or_insert(0);
+        let labels = TargetLabels::from(target);
+        drop(self.inner.archived.get_or_create(&labels));
+        drop(self.inner.lost.get_or_create(&labels));
     }
 
     /// Restores the last success time from the journal after a restart, so that an alert on
     /// "no success for 26 hours" survives restarts.
     pub fn restore_last_success(&self, target: &Target, unix_seconds: f64) {
-        self.lock()
+        self.inner
             .last_success
-            .insert(target.clone(), unix_seconds);
+            .get_or_create(&target.into())
+            .set(unix_seconds);
     }
 
     /// A snapshot was archived (`bytes` were uploaded for it; 0 when adopted).
     pub fn record_archived(&self, target: &Target, bytes: u64) {
-        let mut s = self.lock();
-        *s.archived.entry(target.clone()).or_insert(0) += 1;
-        s.bytes_uploaded += bytes;
+        self.inner.archived.get_or_create(&target.into()).inc();
+        self.inner.bytes_uploaded.inc_by(bytes);
     }
 
     /// A snapshot attempt failed.
     pub fn record_failure(&self, target: &Target, reason: &Reason) {
-        *self
-            .lock()
-            .failures
-            .entry((target.clone(), tame(&reason.code())))
-            .or_insert(0) += 1;
+        let labels = FailureLabels {
+            project: target.project_id.clone(),
+            cluster: target.cluster.clone(),
+            reason: tame(&reason.code()),
+        };
+        self.inner.failures.get_or_create(&labels).inc();
     }
 
     /// Atlas deleted a snapshot that was never archived.
     pub fn record_lost(&self, target: &Target) {
-        *self.lock().lost.entry(target.clone()).or_insert(0) += 1;
+        self.inner.lost.get_or_create(&target.into()).inc();
     }
 
     /// A transfer started (`+1`) or ended (`-1`).
     pub fn transfer_in_flight(&self, delta: i64) {
-        self.lock().transfers_in_flight += delta;
+        self.inner.transfers_in_flight.inc_by(delta);
     }
 
     /// Transfers running now.
     pub fn transfers_in_flight_now(&self) -> i64 {
-        self.lock().transfers_in_flight
+        self.inner.transfers_in_flight.get()
     }
 
     /// A target's run ended.
     pub fn record_run(&self, target: &Target, status: RunStatus, seconds: f64, finished_unix: f64) {
-        let mut s = self.lock();
-        s.last_status.insert(target.clone(), status);
+        let labels = TargetLabels::from(target);
+        self.inner
+            .last_status
+            .get_or_create(&labels)
+            .set(i64::from(status == RunStatus::Success));
         if status == RunStatus::Success {
-            s.last_success.insert(target.clone(), finished_unix);
+            self.inner
+                .last_success
+                .get_or_create(&labels)
+                .set(finished_unix);
         }
-        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                s.duration_counts[i] += 1;
-            }
-        }
-        s.duration_sum += seconds;
-        s.duration_count += 1;
+        self.inner.run_duration.observe(seconds);
     }
 
     /// When a target runs next.
     pub fn record_next_run(&self, target: &Target, unix_seconds: f64) {
-        self.lock().next_run.insert(target.clone(), unix_seconds);
+        self.inner
+            .next_run
+            .get_or_create(&target.into())
+            .set(unix_seconds);
     }
 
-    /// Prometheus text exposition format 0.0.4.
+    /// The OpenMetrics text exposition (served with [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let s = self.lock();
         let mut out = String::new();
-        let labels = |t: &Target| format!("project=\"{}\",cluster=\"{}\"", t.project_id, t.cluster);
-        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (l, v) in rows {
-                if l.is_empty() {
-                    let _ = writeln!(out, "{name} {v}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{l}}} {v}");
-                }
-            }
-        };
-        family(
-            "atlas_archiver_last_success_timestamp_seconds",
-            "gauge",
-            "Unix time of the last run of a target that archived every snapshot.",
-            s.last_success
-                .iter()
-                .map(|(t, v)| (labels(t), format!("{v:.3}")))
-                .collect(),
-        );
-        family(
-            "atlas_archiver_last_run_status",
-            "gauge",
-            "1 when the target's last run archived every snapshot, 0 when something failed.",
-            s.last_status
-                .iter()
-                .map(|(t, v)| (labels(t), u8::from(*v == RunStatus::Success).to_string()))
-                .collect(),
-        );
-        family(
-            "atlas_archiver_snapshots_archived_total",
-            "counter",
-            "Snapshots archived (including ones adopted from the bucket) since start.",
-            s.archived
-                .iter()
-                .map(|(t, v)| (labels(t), v.to_string()))
-                .collect(),
-        );
-        family(
-            "atlas_archiver_archive_failures_total",
-            "counter",
-            "Failed snapshot attempts, by reason.",
-            s.failures
-                .iter()
-                .map(|((t, r), v)| (format!("{},reason=\"{r}\"", labels(t)), v.to_string()))
-                .collect(),
-        );
-        family(
-            "atlas_archiver_snapshots_lost_total",
-            "counter",
-            "Snapshots Atlas deleted before they could be archived.",
-            s.lost
-                .iter()
-                .map(|(t, v)| (labels(t), v.to_string()))
-                .collect(),
-        );
-        family(
-            "atlas_archiver_bytes_uploaded_total",
-            "counter",
-            "Snapshot bytes uploaded to the store.",
-            vec![(String::new(), s.bytes_uploaded.to_string())],
-        );
-        family(
-            "atlas_archiver_transfers_in_flight",
-            "gauge",
-            "Snapshot transfers running now.",
-            vec![(String::new(), s.transfers_in_flight.to_string())],
-        );
-        family(
-            "atlas_archiver_next_run_timestamp_seconds",
-            "gauge",
-            "Unix time of the target's next scheduled run.",
-            s.next_run
-                .iter()
-                .map(|(t, v)| (labels(t), format!("{v:.3}")))
-                .collect(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP atlas_archiver_run_duration_seconds Duration of one target's run.\n# TYPE atlas_archiver_run_duration_seconds histogram"
-        );
-        for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "atlas_archiver_run_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                s.duration_counts[i]
-            );
-        }
-        let _ = writeln!(
-            out,
-            "atlas_archiver_run_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            s.duration_count
-        );
-        let _ = writeln!(
-            out,
-            "atlas_archiver_run_duration_seconds_sum {}",
-            s.duration_sum
-        );
-        let _ = writeln!(
-            out,
-            "atlas_archiver_run_duration_seconds_count {}",
-            s.duration_count
-        );
+        // Writing into a String cannot fail; an encoder error would leave a partial page,
+        // which a scrape reports as a parse error rather than silently.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
         out
     }
 }
@@ -266,13 +261,15 @@ mod tests {
             format!("atlas_archiver_snapshots_archived_total{{{l}}} 1"),
             format!("atlas_archiver_archive_failures_total{{{l},reason=\"S3_SlowDownx\"}} 1"),
             format!("atlas_archiver_last_run_status{{{l}}} 1"),
-            format!("atlas_archiver_last_success_timestamp_seconds{{{l}}} 1700000000.000"),
-            format!("atlas_archiver_next_run_timestamp_seconds{{{l}}} 1700003600.000"),
+            format!("atlas_archiver_last_success_timestamp_seconds{{{l}}} 1700000000.0"),
+            format!("atlas_archiver_next_run_timestamp_seconds{{{l}}} 1700003600.0"),
             "atlas_archiver_bytes_uploaded_total 1000".to_owned(),
             "atlas_archiver_transfers_in_flight 0".to_owned(),
-            "atlas_archiver_run_duration_seconds_bucket{le=\"5\"} 0".to_owned(),
-            "atlas_archiver_run_duration_seconds_bucket{le=\"15\"} 1".to_owned(),
+            "atlas_archiver_run_duration_seconds_bucket{le=\"5.0\"} 0".to_owned(),
+            "atlas_archiver_run_duration_seconds_bucket{le=\"15.0\"} 1".to_owned(),
             "atlas_archiver_run_duration_seconds_count 1".to_owned(),
+            "# TYPE atlas_archiver_snapshots_archived counter".to_owned(),
+            "# EOF".to_owned(),
         ] {
             assert!(
                 text.lines().any(|x| x == line),

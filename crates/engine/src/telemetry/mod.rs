@@ -41,4 +41,4 @@ pub fn init(format: LogFormat, level: &str) {
 }
 
 mod metrics;
-pub use metrics::{Metrics, RunStatus};
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, RunStatus};
