@@ -575,6 +575,69 @@ fn content_faults() -> Vec<Scenario> {
     ]
 }
 
+/// Audit M3: a crash right after a new download job is recorded, beside an upload the old job
+/// fed, must not make the next run resume that upload with the new job's bytes.
+fn m3_job_splice() -> Scenario {
+    scenario_of("m3 a resume never splices two download jobs", || async {
+        let mut c = Case::new("m3", one_cluster(BIG, 1), "", PARTS, false).await;
+        let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+        c.w.sim.set_faults(|f| {
+            f.range_support = true;
+            f.content_per_job = true;
+            f.throttle_bytes_per_sec = Some(8 << 20);
+        });
+        // Two parts of job 0's bytes uploaded, then killed.
+        c.crash(&[("ATLAS_ARCHIVER_CRASH_AT_BYTE", "11534336")])
+            .await?;
+        c.w.sim.set_faults(|f| f.throttle_bytes_per_sec = None);
+        expect(
+            c.w.open_uploads().await.len() == 1,
+            "the killed run left its upload open",
+        )?;
+        // Job 0 expires; the next run records job 1 and is killed at once.
+        c.w.sim.expire_jobs();
+        c.crash(&[("ATLAS_ARCHIVER_CRASH_AT", "after-download-requested")])
+            .await?;
+        let before = c.w.sim.observed();
+        let run = c.once(&[]).await;
+        expect(
+            run.code == 0,
+            &format!("the run succeeds:\n{}", tail(&run.stderr)),
+        )?;
+        let after = c.w.sim.observed();
+        expect(
+            after.ranged_downloads == before.ranged_downloads,
+            "no ranged GET: job 1's bytes are not appended to job 0's parts",
+        )?;
+        let jobs = c.w.sim.job_sha256s(&id);
+        expect(
+            jobs.len() == 2 && jobs[0] != jobs[1],
+            "two jobs, serving different bytes",
+        )?;
+        let keys = c.w.keys().await;
+        let key = keys
+            .keys()
+            .find(|k| k.ends_with(&format!("{id}.tar.gz")))
+            .ok_or("no archive")?
+            .clone();
+        let sha = c.w.sha256_of_object(&key).await;
+        expect(sha == jobs[1], "the object is job 1's snapshot, whole")?;
+        expect(
+            c.w.open_uploads().await.is_empty(),
+            "job 0's upload was aborted",
+        )?;
+        let verify =
+            c.w.run(&["verify", "--config", &c.config, "--all"], &[])
+                .await;
+        expect(verify.code == 0, "verify --all passes")?;
+        Ok(Stats {
+            archived: 1,
+            retries: c.retries(),
+            note: "started over with the new job; the old job's upload aborted".into(),
+        })
+    })
+}
+
 fn atlas_faults() -> Vec<Scenario> {
     vec![
         scenario_of("Atlas 429 burst with Retry-After", || async {
@@ -988,6 +1051,7 @@ fn main() {
     let mut scenarios = Vec::new();
     scenarios.extend(crash_points());
     scenarios.extend(random_kills());
+    scenarios.push(m3_job_splice());
     scenarios.extend(url_faults());
     scenarios.extend(content_faults());
     scenarios.extend(atlas_faults());

@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 use crate::server::{self, ServerState, Trigger};
 use atlas_archiver_engine::atlas::AtlasClient;
 use atlas_archiver_engine::config::Config;
-use atlas_archiver_engine::journal::Journal;
+use atlas_archiver_engine::journal::{Journal, TargetHistory};
 use atlas_archiver_engine::pipeline::{Archiver, PipelineSettings, Shutdown};
 use atlas_archiver_engine::store::ObjectStore;
 use atlas_archiver_engine::target::Target;
@@ -90,102 +90,185 @@ where
     S: FnMut() -> F + Send,
     F: Future<Output = ()> + Send,
 {
-    let startup =
-        |what: &str, e: &dyn std::fmt::Display| DaemonError::Startup(format!("{what}: {e}"));
     let notifier = Notifier::from_env();
-    let journal = Journal::open(&config.journal.path).map_err(|e| startup("journal", &e))?;
-    let atlas = AtlasClient::new(&config.atlas).map_err(|e| startup("Atlas client", &e))?;
-    let store = ObjectStore::connect(&config.storage).await;
-    let metrics = Metrics::default();
-    for t in &config.targets {
-        metrics.register_target(t);
-    }
-    let history = journal
-        .target_history()
-        .await
-        .map_err(|e| startup("journal", &e))?;
-    for h in &history {
-        if let Some(at) = h.last_success_at {
-            metrics.restore_last_success(&h.target, at.timestamp_millis() as f64 / 1000.0);
-        }
-    }
-    let shutdown = Shutdown::default();
-    let archiver = Archiver::new(
-        atlas,
-        store.clone(),
-        journal,
-        PipelineSettings::from_config(&config),
-        shutdown.clone(),
-        metrics.clone(),
-    )
-    .map_err(|e| startup("pipeline", &e))?;
-    archiver
-        .abort_orphan_uploads()
-        .await
-        .map_err(|e| startup("journal", &e))?;
+    let engine = Engine::start(&config).await?;
     let last_failure = Arc::new(Mutex::new(None));
-    let stopping = shutdown.stopping.clone();
     let control = Control::new(
         Arc::new(ArchiverRunner {
-            archiver,
+            archiver: engine.archiver,
             last_failure: Arc::clone(&last_failure),
         }),
         Arc::new(SystemClock),
         config.targets.clone(),
-        stopping.clone(),
+        engine.shutdown.stopping.clone(),
     );
-
-    // HTTP listener: bound before READY=1, so that a port conflict is a start-up failure.
-    let server_stop = CancellationToken::new();
     let server_state = Arc::new(ServerState {
-        metrics: metrics.clone(),
+        metrics: engine.metrics.clone(),
         ready: AtomicBool::new(false),
         trigger: Arc::new(ControlTrigger(Arc::clone(&control))),
         heartbeat_bound: HEARTBEAT_BOUND,
         token: config.server.token.clone(),
         loopback: config.server.listen.is_none_or(|a| a.ip().is_loopback()),
     });
-    let server_task = match config.server.listen {
-        Some(addr) => {
-            let listener = server::bind(addr)
-                .await
-                .map_err(|e| startup(&format!("cannot listen on {addr} (server.listen)"), &e))?;
-            info!(%addr, "HTTP endpoints listening: /healthz /readyz /metrics");
-            let state = Arc::clone(&server_state);
-            let stop = server_stop.clone();
-            Some(tokio::spawn(async move {
-                if let Err(e) = server::serve(listener, state, stop).await {
-                    error!(error = %e, "HTTP server failed");
-                }
-            }))
+    let server_stop = CancellationToken::new();
+    let server_task = start_server(&config, &server_state, &server_stop).await?;
+    spawn_readiness(
+        engine.store,
+        Arc::clone(&server_state),
+        engine.shutdown.stopping.clone(),
+    );
+    let loop_task = spawn_loop(
+        &config,
+        &engine.history,
+        Arc::clone(&control),
+        &notifier,
+        engine.metrics,
+        last_failure,
+        engine.shutdown.stopping.clone(),
+    );
+    notifier.ready();
+    info!(targets = config.targets.len(), "daemon started");
+
+    next_signal().await;
+    info!(grace = ?config.schedule.shutdown_grace, "shutting down: no new runs; transfers in flight may finish");
+    notifier.stopping();
+    // Cancels `stopping` too (one tree: abort → drain → stopping).
+    engine.shutdown.drain.cancel();
+    let _ = loop_task.await;
+    tokio::select! {
+        () = control.wait_idle() => info!("all runs finished"),
+        () = tokio::time::sleep(config.schedule.shutdown_grace) => {
+            warn!("grace period over: stopping the transfers still running (their uploads and journalled parts are kept; they resume at the next start)");
         }
-        None => None,
-    };
-
-    // Readiness: the bucket must answer. Retried until it does, so that a store that is down
-    // at boot delays readiness instead of crash-looping the service.
-    {
-        let state = Arc::clone(&server_state);
-        let store = store.clone();
-        let stop = stopping.clone();
-        tokio::spawn(async move {
-            loop {
-                match store.check_bucket().await {
-                    Ok(()) => {
-                        server::set_ready(&state);
-                        info!(bucket = store.bucket(), "bucket reachable: ready");
-                        break;
-                    }
-                    Err(e) => error!(error = %e, "bucket not reachable; retrying in 30s"),
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(30)) => {}
-                    () = stop.cancelled() => break,
-                }
-            }
-        });
+        () = next_signal() => warn!("second signal: stopping the transfers still running"),
     }
+    engine.shutdown.abort.cancel();
+    if tokio::time::timeout(ABORT_BOUND, control.wait_idle())
+        .await
+        .is_err()
+    {
+        error!(
+            "transfers did not stop within {ABORT_BOUND:?}; exiting anyway (the next start resumes or cleans up their uploads)"
+        );
+    }
+    server_stop.cancel();
+    if let Some(task) = server_task {
+        let _ = task.await;
+    }
+    info!("stopped");
+    Ok(())
+}
 
+fn startup(what: &str, e: &dyn std::fmt::Display) -> DaemonError {
+    DaemonError::Startup(format!("{what}: {e}"))
+}
+
+/// The engine as the daemon starts it: journal, clients, metrics seeded from the journal's
+/// history, the start-up cleanup of our own orphan uploads done.
+struct Engine {
+    archiver: Archiver,
+    store: ObjectStore,
+    metrics: Metrics,
+    history: Vec<TargetHistory>,
+    shutdown: Shutdown,
+}
+
+impl Engine {
+    async fn start(config: &Config) -> Result<Self, DaemonError> {
+        let journal = Journal::open(&config.journal.path).map_err(|e| startup("journal", &e))?;
+        let atlas = AtlasClient::new(&config.atlas).map_err(|e| startup("Atlas client", &e))?;
+        let store = ObjectStore::connect(&config.storage).await;
+        let metrics = Metrics::default();
+        for t in &config.targets {
+            metrics.register_target(t);
+        }
+        let history = journal
+            .target_history()
+            .await
+            .map_err(|e| startup("journal", &e))?;
+        for h in &history {
+            if let Some(at) = h.last_success_at {
+                metrics.restore_last_success(&h.target, at.timestamp_millis() as f64 / 1000.0);
+            }
+        }
+        let shutdown = Shutdown::default();
+        let archiver = Archiver::new(
+            atlas,
+            store.clone(),
+            journal,
+            PipelineSettings::from_config(config),
+            shutdown.clone(),
+            metrics.clone(),
+        )
+        .map_err(|e| startup("pipeline", &e))?;
+        archiver
+            .abort_orphan_uploads()
+            .await
+            .map_err(|e| startup("journal", &e))?;
+        Ok(Self {
+            archiver,
+            store,
+            metrics,
+            history,
+            shutdown,
+        })
+    }
+}
+
+/// The HTTP listener, bound before READY=1 so that a port conflict is a start-up failure.
+async fn start_server(
+    config: &Config,
+    state: &Arc<ServerState>,
+    stop: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+    let Some(addr) = config.server.listen else {
+        return Ok(None);
+    };
+    let listener = server::bind(addr)
+        .await
+        .map_err(|e| startup(&format!("cannot listen on {addr} (server.listen)"), &e))?;
+    info!(%addr, "HTTP endpoints listening: /healthz /readyz /metrics");
+    let state = Arc::clone(state);
+    let stop = stop.clone();
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = server::serve(listener, state, stop).await {
+            error!(error = %e, "HTTP server failed");
+        }
+    })))
+}
+
+/// Readiness: the bucket must answer. Retried until it does, so that a store that is down at
+/// boot delays readiness instead of crash-looping the service.
+fn spawn_readiness(store: ObjectStore, state: Arc<ServerState>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            match store.check_bucket().await {
+                Ok(()) => {
+                    server::set_ready(&state);
+                    info!(bucket = store.bucket(), "bucket reachable: ready");
+                    break;
+                }
+                Err(e) => error!(error = %e, "bucket not reachable; retrying in 30s"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+    });
+}
+
+/// The scheduling loop, planned from the journal's last runs; each turn publishes the next
+/// runs as metrics, the STATUS= line and the watchdog ping.
+fn spawn_loop(
+    config: &Config,
+    history: &[TargetHistory],
+    control: Arc<Control<ArchiverRunner, SystemClock>>,
+    notifier: &Notifier,
+    metrics: Metrics,
+    last_failure: Arc<Mutex<Option<String>>>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let settings = LoopSettings {
         slice: notifier
             .watchdog()
@@ -203,64 +286,28 @@ where
         .map(|t| (t.clone(), config.schedule_for(t).clone()))
         .collect();
     let planned = scheduler::plan(schedules, &last_runs, Utc::now(), &settings);
-    let loop_task = {
-        let control = Arc::clone(&control);
-        let notifier = notifier.clone();
-        let metrics = metrics.clone();
-        let stop = stopping.clone();
-        let mut last_status = String::new();
-        tokio::spawn(scheduler::run_loop(
-            control.clone(),
-            planned,
-            settings,
-            stop,
-            move |planned| {
-                for p in planned {
-                    if let Some(due) = p.due {
-                        metrics.record_next_run(&p.target, due.timestamp_millis() as f64 / 1000.0);
-                    }
+    let notifier = notifier.clone();
+    let mut last_status = String::new();
+    tokio::spawn(scheduler::run_loop(
+        control,
+        planned,
+        settings,
+        stop,
+        move |planned| {
+            for p in planned {
+                if let Some(due) = p.due {
+                    metrics.record_next_run(&p.target, due.timestamp_millis() as f64 / 1000.0);
                 }
-                let status = status_line(planned, metrics.transfers_in_flight_now(), &last_failure);
-                if status != last_status {
-                    notifier.status(&status);
-                    last_status = status;
-                }
-                // Driven from the loop itself: a wedged loop stops the pings and systemd restarts us.
-                notifier.watchdog_ping();
-            },
-        ))
-    };
-    notifier.ready();
-    info!(targets = config.targets.len(), "daemon started");
-
-    next_signal().await;
-    info!(grace = ?config.schedule.shutdown_grace, "shutting down: no new runs; transfers in flight may finish");
-    notifier.stopping();
-    // Cancels `stopping` too (one tree: abort → drain → stopping).
-    shutdown.drain.cancel();
-    let _ = loop_task.await;
-    tokio::select! {
-        () = control.wait_idle() => info!("all runs finished"),
-        () = tokio::time::sleep(config.schedule.shutdown_grace) => {
-            warn!("grace period over: aborting the transfers still running (their uploads are aborted; they resume at the next start)");
-        }
-        () = next_signal() => warn!("second signal: aborting the transfers still running"),
-    }
-    shutdown.abort.cancel();
-    if tokio::time::timeout(ABORT_BOUND, control.wait_idle())
-        .await
-        .is_err()
-    {
-        error!(
-            "transfers did not stop within {ABORT_BOUND:?}; exiting anyway (the next start aborts their uploads)"
-        );
-    }
-    server_stop.cancel();
-    if let Some(task) = server_task {
-        let _ = task.await;
-    }
-    info!("stopped");
-    Ok(())
+            }
+            let status = status_line(planned, metrics.transfers_in_flight_now(), &last_failure);
+            if status != last_status {
+                notifier.status(&status);
+                last_status = status;
+            }
+            // Driven from the loop itself: a wedged loop stops the pings and systemd restarts us.
+            notifier.watchdog_ping();
+        },
+    ))
 }
 
 fn status_line(

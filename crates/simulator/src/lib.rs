@@ -117,6 +117,9 @@ pub struct Faults {
     pub reject_next_logins: u32,
     /// Listings serve at most this many items per page, whatever `itemsPerPage` asks.
     pub page_cap: Option<usize>,
+    /// Each download job serves its own bytes (same length, content seeded by the job): as if
+    /// Atlas rebuilt the archive for every restore job, so that a splice of two jobs shows.
+    pub content_per_job: bool,
     /// The next N snapshot listings send half their JSON and then break the connection.
     pub cut_listing_bodies: u32,
     /// The next N snapshot listings answer a body of this many bytes of JSON whitespace
@@ -260,6 +263,41 @@ impl Simulator {
         for c in &mut self.lock().clusters {
             c.snapshots.retain(|s| s.id != snapshot_id);
         }
+    }
+
+    /// Makes every download job issued so far expired: its `expirationDate` passes and its
+    /// URL answers 403.
+    pub fn expire_jobs(&self) {
+        for job in &mut self.lock().jobs {
+            job.created -= ChronoDuration::hours(5);
+        }
+    }
+
+    /// SHA-256 of what each download job of this snapshot serves (one entry per job, in the
+    /// order they were created; all equal unless `content_per_job`).
+    pub fn job_sha256s(&self, snapshot_id: &str) -> Vec<String> {
+        let s = self.lock();
+        let Some(size) = s
+            .clusters
+            .iter()
+            .flat_map(|c| c.snapshots.iter())
+            .find(|x| x.id == snapshot_id)
+            .map(|x| x.size)
+        else {
+            return Vec::new();
+        };
+        let per_job = s.faults.content_per_job;
+        s.jobs
+            .iter()
+            .filter(|j| j.snapshot_id == snapshot_id)
+            .map(|j| {
+                if per_job {
+                    content::sha256_of(&format!("{snapshot_id}-{}", j.id), size)
+                } else {
+                    content::sha256_of(snapshot_id, size)
+                }
+            })
+            .collect()
     }
 
     /// Invalidates every issued access token (the next API call gets a 401).

@@ -679,6 +679,120 @@ fn range_start(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// What a snapshot URL serves, once admitted.
+struct Served {
+    size: u64,
+    snapshot_id: String,
+    /// The content's seed: the snapshot's id, or the job's too under `content_per_job`.
+    seed: String,
+    ending: Ending,
+    chunked: bool,
+    throttle: Option<u64>,
+    ranges: bool,
+}
+
+/// The checks and faults of a snapshot URL before any byte: credentials, expiry, the link's
+/// token, a vanished snapshot, error pages; then how this download will end.
+fn admit(
+    s: &mut SimState,
+    token: &str,
+    file: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Served, Response> {
+    s.observed.snapshot_downloads += 1;
+    if headers.contains_key(header::AUTHORIZATION) {
+        s.observed.credentials_sent_to_snapshot_url += 1;
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "credentials must not be sent to a snapshot URL",
+        )
+            .into_response());
+    }
+    if s.faults.expired_url_burst > 0 {
+        s.faults.expired_url_burst -= 1;
+        return Err((
+            StatusCode::FORBIDDEN,
+            "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+        )
+            .into_response());
+    }
+    let Some(job) = s.jobs.iter().find(|j| j.token == token).cloned() else {
+        return Err((StatusCode::FORBIDDEN, "unknown or expired link").into_response());
+    };
+    if q.get("sig").map(String::as_str) != Some(token)
+        || file != format!("{}.tar.gz", job.snapshot_id)
+        || Utc::now() > job.created + ChronoDuration::hours(4)
+    {
+        return Err((StatusCode::FORBIDDEN, "unknown or expired link").into_response());
+    }
+    let Some(snap) = s
+        .clusters
+        .iter()
+        .flat_map(|c| c.snapshots.iter())
+        .find(|x| x.id == job.snapshot_id)
+        .cloned()
+    else {
+        return Err((StatusCode::NOT_FOUND, "snapshot no longer exists").into_response());
+    };
+    // A proxy or CDN error page served as a success: labelled as HTML, or labelled as a
+    // download so that only the content shows it is not an archive.
+    let page = if s.faults.html_body_burst > 0 {
+        s.faults.html_body_burst -= 1;
+        Some(("text/html; charset=utf-8", 1))
+    } else if s.faults.html_without_content_type_burst > 0 {
+        s.faults.html_without_content_type_burst -= 1;
+        Some(("application/octet-stream", 200))
+    } else {
+        None
+    };
+    if let Some((content_type, repeat)) = page {
+        let body = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>\n";
+        return Err((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, content_type)],
+            body.repeat(repeat),
+        )
+            .into_response());
+    }
+    let f = &s.faults;
+    let mut ending = match (
+        f.cut_after.get(&snap.id),
+        f.short_body_at.get(&snap.id),
+        f.stall_after.get(&snap.id),
+    ) {
+        (Some(n), _, _) => Ending::Cut(*n),
+        (_, Some(n), _) => Ending::Short(*n),
+        (_, _, Some(n)) => Ending::Stall(*n),
+        _ => Ending::Whole,
+    };
+    if ending.at().is_some() && s.faults.cut_times > 0 {
+        s.faults.cut_times -= 1;
+        if s.faults.cut_times == 0 {
+            s.faults.cut_after.remove(&snap.id);
+            s.faults.short_body_at.remove(&snap.id);
+            s.faults.stall_after.remove(&snap.id);
+        }
+    }
+    if ending.at().is_some_and(|c| c >= snap.size) {
+        ending = Ending::Whole;
+    }
+    let seed = if s.faults.content_per_job {
+        format!("{}-{}", snap.id, job.id)
+    } else {
+        snap.id.clone()
+    };
+    Ok(Served {
+        size: snap.size,
+        snapshot_id: snap.id,
+        seed,
+        ending,
+        chunked: s.faults.chunked,
+        throttle: s.faults.throttle_bytes_per_sec,
+        ranges: s.faults.range_support,
+    })
+}
+
 /// The pre-signed snapshot URL: no Atlas auth, a token in the path and the query. Serves
 /// deterministic bytes, optionally honouring `Range` (with `If-Range`), and fails as the faults say.
 async fn download(
@@ -687,93 +801,18 @@ async fn download(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let (size, snapshot_id, ending, chunked, throttle, ranges) = {
-        let mut s = app.lock();
-        s.observed.snapshot_downloads += 1;
-        if headers.contains_key(header::AUTHORIZATION) {
-            s.observed.credentials_sent_to_snapshot_url += 1;
-            return (
-                StatusCode::BAD_REQUEST,
-                "credentials must not be sent to a snapshot URL",
-            )
-                .into_response();
-        }
-        if s.faults.expired_url_burst > 0 {
-            s.faults.expired_url_burst -= 1;
-            return (
-                StatusCode::FORBIDDEN,
-                "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
-            )
-                .into_response();
-        }
-        let Some(job) = s.jobs.iter().find(|j| j.token == token).cloned() else {
-            return (StatusCode::FORBIDDEN, "unknown or expired link").into_response();
-        };
-        if q.get("sig") != Some(&token)
-            || file != format!("{}.tar.gz", job.snapshot_id)
-            || Utc::now() > job.created + ChronoDuration::hours(4)
-        {
-            return (StatusCode::FORBIDDEN, "unknown or expired link").into_response();
-        }
-        let Some(snap) = s
-            .clusters
-            .iter()
-            .flat_map(|c| c.snapshots.iter())
-            .find(|x| x.id == job.snapshot_id)
-            .cloned()
-        else {
-            return (StatusCode::NOT_FOUND, "snapshot no longer exists").into_response();
-        };
-        // A proxy or CDN error page served as a success: labelled as HTML, or labelled as a
-        // download so that only the content shows it is not an archive.
-        let page = if s.faults.html_body_burst > 0 {
-            s.faults.html_body_burst -= 1;
-            Some(("text/html; charset=utf-8", 1))
-        } else if s.faults.html_without_content_type_burst > 0 {
-            s.faults.html_without_content_type_burst -= 1;
-            Some(("application/octet-stream", 200))
-        } else {
-            None
-        };
-        if let Some((content_type, repeat)) = page {
-            let body = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>\n";
-            return (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, content_type)],
-                body.repeat(repeat),
-            )
-                .into_response();
-        }
-        let f = &s.faults;
-        let mut ending = match (
-            f.cut_after.get(&snap.id),
-            f.short_body_at.get(&snap.id),
-            f.stall_after.get(&snap.id),
-        ) {
-            (Some(n), _, _) => Ending::Cut(*n),
-            (_, Some(n), _) => Ending::Short(*n),
-            (_, _, Some(n)) => Ending::Stall(*n),
-            _ => Ending::Whole,
-        };
-        if ending.at().is_some() && s.faults.cut_times > 0 {
-            s.faults.cut_times -= 1;
-            if s.faults.cut_times == 0 {
-                s.faults.cut_after.remove(&snap.id);
-                s.faults.short_body_at.remove(&snap.id);
-                s.faults.stall_after.remove(&snap.id);
-            }
-        }
-        if ending.at().is_some_and(|c| c >= snap.size) {
-            ending = Ending::Whole;
-        }
-        (
-            snap.size,
-            snap.id,
-            ending,
-            s.faults.chunked,
-            s.faults.throttle_bytes_per_sec,
-            s.faults.range_support,
-        )
+    let admitted = admit(&mut app.lock(), &token, &file, &q, &headers);
+    let Served {
+        size,
+        snapshot_id,
+        seed,
+        ending,
+        chunked,
+        throttle,
+        ranges,
+    } = match admitted {
+        Ok(served) => served,
+        Err(refusal) => return refusal,
     };
     let etag = snapshot_etag(&snapshot_id, size);
     // A range is honoured when supported, inside the object, and the If-Range validator (if any) still matches.
@@ -783,7 +822,7 @@ async fn download(
         .is_none_or(|v| v == etag);
     let start = range_start(&headers).filter(|n| ranges && if_range_ok && *n < size);
     let offset = start.unwrap_or(0);
-    let mut generator = SnapshotBytes::new(&snapshot_id, size);
+    let mut generator = SnapshotBytes::new(&seed, size);
     generator.skip(offset);
     if start.is_some() {
         app.lock().observed.ranged_downloads += 1;

@@ -24,7 +24,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use lock::JournalLock;
 pub use parts::PartRecord;
-pub use runs::{RunRecord, RunSummary};
+pub use runs::{RunRecord, RunSummary, TargetHistory};
 pub use snapshots::{
     ArchivedObject, SnapshotFacts, SnapshotKey, SnapshotRecord, SnapshotState, StreamResult,
     UploadPlan,

@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use super::{JournalError, sql_error};
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     r"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -121,6 +121,9 @@ CREATE TABLE upload_parts (
     PRIMARY KEY (project_id, cluster, snapshot_id, upload_id, part_number)
 );
 ",
+    // 3 → 4: the download job that fed the recorded upload (audit M3). A resume is allowed
+    // only with that job; rows migrated with an open upload have none, so they start over.
+    "ALTER TABLE snapshots ADD COLUMN upload_job_id TEXT",
 ];
 
 /// Sets durability pragmas, checks integrity and version, and migrates.

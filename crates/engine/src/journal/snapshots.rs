@@ -130,6 +130,9 @@ pub struct SnapshotRecord {
     pub restore_job_id: Option<String>,
     /// Multipart upload id while uploading.
     pub upload_id: Option<String>,
+    /// The download job whose bytes the recorded upload holds: a resume must use this job and
+    /// no other (another job may serve other bytes; audit M3).
+    pub upload_job_id: Option<String>,
     /// Object key.
     pub object_key: Option<String>,
     /// Size in bytes, once archived.
@@ -301,7 +304,7 @@ impl Journal {
     }
 }
 
-const COLUMNS: &str = "project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version, expires_at, restore_job_id, upload_id, object_key, size_bytes, sha256, crc32c, attempts, last_error, last_reason, archived_at, updated_at, part_size, source_etag, source_length, upload_crc32c";
+const COLUMNS: &str = "project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version, expires_at, restore_job_id, upload_id, object_key, size_bytes, sha256, crc32c, attempts, last_error, last_reason, archived_at, updated_at, part_size, source_etag, source_length, upload_crc32c, upload_job_id";
 
 pub(super) fn fetch(
     c: &Connection,
@@ -361,6 +364,7 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
             .get::<_, Option<i64>>(21)?
             .and_then(|n| u64::try_from(n).ok()),
         upload_crc32c: r.get::<_, Option<bool>>(22)?.unwrap_or(false),
+        upload_job_id: r.get(23)?,
     })
 }
 

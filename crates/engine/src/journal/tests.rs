@@ -349,3 +349,36 @@ fn l13_two_rebuilds_in_one_second_keep_both_saved_journals() {
         .count();
     assert_eq!(saved, 2, "the first saved journal was overwritten");
 }
+
+#[tokio::test]
+async fn m3_the_upload_remembers_the_job_that_fed_it_when_a_new_job_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(&dir);
+    let k = key("6a6f78e0cab84da5c4476b26");
+    j.discover(k.clone(), SnapshotFacts::default())
+        .await
+        .unwrap();
+    j.request_download(&k).await.unwrap();
+    j.record_job(&k, "job0").await.unwrap();
+    j.start_upload(&k, plan("k")).await.unwrap();
+    let r = j.record_upload(&k, "up0", true).await.unwrap();
+    assert_eq!(r.upload_job_id.as_deref(), Some("job0"));
+    j.fail(&k, &Reason::DownloadInterrupted, "cut")
+        .await
+        .unwrap();
+    // Job 0 expired; a new one is recorded while the upload is still open (and a crash may
+    // come now): the upload stays bound to the job that fed it.
+    let r = j.record_job(&k, "job1").await.unwrap();
+    assert_eq!(
+        (
+            r.restore_job_id.as_deref(),
+            r.upload_id.as_deref(),
+            r.upload_job_id.as_deref()
+        ),
+        (Some("job1"), Some("up0"), Some("job0"))
+    );
+    let r = j.forget_upload(&k, "up0").await.unwrap();
+    assert_eq!((r.upload_id, r.upload_job_id), (None, None));
+    let r = j.start_upload(&k, plan("k")).await.unwrap();
+    assert_eq!(r.upload_job_id.as_deref(), Some("job1"));
+}

@@ -112,9 +112,10 @@ impl Journal {
         .await
     }
 
-    /// Records the intent to create a multipart upload (its key, part size and the source's
-    /// identity), forgetting any earlier stream result: `download_requested | uploading` →
-    /// `uploading`, with no upload id until [`Journal::record_upload`].
+    /// Records the intent to create a multipart upload (its key, part size, the source's
+    /// identity, and the download job that feeds it: the row's job now), forgetting any earlier
+    /// stream result: `download_requested | uploading` → `uploading`, with no upload id until
+    /// [`Journal::record_upload`].
     pub async fn start_upload(
         &self,
         key: &SnapshotKey,
@@ -122,7 +123,7 @@ impl Journal {
     ) -> Result<SnapshotRecord, JournalError> {
         const ACCEPTS: &[SnapshotState] = &[DownloadRequested, Uploading];
         let step = Step::new(ACCEPTS, Some(Uploading), "creating the multipart upload")
-            .set(", object_key = :object_key, part_size = :part_size, source_etag = :etag, source_length = :length, size_bytes = NULL, sha256 = NULL, crc32c = NULL")
+            .set(", object_key = :object_key, part_size = :part_size, source_etag = :etag, source_length = :length, size_bytes = NULL, sha256 = NULL, crc32c = NULL, upload_job_id = restore_job_id")
             .bind(":object_key", plan.object_key)
             .bind(":part_size", int(plan.part_size))
             .bind(":etag", plan.source_etag)
@@ -210,7 +211,7 @@ impl Journal {
                 Some(Uploaded),
                 format!("object complete, {size} bytes confirmed by HEAD"),
             )
-            .set(", upload_id = NULL"),
+            .set(", upload_id = NULL, upload_job_id = NULL"),
         )
         .await
     }
@@ -233,7 +234,7 @@ impl Journal {
         note: &str,
     ) -> Result<SnapshotRecord, JournalError> {
         let step = Step::new(OPEN, Some(Archived), note)
-            .set(", object_key = :object_key, size_bytes = :size, sha256 = :sha256, crc32c = :crc32c, restore_job_id = COALESCE(:job_id, restore_job_id), upload_id = NULL, archived_at = :now, last_error = NULL, last_reason = NULL")
+            .set(", object_key = :object_key, size_bytes = :size, sha256 = :sha256, crc32c = :crc32c, restore_job_id = COALESCE(:job_id, restore_job_id), upload_id = NULL, upload_job_id = NULL, archived_at = :now, last_error = NULL, last_reason = NULL")
             .bind(":object_key", object.object_key)
             .bind(":size", int(object.size_bytes))
             .bind(":sha256", object.sha256)
@@ -285,7 +286,7 @@ impl Journal {
         upload_id: &str,
     ) -> Result<SnapshotRecord, JournalError> {
         let step = Step::new(OPEN, None, format!("upload {upload_id} aborted"))
-            .set(", upload_id = NULL")
+            .set(", upload_id = NULL, upload_job_id = NULL")
             .forgetting_parts();
         self.step(key, step).await
     }

@@ -133,7 +133,6 @@ impl Archiver {
         object_key: &str,
     ) -> Result<SnapshotOutcome, ArchiveError> {
         let record = self.row(key).await?;
-        let previous_job = record.restore_job_id.clone();
         let job = self.obtain_job(key, &record).await?;
         // The waits (for Atlas to prepare the URL, up to `restore_timeout`, and for a transfer
         // slot) end at once on shutdown: nothing is in flight yet, and the journalled job is
@@ -150,8 +149,11 @@ impl Archiver {
             .map_err(|_| ArchiveError::Internal("the transfer limiter was closed".into()))?;
         let _in_flight = InFlight::new(&self.metrics);
 
-        // Resume only an upload fed by the same download job: another job may serve other bytes.
-        let same_job = previous_job.is_some() && previous_job == job.id;
+        // Resume only an upload fed by this very download job: another job may serve other
+        // bytes, and a splice of two jobs is not the snapshot (audit M3). The journal names the
+        // job that fed the upload; the row's current job may have changed since (a crash right
+        // after recording a new job leaves the old upload beside it).
+        let same_job = record.upload_job_id.is_some() && record.upload_job_id == job.id;
         let resumed = match (&record.upload_id, record.part_size) {
             (Some(upload_id), Some(part_size)) if same_job => {
                 self.prepare_resume(key, object_key, &record, upload_id, part_size, &url)
