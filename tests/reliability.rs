@@ -575,6 +575,34 @@ fn content_faults() -> Vec<Scenario> {
     ]
 }
 
+/// Audit L12: a crash between the last part and CompleteMultipartUpload of a snapshot whose
+/// size is a whole number of parts leaves every byte journalled: the next run completes the
+/// upload without downloading anything.
+fn l12_every_byte_journalled() -> Scenario {
+    scenario_of(
+        "l12 kill -9 before Complete with every byte uploaded (3 x 5 MiB)",
+        || async {
+            let mut c = Case::new("l12", one_cluster(15 << 20, 1), "", PARTS, false).await;
+            c.w.sim.set_faults(|f| f.range_support = true);
+            c.crash(&[("ATLAS_ARCHIVER_CRASH_AT", "before-complete")])
+                .await?;
+            let before = c.w.sim.observed();
+            let stats = c
+                .settle_and_check("completed from the journalled parts, nothing downloaded")
+                .await?;
+            let after = c.w.sim.observed();
+            expect(
+                after.snapshot_downloads == before.snapshot_downloads,
+                &format!(
+                    "no download after the crash ({} → {})",
+                    before.snapshot_downloads, after.snapshot_downloads
+                ),
+            )?;
+            Ok(stats)
+        },
+    )
+}
+
 /// Audit M3: a crash right after a new download job is recorded, beside an upload the old job
 /// fed, must not make the next run resume that upload with the new job's bytes.
 fn m3_job_splice() -> Scenario {
@@ -1052,6 +1080,7 @@ fn main() {
     scenarios.extend(crash_points());
     scenarios.extend(random_kills());
     scenarios.push(m3_job_splice());
+    scenarios.push(l12_every_byte_journalled());
     scenarios.extend(url_faults());
     scenarios.extend(content_faults());
     scenarios.extend(atlas_faults());

@@ -276,9 +276,15 @@ fn spawn_loop(
         jitter: config.schedule.jitter,
         run_on_first_start: config.schedule.run_on_first_start,
     };
-    let last_runs: Vec<(Target, chrono::DateTime<Utc>)> = history
+    let last_runs: Vec<scheduler::LastRun> = history
         .iter()
-        .filter_map(|h| h.last_started_at.map(|at| (h.target.clone(), at)))
+        .filter_map(|h| {
+            h.last_started_at.map(|started_at| scheduler::LastRun {
+                target: h.target.clone(),
+                started_at,
+                finished: h.last_finished_at.is_some_and(|f| f >= started_at),
+            })
+        })
         .collect();
     let schedules = config
         .targets

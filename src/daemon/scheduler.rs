@@ -216,10 +216,22 @@ pub struct LoopSettings {
     pub run_on_first_start: bool,
 }
 
-/// Plans every target at start-up: a catch-up run now, or its next slot.
+/// A target's last run as the journal remembers it.
+#[derive(Debug, Clone)]
+pub struct LastRun {
+    /// The target.
+    pub target: Target,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// Whether it ended (well or not); a run the process died in did not.
+    pub finished: bool,
+}
+
+/// Plans every target at start-up: a catch-up run now, or its next slot. A target whose last
+/// run never ended (the process died in it) runs now: its slot's work is not done (audit L20).
 pub fn plan(
     targets: Vec<(Target, Schedule)>,
-    last_runs: &[(Target, DateTime<Utc>)],
+    last_runs: &[LastRun],
     now: DateTime<Utc>,
     settings: &LoopSettings,
 ) -> Vec<PlannedTarget> {
@@ -227,7 +239,12 @@ pub fn plan(
         .into_iter()
         .map(|(target, schedule)| {
             let jitter = stable_jitter(&target.to_string(), settings.jitter);
-            let last = last_runs.iter().find(|(t, _)| *t == target).map(|(_, at)| *at);
+            let last = last_runs.iter().find(|r| r.target == target);
+            if last.is_some_and(|r| !r.finished) {
+                info!(project = %target.project_id, cluster = %target.cluster, "the last run did not end (the process stopped in it): running once now");
+                return PlannedTarget { target, schedule, jitter, due: Some(now) };
+            }
+            let last = last.map(|r| r.started_at);
             let due = match on_start(&schedule, last, now, settings.run_on_first_start) {
                 StartDecision::CatchUp { slot } => {
                     info!(project = %target.project_id, cluster = %target.cluster, %slot, "a slot was missed while stopped: running once now");
@@ -254,6 +271,13 @@ pub async fn run_loop<R: TargetRunner, C: Clock>(
         for p in &mut planned {
             let Some(due) = p.due else { continue };
             if due > now {
+                // A slot before the planned one means the wall clock stepped back: plan again
+                // from now, or nothing runs for the size of the step (audit L2).
+                let fresh = p.schedule.next_after(now).map(|slot| slot + p.jitter);
+                if fresh.is_some_and(|f| f < due) {
+                    warn!(project = %p.target.project_id, cluster = %p.target.cluster, planned = %due, now = %now, "the clock stepped back; planning the next run again");
+                    p.due = fresh;
+                }
                 continue;
             }
             match control.trigger(&p.target, "schedule") {

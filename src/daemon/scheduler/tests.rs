@@ -8,6 +8,8 @@ use super::*;
 struct TestClock {
     start_wall: DateTime<Utc>,
     start: tokio::time::Instant,
+    /// A step of the wall clock (chrony stepping a wrong RTC back, say).
+    step: StdMutex<chrono::Duration>,
 }
 
 impl TestClock {
@@ -17,14 +19,26 @@ impl TestClock {
                 .unwrap()
                 .with_timezone(&Utc),
             start: tokio::time::Instant::now(),
+            step: StdMutex::new(chrono::Duration::zero()),
         }
+    }
+
+    fn step_by(&self, by: chrono::Duration) {
+        *self
+            .step
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += by;
     }
 }
 
 impl Clock for TestClock {
     fn now(&self) -> DateTime<Utc> {
         let elapsed = tokio::time::Instant::now() - self.start;
-        self.start_wall + chrono::Duration::from_std(elapsed).unwrap_or_default()
+        let step = *self
+            .step
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.start_wall + chrono::Duration::from_std(elapsed).unwrap_or_default() + step
     }
 }
 
@@ -100,9 +114,14 @@ async fn simulate(
         .iter()
         .map(|(n, cron, _)| (target(n), Schedule::parse(cron, "UTC").unwrap()))
         .collect();
-    let last: Vec<(Target, DateTime<Utc>)> = last_runs
+    let last: Vec<LastRun> = last_runs
         .iter()
-        .map(|(n, at)| (target(n), utc(at)))
+        .map(|(n, at)| LastRun {
+            target: target(&n.replace('!', "")),
+            started_at: utc(at),
+            // A name ending in `!` marks a run the process died in.
+            finished: !n.ends_with('!'),
+        })
         .collect();
     let planned = plan(schedules, &last, clock.now(), &settings);
     let loop_task = tokio::spawn(run_loop(
@@ -333,4 +352,87 @@ async fn m1_a_run_that_panics_does_not_leave_its_target_running_forever() {
     assert_eq!(runner.runs.load(Ordering::SeqCst), 2);
     stop.cancel();
     control.wait_idle().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn l2_a_backwards_clock_step_does_not_delay_the_next_run_by_the_step() {
+    // Booted with the clock four years ahead; chrony steps it back ten seconds later. An
+    // hourly schedule must run within the hour, not in four years.
+    let clock = Arc::new(TestClock::at("2030-01-01T00:00:30Z"));
+    let recorder = Arc::new(Recorder {
+        clock: Arc::clone(&clock),
+        durations: HashMap::new(),
+        runs: StdMutex::new(Vec::new()),
+    });
+    let stop = CancellationToken::new();
+    let control = Control::new(
+        Arc::clone(&recorder),
+        Arc::clone(&clock),
+        vec![target("hourly")],
+        stop.clone(),
+    );
+    let planned = plan(
+        vec![(
+            target("hourly"),
+            Schedule::parse("0 * * * *", "UTC").unwrap(),
+        )],
+        &[],
+        clock.now(),
+        &settings(),
+    );
+    let loop_task = tokio::spawn(run_loop(
+        Arc::clone(&control),
+        planned,
+        settings(),
+        stop.clone(),
+        |_| {},
+    ));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    clock.step_by(utc("2026-01-01T00:00:40Z") - clock.now());
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    stop.cancel();
+    let _ = loop_task.await;
+    control.wait_idle().await;
+    let runs = recorder
+        .runs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let starts: Vec<DateTime<Utc>> = runs.iter().map(|(_, start, _)| *start).collect();
+    assert_eq!(
+        starts,
+        [utc("2026-01-01T01:00:00Z"), utc("2026-01-01T02:00:00Z")],
+        "the slots after the step, on time"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn l20_a_run_the_process_died_in_is_caught_up_at_start() {
+    // Hourly; the 00:00 run started at 00:00:05. Restarted at 00:30.
+    let span = Duration::from_secs(10 * 60);
+    let finished = simulate(
+        "2026-06-01T00:30:00Z",
+        span,
+        vec![("done", "0 * * * *", Duration::from_secs(1))],
+        vec![("done", "2026-06-01T00:00:05Z")],
+        settings(),
+    )
+    .await;
+    assert!(
+        finished.is_empty(),
+        "a finished run is not repeated: {finished:?}"
+    );
+    let died = simulate(
+        "2026-06-01T00:30:00Z",
+        span,
+        vec![("died", "0 * * * *", Duration::from_secs(1))],
+        vec![("died!", "2026-06-01T00:00:05Z")],
+        settings(),
+    )
+    .await;
+    assert_eq!(
+        died.iter().map(|(_, start, _)| *start).collect::<Vec<_>>(),
+        [utc("2026-06-01T00:30:00Z")],
+        "the interrupted slot's work runs at once"
+    );
 }

@@ -121,7 +121,7 @@ impl Journal {
     /// Each target's last run, as recorded.
     pub async fn target_history(&self) -> Result<Vec<TargetHistory>, JournalError> {
         self.with(|c, p| {
-            query_all(c, p, "SELECT project_id, cluster, last_started_at, last_success_at, last_status FROM target_runs", [], |r| {
+            query_all(c, p, "SELECT project_id, cluster, last_started_at, last_success_at, last_status, last_finished_at FROM target_runs", [], |r| {
                     Ok(TargetHistory {
                         target: Target {
                             project_id: r.get(0)?,
@@ -130,6 +130,7 @@ impl Journal {
                         last_started_at: parse_time(r.get(2)?),
                         last_success_at: parse_time(r.get(3)?),
                         last_status: r.get(4)?,
+                        last_finished_at: parse_time(r.get(5)?),
                     })
                 })
         })
@@ -144,6 +145,8 @@ pub struct TargetHistory {
     pub target: Target,
     /// When its last run started.
     pub last_started_at: Option<DateTime<Utc>>,
+    /// When its last run ended; before `last_started_at` (or none) when the process died in it.
+    pub last_finished_at: Option<DateTime<Utc>>,
     /// When a run last archived everything.
     pub last_success_at: Option<DateTime<Utc>>,
     /// `ok` or `failed`.

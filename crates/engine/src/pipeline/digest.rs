@@ -63,6 +63,11 @@ impl ResumableSha256 {
         self.pending = rest.len();
     }
 
+    /// Bytes hashed so far.
+    pub fn hashed_bytes(&self) -> u64 {
+        self.length
+    }
+
     /// The saved form, `<64 hex digits>:<length>`; `None` unless at a block boundary.
     pub fn checkpoint(&self) -> Option<String> {
         if self.pending != 0 {

@@ -222,7 +222,8 @@ pub fn download_client(settings: DownloadSettings) -> Result<reqwest::Client, Tr
 
 /// An open download, before the upload starts.
 pub struct Source {
-    response: reqwest::Response,
+    /// `None` when there is nothing left to read (a resume with every byte already uploaded).
+    response: Option<reqwest::Response>,
     /// Length of the whole object, when the server said (`Content-Length` of a 200, or the total
     /// of a 206's `Content-Range`).
     pub total_length: Option<u64>,
@@ -244,7 +245,7 @@ pub async fn open(client: &reqwest::Client, url: &SnapshotUrl) -> Result<Source,
     Ok(Source {
         total_length: response.content_length(),
         etag: etag_of(&response),
-        response,
+        response: Some(response),
     })
 }
 
@@ -286,8 +287,28 @@ pub async fn open_from(
     Ok(Source {
         total_length: whole,
         etag: etag_of(&response).or_else(|| etag.map(str::to_owned)),
-        response,
+        response: Some(response),
     })
+}
+
+impl Source {
+    /// A download with nothing left to read: every one of its `total` bytes is already in the
+    /// upload's journalled parts (a crash between the last part and Complete, audit L12). No
+    /// request is made; the pump completes the upload from the parts it is given.
+    pub fn exhausted(total: u64, etag: Option<String>) -> Self {
+        Self {
+            response: None,
+            total_length: Some(total),
+            etag,
+        }
+    }
+
+    async fn chunk(&mut self) -> Result<Option<Bytes>, reqwest::Error> {
+        match &mut self.response {
+            Some(response) => response.chunk().await,
+            None => Ok(None),
+        }
+    }
 }
 
 async fn send(
@@ -499,24 +520,18 @@ impl PumpState {
         upload: &MultipartUpload,
         log: &dyn PartLog,
     ) -> Result<TransferOutcome, TransferError> {
-        while let Some(chunk) =
-            source
-                .response
-                .chunk()
-                .await
-                .map_err(|e| TransferError::Download {
-                    kind: if e.is_timeout() {
-                        DownloadFailure::Stalled
-                    } else {
-                        DownloadFailure::Interrupted
-                    },
-                    message: format!(
-                        "after {} bytes: {}",
-                        self.bytes,
-                        error_chain(&e.without_url())
-                    ),
-                })?
-        {
+        while let Some(chunk) = source.chunk().await.map_err(|e| TransferError::Download {
+            kind: if e.is_timeout() {
+                DownloadFailure::Stalled
+            } else {
+                DownloadFailure::Interrupted
+            },
+            message: format!(
+                "after {} bytes: {}",
+                self.bytes,
+                error_chain(&e.without_url())
+            ),
+        })? {
             if let Some(validator) = &mut self.validator {
                 validator.feed(chunk.clone()).await?;
             }

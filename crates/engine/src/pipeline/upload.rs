@@ -117,19 +117,38 @@ impl Archiver {
             info!("no complete part to resume from; starting over");
             return Ok(None);
         };
-        let Some(sha) = ResumableSha256::restore(&last.sha256_state) else {
+        let offset = last.bytes_after;
+        // The hash state must cover exactly the bytes the parts hold (the journal is checked,
+        // not trusted: audit L12).
+        let Some(sha) =
+            ResumableSha256::restore(&last.sha256_state).filter(|s| s.hashed_bytes() == offset)
+        else {
+            warn!(
+                offset,
+                "the journalled hash state does not match the uploaded parts; starting over"
+            );
             return Ok(None);
         };
-        let offset = last.bytes_after;
-        let source = match transfer::open_from(
-            &self.download,
-            url,
-            offset,
-            record.source_etag.as_deref(),
-            record.source_length,
-        )
-        .await
-        {
+        let source = if record.source_length == Some(offset) {
+            info!(
+                offset,
+                "every byte is already uploaded; completing without a download"
+            );
+            Ok(transfer::Source::exhausted(
+                offset,
+                record.source_etag.clone(),
+            ))
+        } else {
+            transfer::open_from(
+                &self.download,
+                url,
+                offset,
+                record.source_etag.as_deref(),
+                record.source_length,
+            )
+            .await
+        };
+        let source = match source {
             Ok(source) => source,
             Err(e @ TransferError::UrlRejected { .. }) => return Err(e.into()),
             Err(e) => {
