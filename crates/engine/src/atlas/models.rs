@@ -118,8 +118,8 @@ impl Snapshot {
     }
 }
 
-/// `FlexBackupRestoreJob20241113`.
-#[derive(Debug, Clone, Deserialize)]
+/// `FlexBackupRestoreJob20241113`. Its `Debug` hides the URL (audit L15).
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreJob {
     /// 24-hex id.
@@ -134,6 +134,22 @@ pub struct RestoreJob {
     pub expiration_date: Option<DateTime<Utc>>,
     /// The snapshot it serves.
     pub snapshot_id: Option<String>,
+}
+
+impl std::fmt::Debug for RestoreJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreJob")
+            .field("id", &self.id)
+            .field("delivery_type", &self.delivery_type)
+            .field("status", &self.status)
+            .field(
+                "snapshot_url",
+                &self.snapshot_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("expiration_date", &self.expiration_date)
+            .field("snapshot_id", &self.snapshot_id)
+            .finish()
+    }
 }
 
 impl RestoreJob {
@@ -164,13 +180,22 @@ pub struct ApiErrorBody {
     pub reason: Option<String>,
 }
 
-/// OAuth token response.
-#[derive(Debug, Deserialize)]
+/// OAuth token response. Its `Debug` hides the token (audit L15).
+#[derive(Deserialize)]
 pub struct TokenResponse {
     /// The bearer token.
     pub access_token: String,
     /// Lifetime in seconds (Atlas: 3600).
     pub expires_in: Option<u64>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 /// OAuth error response (`invalid_client`, …).
@@ -233,5 +258,18 @@ mod tests {
         assert_eq!(page.results[1].phase(), Phase::Unknown("ARCHIVING".into()));
         assert_eq!(page.results[2].phase(), Phase::Completed);
         assert!(!page.has_next_link());
+    }
+
+    #[test]
+    fn l15_debug_never_shows_a_url_or_a_token() {
+        let job: RestoreJob = serde_json::from_str(
+            r#"{"id":"6a6f78e0cab84da5c4476b25","snapshotUrl":"https://x.example/s.tar.gz?sig=SECRETSIG"}"#,
+        )
+        .unwrap();
+        let token: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"SECRETTOKEN","expires_in":3600}"#).unwrap();
+        let shown = format!("{job:?} {token:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("6a6f78e0cab84da5c4476b25"));
     }
 }

@@ -242,6 +242,21 @@ fn every_mistake_names_the_file_and_the_key() {
             "storage.max_concurrent_transfers",
         ),
         ("this is = not toml [".to_owned(), &file),
+        (
+            GOOD.replace("s3cr3t-value", ""),
+            "`atlas.client_secret`: is empty",
+        ),
+        (
+            GOOD.replace(
+                "[atlas]",
+                "[atlas]\nbase_url = \"http://atlas.example.com\"",
+            ),
+            "atlas.base_url",
+        ),
+        (
+            format!("{GOOD}\n[server]\nlisten = \"0.0.0.0:9187\"\ntoken = \" \"\n"),
+            "`server.token`: is empty",
+        ),
     ];
     for (text, needle) in cases {
         let message = c.error(&text, &[]);

@@ -63,6 +63,12 @@ impl Validator<'_> {
             return Err(self.invalid(key, format!("set either `{key}` or `{key}_file`, not both")));
         }
         if let Some(v) = value {
+            if v.trim().is_empty() {
+                return Err(self.invalid(
+                    key,
+                    format!("is empty; set the secret, or remove `{key}` (and use `{key}_file` or the environment)"),
+                ));
+            }
             return Ok(Some(SecretString::from(v.clone())));
         }
         if let Some(path) = file_value {
@@ -243,6 +249,20 @@ impl Validator<'_> {
             .clone()
             .unwrap_or_else(|| "https://cloud.mongodb.com".to_owned());
         let base_url = parse_http_url(&base_text).map_err(|m| self.invalid("atlas.base_url", m))?;
+        // Plain HTTP would carry the client secret and bearer tokens in clear; it is for a
+        // simulator on this host only (audit L10).
+        let loopback = match base_url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if base_url.scheme() == "http" && !loopback {
+            return Err(self.invalid(
+                "atlas.base_url",
+                format!("`{base_text}` is plain HTTP to another host, which would send the Atlas credentials in clear; use https:// (http:// is accepted for 127.0.0.1, ::1 and localhost only)"),
+            ));
+        }
         let credentials = match self.secrets {
             Secrets::Skip => AtlasCredentials::NotLoaded,
             Secrets::Load => self.atlas_credentials(a)?,
