@@ -8,7 +8,9 @@
 use std::path::PathBuf;
 
 /// Modules that import nothing of the crate: shared vocabulary every layer may use.
-const FOUNDATION: &[&str] = &["reason", "retry", "fault", "keys", "schedule", "target"];
+const FOUNDATION: &[&str] = &[
+    "reason", "retry", "fault", "keys", "schedule", "target", "watchdog",
+];
 /// Leaves: each talks to one outside thing and imports no other leaf.
 const LEAVES: &[&str] = &["atlas", "store", "journal"];
 const MAX_LINES: usize = 500;

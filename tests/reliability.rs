@@ -429,6 +429,41 @@ fn url_faults() -> Vec<Scenario> {
             });
             c.settle_and_check("").await
         }),
+        scenario_of(
+            "watchdog: a URL that stalls beyond every timeout is cancelled and reported",
+            || async {
+                // The read timeout is an hour: only the run watchdog can end this stall.
+                let mut c = Case::new(
+                    "watchdog",
+                    one_cluster(BIG, 1),
+                    "download_read_timeout = \"1h\"",
+                    PARTS,
+                    false,
+                )
+                .await;
+                let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
+                c.w.sim.set_faults(|f| {
+                    f.stall_after.insert(id, 6 << 20);
+                    f.cut_times = 1;
+                    f.range_support = true;
+                });
+                let run = c
+                    .once(&[("ATLAS_ARCHIVER__SCHEDULE__STALL_TIMEOUT", "10s")])
+                    .await;
+                expect(
+                    run.code != 0 && run.all().contains("STALLED"),
+                    &format!(
+                        "the stalled run fails, naming the stall (exit {}):\n{}",
+                        run.code,
+                        tail(&run.all())
+                    ),
+                )?;
+                c.settle_and_check(
+                    "cancelled after 10 s without progress; the next run finished it",
+                )
+                .await
+            },
+        ),
         scenario_of("URL stalls (read timeout)", || async {
             let mut c = Case::new(
                 "stall",

@@ -93,6 +93,7 @@ where
     let notifier = Notifier::from_env();
     let engine = Engine::start(&config).await?;
     let last_failure = Arc::new(Mutex::new(None));
+    let watchdog = engine.archiver.watchdog().clone();
     let control = Control::new(
         Arc::new(ArchiverRunner {
             archiver: engine.archiver,
@@ -107,6 +108,8 @@ where
         ready: AtomicBool::new(false),
         trigger: Arc::new(ControlTrigger(Arc::clone(&control))),
         heartbeat_bound: HEARTBEAT_BOUND,
+        watchdog,
+        stall_bound: config.schedule.stall_timeout,
         token: config.server.token.clone(),
         loopback: config.server.listen.is_none_or(|a| a.ip().is_loopback()),
     });

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use atlas_archiver_engine::target::Target;
 use atlas_archiver_engine::telemetry::Metrics;
+use atlas_archiver_engine::watchdog::Watchdog;
 
 /// What the endpoints need from the daemon.
 pub trait Trigger: Send + Sync + 'static {
@@ -38,6 +39,11 @@ pub struct ServerState {
     pub trigger: Arc<dyn Trigger>,
     /// `/healthz` fails when the loop's heartbeat is older than this.
     pub heartbeat_bound: Duration,
+    /// The run watchdog: `/healthz` fails while a snapshot's work has been idle longer than
+    /// `stall_bound` (a wedge the watchdog could not end).
+    pub watchdog: Watchdog,
+    /// `schedule.stall_timeout`.
+    pub stall_bound: Duration,
     /// Token for the trigger (required off loopback).
     pub token: Option<SecretString>,
     /// Whether the listener is on a loopback address.
@@ -67,6 +73,19 @@ pub async fn serve(
 }
 
 async fn healthz(State(s): State<Arc<ServerState>>) -> Response {
+    if let Some((work, idle)) = s.watchdog.longest_idle()
+        && idle > s.stall_bound
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "transfer wedged: {work} made no progress for {}s (schedule.stall_timeout is {}s)\n",
+                idle.as_secs(),
+                s.stall_bound.as_secs()
+            ),
+        )
+            .into_response();
+    }
     match s.trigger.heartbeat_age() {
         Some(age) if age <= s.heartbeat_bound => (StatusCode::OK, "ok\n").into_response(),
         Some(age) => (
@@ -154,6 +173,14 @@ mod tests {
     }
 
     async fn start(token: Option<&str>, loopback: bool) -> (String, CancellationToken) {
+        start_with(token, loopback, Watchdog::default()).await
+    }
+
+    async fn start_with(
+        token: Option<&str>,
+        loopback: bool,
+        watchdog: Watchdog,
+    ) -> (String, CancellationToken) {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(ServerState {
@@ -161,6 +188,8 @@ mod tests {
             ready: AtomicBool::new(false),
             trigger: Arc::new(AlwaysStarts),
             heartbeat_bound: Duration::from_secs(60),
+            watchdog,
+            stall_bound: Duration::from_secs(1),
             token: token.map(SecretString::from),
             loopback,
         });
@@ -207,6 +236,44 @@ mod tests {
             status(http.post(format!("{base}/v1/targets/a/b/run")).send().await),
             202,
             "loopback needs no token"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn healthz_reports_a_wedged_transfer() {
+        let watchdog = Watchdog::default();
+        let (base, stop) = start_with(None, true, watchdog.clone()).await;
+        let health = || async {
+            let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        };
+        assert_eq!(health().await.0, 200, "nothing watched: healthy");
+        // Work whose own limit is an hour, silent for longer than the health bound (1 s here):
+        // the wedge the watchdog has not ended shows on /healthz.
+        let wedged = tokio::spawn(async move {
+            watchdog
+                .watch(
+                    "32b6e34b3d91647abb20e7b8/orders-flex/6a6f78e0cab84da5c4476b25",
+                    Duration::from_secs(3600),
+                    tokio::time::sleep(Duration::from_secs(3600)),
+                )
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (status, text) = health().await;
+        assert_eq!(status, 503, "{text}");
+        assert!(
+            text.contains("transfer wedged")
+                && text.contains("orders-flex/6a6f78e0cab84da5c4476b25"),
+            "{text}"
+        );
+        wedged.abort();
+        let _ = wedged.await;
+        assert_eq!(
+            health().await.0,
+            200,
+            "the wedged work is gone: healthy again"
         );
         stop.cancel();
     }

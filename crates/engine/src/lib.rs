@@ -17,6 +17,7 @@
 //!   `atlas`, `store` and `journal`.
 //! - [`schedule`], [`target`]: cron in time zones; a target and its names' rules.
 //! - [`telemetry`]: logging setup and the metrics registry.
+//! - [`watchdog`]: the run watchdog (no progress for `schedule.stall_timeout` cancels the work).
 //! - `reason`, `retry`, `keys`, `fault`: the private foundation (failure reasons, the backoff
 //!   policy, object keys, crash points for the reliability suite); they import nothing of the
 //!   crate.
@@ -36,3 +37,4 @@ pub mod schedule;
 pub mod store;
 pub mod target;
 pub mod telemetry;
+pub mod watchdog;

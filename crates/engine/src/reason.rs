@@ -68,6 +68,8 @@ pub enum Reason {
     Journal,
     /// Atlas no longer holds the snapshot and it was never archived.
     SnapshotLost,
+    /// The snapshot's work made no progress for `schedule.stall_timeout` and was cancelled.
+    Stalled,
     /// A bug of ours: an invariant did not hold.
     Internal,
 }
@@ -106,6 +108,7 @@ impl Reason {
             Self::KeyCollision => "KEY_COLLISION",
             Self::Journal => "JOURNAL",
             Self::SnapshotLost => "SNAPSHOT_LOST",
+            Self::Stalled => "STALLED",
             Self::Internal => "INTERNAL",
         })
     }

@@ -347,6 +347,9 @@ impl AtlasClient {
                 let headers = std::mem::take(response.headers_mut());
                 match read_bounded(&mut response).await {
                     Ok(Some(body)) => {
+                        // Any answer is a sign of life, even a 429: the run watchdog counts
+                        // it as progress.
+                        crate::watchdog::touch();
                         return Trip::Reply(Reply {
                             status,
                             headers,

@@ -105,6 +105,8 @@ pub struct ScheduleConfig {
     pub run_on_first_start: bool,
     /// Grace period for transfers on shutdown.
     pub shutdown_grace: Duration,
+    /// No progress for this long cancels a snapshot's work (the run watchdog).
+    pub stall_timeout: Duration,
 }
 
 /// `[server]`, validated.

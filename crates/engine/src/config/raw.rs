@@ -119,6 +119,9 @@ pub struct RawSchedule {
     pub run_on_first_start: Option<bool>,
     /// On SIGTERM, let transfers finish for this long before aborting them (default `"5m"`).
     pub shutdown_grace: Option<String>,
+    /// A snapshot whose work makes no progress for this long (no byte received or stored, no
+    /// answer from Atlas) is cancelled and reported as failed; `once` and `run` (default `"1h"`).
+    pub stall_timeout: Option<String>,
 }
 
 /// `[server]`

@@ -119,6 +119,7 @@ impl Config {
             jitter: Some(duration(sc.jitter)),
             run_on_first_start: Some(sc.run_on_first_start),
             shutdown_grace: Some(duration(sc.shutdown_grace)),
+            stall_timeout: Some(duration(sc.stall_timeout)),
         };
         let server = RawServer {
             listen: Some(

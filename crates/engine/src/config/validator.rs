@@ -211,6 +211,20 @@ impl Validator<'_> {
                 s.shutdown_grace.as_ref(),
                 Duration::from_secs(300),
             )?,
+            stall_timeout: {
+                let limit = self.duration(
+                    "schedule.stall_timeout",
+                    s.stall_timeout.as_ref(),
+                    Duration::from_secs(3600),
+                )?;
+                if limit < Duration::from_secs(10) {
+                    return Err(self.invalid(
+                        "schedule.stall_timeout",
+                        "must be at least 10s (and should be minutes: a slow but healthy store or a 429's Retry-After can leave a minute without progress)".to_owned(),
+                    ));
+                }
+                limit
+            },
         })
     }
 

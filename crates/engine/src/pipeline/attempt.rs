@@ -143,8 +143,9 @@ impl Archiver {
         let url = SnapshotUrl::parse(job.snapshot_url.as_deref().unwrap_or_default())?;
         info!(url = %url, "download ready");
         // Waiting for Atlas holds no slot; the transfer itself does.
+        // Waiting for a slot that another snapshot's transfer holds is not a stall.
         let _slot = self
-            .until_shutdown(self.transfers.acquire())
+            .until_shutdown(crate::watchdog::exempt(self.transfers.acquire()))
             .await?
             .map_err(|_| ArchiveError::Internal("the transfer limiter was closed".into()))?;
         let _in_flight = InFlight::new(&self.metrics);

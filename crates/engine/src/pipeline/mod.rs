@@ -31,6 +31,7 @@ pub mod validate;
 pub mod verify;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +42,7 @@ use crate::journal::{Journal, JournalError, SnapshotKey, SnapshotRecord};
 use crate::reason::Reason;
 use crate::store::{ObjectStore, StoreError};
 use crate::telemetry::Metrics;
+use crate::watchdog::Watchdog;
 pub use outcome::{SnapshotOutcome, TargetReport};
 use transfer::{DownloadSettings, TransferError};
 
@@ -87,6 +89,16 @@ pub enum ArchiveError {
         /// The snapshot it describes (`project/cluster/snapshot`).
         other: String,
     },
+    /// The snapshot's work made no progress for `schedule.stall_timeout` and was cancelled by
+    /// the run watchdog; its upload stays journalled for the next run.
+    #[error(
+        "no progress for {}s (schedule.stall_timeout): cancelled; the next run resumes or starts over",
+        idle.as_secs()
+    )]
+    Stalled {
+        /// How long it had been idle.
+        idle: Duration,
+    },
     /// A bug of ours: an invariant did not hold.
     #[error("internal error (please report it): {0}")]
     Internal(String),
@@ -104,6 +116,7 @@ impl ArchiveError {
             Self::AtlasContract(_) => Reason::AtlasContract,
             Self::StoreContract(_) => Reason::StoreContract,
             Self::KeyCollision { .. } => Reason::KeyCollision,
+            Self::Stalled { .. } => Reason::Stalled,
             Self::Internal(_) => Reason::Internal,
         }
     }
@@ -136,6 +149,8 @@ pub struct PipelineSettings {
     pub download: DownloadSettings,
     /// `storage.validate_archives`: check that each snapshot is a whole `.tar.gz`.
     pub validate_archives: bool,
+    /// `schedule.stall_timeout`: the run watchdog's limit.
+    pub stall_timeout: Duration,
 }
 
 impl PipelineSettings {
@@ -151,6 +166,7 @@ impl PipelineSettings {
                 read_timeout: config.atlas.download_read_timeout,
             },
             validate_archives: config.storage.validate_archives,
+            stall_timeout: config.schedule.stall_timeout,
         }
     }
 }
@@ -203,6 +219,8 @@ pub struct Archiver {
     /// Bounds snapshot transfers across all targets, so one long archive cannot starve the
     /// others and memory stays bounded.
     transfers: Arc<Semaphore>,
+    /// Cancels a snapshot's work that makes no progress (`schedule.stall_timeout`).
+    watchdog: Watchdog,
 }
 
 impl Archiver {
@@ -226,7 +244,13 @@ impl Archiver {
             shutdown,
             metrics,
             transfers,
+            watchdog: Watchdog::default(),
         })
+    }
+
+    /// The run watchdog, for `/healthz`: which snapshot's work has been idle longest.
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
     }
 
     /// Runs a wait until it ends or shutdown begins (drain or abort), whichever comes first.

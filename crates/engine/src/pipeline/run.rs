@@ -128,7 +128,7 @@ impl Archiver {
                     info!("shutting down: the remaining snapshots wait for the next run");
                     break;
                 }
-                let outcome = self.archive_snapshot(target, &id, snapshot).await;
+                let outcome = self.watched_snapshot(target, &id, snapshot).await;
                 let journal_failed = match &outcome {
                     Err(ArchiveError::Journal(e)) => Some(e.to_string()),
                     _ => None,
@@ -155,6 +155,37 @@ impl Archiver {
         }
         .instrument(span)
         .await
+    }
+
+    /// One snapshot under the run watchdog: work that makes no progress for
+    /// `schedule.stall_timeout` is cancelled (as a crash would stop it: its steps are journalled)
+    /// and failed with reason `STALLED`, so that a wedge is reported instead of holding the
+    /// target's run forever.
+    async fn watched_snapshot(
+        &self,
+        target: &Target,
+        id: &str,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotOutcome, ArchiveError> {
+        let limit = self.settings.stall_timeout;
+        let label = format!("{target}/{id}");
+        let stalled = match self
+            .watchdog
+            .watch(&label, limit, self.archive_snapshot(target, id, snapshot))
+            .await
+        {
+            Ok(outcome) => return outcome,
+            Err(stalled) => stalled,
+        };
+        let e = ArchiveError::Stalled { idle: stalled.idle };
+        error!(snapshot = %id, error = %e, "snapshot not archived: its work stalled");
+        self.metrics.record_failure(target, &e.reason());
+        let key = crate::journal::SnapshotKey::new(target, id);
+        if let Err(j) = self.journal.fail(&key, &e.reason(), &e.to_string()).await {
+            // A row that was never past `discovered` has no failure to record.
+            warn!(snapshot = %id, error = %j, "cannot record the stall in the journal");
+        }
+        Err(e)
     }
 
     /// Snapshots the journal knows as not archived that Atlas no longer lists: reported once,

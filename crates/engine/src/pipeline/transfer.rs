@@ -555,6 +555,7 @@ impl PumpState {
                 }
             }
             crate::fault::bytes(self.bytes);
+            crate::watchdog::touch();
             // Journal parts as soon as they land, not only when a slot is needed: the journal's
             // record is what a resume after a crash can start from.
             while let Some(joined) = self.in_flight.try_join_next() {
@@ -643,7 +644,10 @@ impl PumpState {
         log: &dyn PartLog,
     ) -> Result<(), TransferError> {
         let part = match joined {
-            Ok(Ok(part)) => part,
+            Ok(Ok(part)) => {
+                crate::watchdog::touch();
+                part
+            }
             Ok(Err(e)) => return Err(e.into()),
             Err(e) => {
                 return Err(TransferError::Download {

@@ -186,12 +186,18 @@ pub struct ObjectReader {
 impl ObjectReader {
     /// The next chunk, or `None` at the end.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
-        self.body.try_next().await.map_err(|e| StoreError::Request {
-            operation: "GetObject",
-            key: self.key.clone(),
-            code: None,
-            message: e.to_string(),
-        })
+        let chunk = self
+            .body
+            .try_next()
+            .await
+            .map_err(|e| StoreError::Request {
+                operation: "GetObject",
+                key: self.key.clone(),
+                code: None,
+                message: e.to_string(),
+            })?;
+        crate::watchdog::touch();
+        Ok(chunk)
     }
 }
 
