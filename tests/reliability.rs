@@ -820,6 +820,31 @@ fn atlas_faults() -> Vec<Scenario> {
     ]
 }
 
+/// Audit S6: a store whose metadata lags behind Complete answers HEAD 404 for a moment; the
+/// first run asks again and archives, instead of failing the snapshot.
+fn s6_metadata_lag() -> Scenario {
+    scenario_of(
+        "s6 HEAD answers 404 right after Complete (metadata lag)",
+        || async {
+            let mut c = Case::new("s6", one_cluster(BIG, 1), "", PARTS, true).await;
+            if let Some(p) = &c.w.proxy {
+                p.set(|f| f.head_404_after_complete = 2);
+            }
+            let first = c.once(&[]).await;
+            expect(
+                first.code == 0,
+                &format!("the first run archives:\n{}", tail(&first.all())),
+            )?;
+            let injected = c.w.proxy.as_ref().map_or(0, |p| p.seen().injected);
+            expect(injected == 2, &format!("two 404s injected, saw {injected}"))?;
+            let stats = c
+                .settle_and_check("asked again after 0.5 s and 1 s; archived by the first run")
+                .await?;
+            Ok(stats)
+        },
+    )
+}
+
 fn store_faults() -> Vec<Scenario> {
     type Fault = fn(&mut common::s3_proxy::StoreFaults);
     let cases: Vec<(&str, &str, Fault)> = vec![
@@ -1116,6 +1141,7 @@ fn main() {
     scenarios.extend(random_kills());
     scenarios.push(m3_job_splice());
     scenarios.push(l12_every_byte_journalled());
+    scenarios.push(s6_metadata_lag());
     scenarios.extend(url_faults());
     scenarios.extend(content_faults());
     scenarios.extend(atlas_faults());

@@ -39,6 +39,11 @@ pub struct StoreFaults {
     pub upload_part_bad_digest: u32,
     /// AbortMultipartUpload answers 500 InternalError.
     pub abort_500: u32,
+    /// HeadObject answers 404 this many times once a CompleteMultipartUpload has been
+    /// forwarded (a store whose metadata lags behind Complete, audit S6).
+    pub head_404_after_complete: u32,
+    /// Set by the proxy when it forwarded a CompleteMultipartUpload.
+    pub completed: bool,
 }
 
 /// Counters of what the proxy did.
@@ -189,7 +194,10 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
             Some(s3_error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown"))
         } else if is_complete && take(&mut f.complete_200_error) {
             Some(s3_error(StatusCode::OK, "InternalError"))
+        } else if is_head && f.completed && take(&mut f.head_404_after_complete) {
+            Some(StatusCode::NOT_FOUND.into_response())
         } else {
+            f.completed |= is_complete;
             lose_response = is_complete && take(&mut f.complete_lost_response);
             None
         };

@@ -4,6 +4,8 @@
 //! completed before a crash, and an archive the bucket already holds (adopted).
 //! Must not: download anything.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use chrono::Utc;
 use tracing::{info, warn};
@@ -13,6 +15,7 @@ use super::transfer::TransferError;
 use super::{ArchiveError, Archiver, SnapshotOutcome, validate};
 use crate::journal::{SnapshotKey, SnapshotRecord, SnapshotState};
 use crate::keys;
+use crate::retry::Backoff;
 use crate::store::StoreError;
 
 impl Archiver {
@@ -98,6 +101,33 @@ impl Archiver {
         }))
     }
 
+    /// HEAD of an object whose upload completed. Some stores (Ceph RGW multisite) publish an
+    /// object's metadata a moment after Complete: a 404 is asked again a few times, over about
+    /// seven seconds, before it counts as the store losing the object (audit S6).
+    async fn head_after_complete(
+        &self,
+        object_key: &str,
+    ) -> Result<crate::store::ObjectInfo, ArchiveError> {
+        const TRIES: u32 = 4;
+        const WAIT: Backoff = Backoff {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(4),
+        };
+        for attempt in 1..=TRIES {
+            if let Some(head) = self.store.head(object_key).await? {
+                return Ok(head);
+            }
+            if attempt < TRIES {
+                let delay = WAIT.delay(attempt);
+                warn!(key = %object_key, attempt, ?delay, "the completed object is not visible yet; asking again");
+                self.until_shutdown(tokio::time::sleep(delay)).await?;
+            }
+        }
+        Err(ArchiveError::StoreContract(format!(
+            "{object_key} is missing right after its upload completed (HEAD answered 404 {TRIES} times)"
+        )))
+    }
+
     /// The object is complete: confirm its size by HEAD, validate its content when the stream's
     /// validator did not see all of it (a resume, a crash after Complete), write the manifest,
     /// mark it archived.
@@ -117,11 +147,7 @@ impl Archiver {
                 "no recorded size and checksums to finish with".into(),
             ));
         };
-        let head = self.store.head(object_key).await?.ok_or_else(|| {
-            ArchiveError::StoreContract(format!(
-                "{object_key} is missing right after its upload completed"
-            ))
-        })?;
+        let head = self.head_after_complete(object_key).await?;
         if head.size != size {
             return Err(StoreError::SizeMismatch {
                 key: object_key.to_owned(),
