@@ -820,6 +820,54 @@ fn atlas_faults() -> Vec<Scenario> {
     ]
 }
 
+/// Audit L5: a key template edited between a crash and the resume must not move the upload in
+/// flight (an orphaned upload, or two archive objects of one snapshot).
+fn l5_template_edited_mid_upload() -> Scenario {
+    scenario_of(
+        "l5 key_template edited between a kill -9 and the resume",
+        || async {
+            let mut c = Case::new("l5", one_cluster(BIG, 1), "", PARTS, false).await;
+            c.w.sim.set_faults(|f| {
+                f.range_support = true;
+                f.throttle_bytes_per_sec = Some(8 << 20);
+            });
+            c.crash(&[("ATLAS_ARCHIVER_CRASH_AT_BYTE", "11534336")])
+                .await?;
+            c.w.sim.set_faults(|f| f.throttle_bytes_per_sec = None);
+            let before: Vec<String> =
+                c.w.open_uploads()
+                    .await
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+            expect(before.len() == 1, "the killed run left one upload open")?;
+            // The operator edits the layout before the next run.
+            c.config =
+                c.w.write_config(
+                    "",
+                    &format!("{PARTS}\nkey_template = \"{{prefix}}moved/{{snapshot_id}}.tar.gz\""),
+                )
+                .to_string_lossy()
+                .into_owned();
+            let stats = c
+                .settle_and_check(
+                    "the upload in flight kept its key; later snapshots take the new layout",
+                )
+                .await?;
+            let keys = c.w.keys().await;
+            expect(
+                keys.keys().any(|k| k == &before[0]),
+                &format!(
+                    "the archive is at the key its upload began with ({}): {:?}",
+                    before[0],
+                    keys.keys()
+                ),
+            )?;
+            Ok(stats)
+        },
+    )
+}
+
 /// Audit S6: a store whose metadata lags behind Complete answers HEAD 404 for a moment; the
 /// first run asks again and archives, instead of failing the snapshot.
 fn s6_metadata_lag() -> Scenario {
@@ -1142,6 +1190,7 @@ fn main() {
     scenarios.push(m3_job_splice());
     scenarios.push(l12_every_byte_journalled());
     scenarios.push(s6_metadata_lag());
+    scenarios.push(l5_template_edited_mid_upload());
     scenarios.extend(url_faults());
     scenarios.extend(content_faults());
     scenarios.extend(atlas_faults());
