@@ -444,3 +444,52 @@ async fn l16_an_answer_larger_than_any_atlas_answer_is_refused_unread() {
     // The next listing is an ordinary one.
     assert_eq!(c.list_snapshots(PROJECT, "a-flex").await.unwrap().len(), 1);
 }
+
+fn digest_client(s: &Simulator) -> AtlasClient {
+    AtlasClient::new(&config(
+        s,
+        AtlasCredentials::ApiKey {
+            public_key: SIM_PUBLIC_KEY.into(),
+            private_key: SecretString::from(SIM_PRIVATE_KEY),
+        },
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn s2_a_stale_digest_nonce_is_answered_not_taken_as_a_rejection() {
+    let s = sim(scenario(PROJECT, &["a-flex"], 1, &[1])).await;
+    let c = digest_client(&s);
+    assert!(c.list_snapshots(PROJECT, "a-flex").await.is_ok());
+    // Three stale challenges in a row (good credentials, a nonce the server no longer takes):
+    // more than the one re-authentication a 401 allows, and still not a rejected login.
+    s.set_faults(|f| f.stale_next_digests = 3);
+    assert!(c.list_snapshots(PROJECT, "a-flex").await.is_ok());
+    assert!(
+        c.list_snapshots(PROJECT, "a-flex").await.is_ok(),
+        "no memo of a rejection"
+    );
+    let seen = s.observed();
+    assert_eq!((seen.stale_digests, seen.digest_ok), (3, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_concurrent_digest_calls_survive_a_server_that_enforces_nc_order() {
+    let names: Vec<String> = (0..10).map(|i| format!("c{i}-flex")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let s = sim(scenario(PROJECT, &refs, 2, &[1])).await;
+    s.set_faults(|f| f.strict_digest_nc = true);
+    let c = digest_client(&s);
+    for _ in 0..3 {
+        let mut calls = tokio::task::JoinSet::new();
+        for name in &names {
+            let (c, name) = (c.clone(), name.clone());
+            calls.spawn(async move { c.list_snapshots(PROJECT, &name).await.map(|l| l.len()) });
+        }
+        while let Some(done) = calls.join_next().await {
+            assert_eq!(done.unwrap().unwrap(), 2);
+        }
+    }
+    // Out-of-order arrivals, if any happened, were answered as stale and retried.
+    assert_eq!(s.observed().digest_ok, 30);
+}

@@ -125,6 +125,11 @@ pub struct Faults {
     /// The next N snapshot listings answer a body of this many bytes of JSON whitespace
     /// (`Some((n, bytes))`): an answer no Atlas sends, to check the client's body bound.
     pub oversized_listing: Option<(u32, usize)>,
+    /// Digest: refuse an `nc` not above the highest seen for its nonce, as a server that
+    /// enforces RFC 2617's replay protection does, answering with a `stale=true` challenge.
+    pub strict_digest_nc: bool,
+    /// The next N Digest requests with good credentials get a `stale=true` challenge.
+    pub stale_next_digests: u32,
     /// Access tokens live this many seconds (default 3600).
     pub token_lifetime_secs: Option<u64>,
 }
@@ -152,6 +157,8 @@ pub struct Observed {
     pub throttled: u32,
     /// Digest-authenticated requests that passed.
     pub digest_ok: u32,
+    /// Digest requests refused as stale (a replayed or out-of-order `nc`).
+    pub stale_digests: u32,
 }
 
 /// A restore job.
@@ -176,6 +183,8 @@ pub(crate) struct SimState {
     pub(crate) jobs: Vec<SimJob>,
     pub(crate) tokens: HashMap<String, DateTime<Utc>>,
     pub(crate) nonces: HashSet<String>,
+    /// The highest `nc` seen per nonce, under `strict_digest_nc`.
+    pub(crate) nonce_counts: HashMap<String, u32>,
     pub(crate) next_id: u64,
 }
 

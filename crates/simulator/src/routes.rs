@@ -135,6 +135,12 @@ async fn not_found() -> Response {
 }
 
 fn unauthorized(s: &mut SimState) -> Response {
+    challenge(s, false)
+}
+
+/// A 401 with a new Digest challenge; `stale` says the credentials were good but the nonce or
+/// its count was not (RFC 2617 §3.2.1).
+fn challenge(s: &mut SimState, stale: bool) -> Response {
     let nonce: String = format!("{:032x}", rand::rng().random::<u128>());
     s.nonces.insert(nonce.clone());
     let mut r = envelope(
@@ -143,7 +149,7 @@ fn unauthorized(s: &mut SimState) -> Response {
         "You are not authorized for this resource.",
     );
     if let Ok(v) = HeaderValue::from_str(&format!(
-        r#"Digest realm="MMS Public API", domain="", nonce="{nonce}", algorithm=MD5, qop="auth", stale=false"#
+        r#"Digest realm="MMS Public API", domain="", nonce="{nonce}", algorithm=MD5, qop="auth", stale={stale}"#
     )) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
@@ -218,6 +224,25 @@ fn gate(app: &App, method: &Method, headers: &HeaderMap, uri_path: &str) -> Resu
             && uri_ok
             && digest::verifies(&params, method.as_str(), SIM_PUBLIC_KEY, SIM_PRIVATE_KEY)
         {
+            if s.faults.stale_next_digests > 0 {
+                s.faults.stale_next_digests -= 1;
+                s.observed.stale_digests += 1;
+                return Err(challenge(&mut s, true));
+            }
+            if s.faults.strict_digest_nc {
+                let nonce = digest::param(&params, "nonce")
+                    .unwrap_or_default()
+                    .to_owned();
+                let nc = digest::param(&params, "nc")
+                    .and_then(|n| u32::from_str_radix(n, 16).ok())
+                    .unwrap_or(0);
+                let seen = s.nonce_counts.entry(nonce).or_insert(0);
+                if nc <= *seen {
+                    s.observed.stale_digests += 1;
+                    return Err(challenge(&mut s, true));
+                }
+                *seen = nc;
+            }
             s.observed.digest_ok += 1;
             return Ok(());
         }

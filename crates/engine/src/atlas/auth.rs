@@ -70,6 +70,17 @@ pub(crate) fn refresh_deadline(expires_in: Option<u64>) -> Instant {
 /// The longest token lifetime believed (seconds): one day.
 const MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
 
+/// What a 401 allows.
+pub(super) enum Reauth {
+    /// A new token or a new challenge: one retry.
+    Retry,
+    /// The Digest nonce was stale (credentials fine): retry with the new one, not counted as a
+    /// rejection.
+    Stale,
+    /// Nothing to retry with.
+    GiveUp,
+}
+
 /// A Digest challenge from `WWW-Authenticate`.
 #[derive(Debug, Clone)]
 pub(crate) struct DigestChallenge {
@@ -77,6 +88,9 @@ pub(crate) struct DigestChallenge {
     nonce: String,
     opaque: Option<String>,
     qop_auth: bool,
+    /// `stale=true`: the credentials were right, the nonce (or its count) was not; asking again
+    /// with the new nonce is not a second rejection (RFC 2617 §3.2.1, audit S2).
+    pub(crate) stale: bool,
 }
 
 impl DigestChallenge {
@@ -97,6 +111,9 @@ impl DigestChallenge {
             qop_auth: params
                 .get("qop")
                 .is_some_and(|q| q.split(',').any(|v| v.trim() == "auth")),
+            stale: params
+                .get("stale")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
         })
     }
 }
@@ -266,19 +283,20 @@ impl AtlasClient {
         }
     }
 
-    /// After a 401: drop the token, or take the Digest challenge. Returns whether a retry makes sense.
+    /// After a 401: drop the token, or take the Digest challenge. Says whether a retry makes
+    /// sense, and whether the 401 was only a stale nonce.
     pub(super) async fn prepare_reauthentication(
         &self,
         headers: &HeaderMap,
         token_used: Option<&SecretString>,
-    ) -> bool {
+    ) -> Reauth {
         match &self.inner.auth {
-            Auth::Anonymous => false,
+            Auth::Anonymous => Reauth::GiveUp,
             Auth::ServiceAccount(cache) => {
                 if let Some(t) = token_used {
                     cache.invalidate(t.expose_secret()).await;
                 }
-                true
+                Reauth::Retry
             }
             Auth::ApiKey(state) => {
                 let challenge = headers
@@ -288,10 +306,11 @@ impl AtlasClient {
                     .find_map(DigestChallenge::parse);
                 match challenge {
                     Some(c) => {
+                        let stale = c.stale;
                         state.remember(c);
-                        true
+                        if stale { Reauth::Stale } else { Reauth::Retry }
                     }
-                    None => false,
+                    None => Reauth::GiveUp,
                 }
             }
         }

@@ -33,6 +33,9 @@ const MAX_PAGES: u32 = 500;
 /// The largest answer read from Atlas: a page of 100 snapshots or restore jobs is tens of KiB;
 /// anything this large is not an Atlas answer, and reading it whole would cost memory (L16).
 const MAX_BODY: usize = 16 << 20;
+/// Digest challenges marked `stale=true` one call follows before it gives up (concurrent calls
+/// share a nonce, and a server that enforces increasing `nc` may see them out of order).
+const MAX_STALE_ROUNDS: u32 = 5;
 /// How long a rejected login makes later calls fail without asking Atlas again.
 const AUTH_FAILURE_MEMO: Duration = Duration::from_secs(20);
 
@@ -234,6 +237,7 @@ impl AtlasClient {
         let body_bytes = body.map(|b| b.to_string());
         let mut attempt: u32 = 0;
         let mut reauthenticated = false;
+        let mut stale_rounds = 0;
         loop {
             attempt += 1;
             let (auth_header, token_used) = self.authorization(&method, path_and_query).await?;
@@ -268,14 +272,23 @@ impl AtlasClient {
             if status.is_success() {
                 return Ok(Answer { body });
             }
-            if status == StatusCode::UNAUTHORIZED && !reauthenticated {
-                reauthenticated = true;
-                if self
+            if status == StatusCode::UNAUTHORIZED {
+                // A challenge round trip is not a failed attempt.
+                match self
                     .prepare_reauthentication(&headers, token_used.as_ref())
                     .await
                 {
-                    attempt -= 1; // the challenge round trip is not a failed attempt
-                    continue;
+                    auth::Reauth::Stale if stale_rounds < MAX_STALE_ROUNDS => {
+                        stale_rounds += 1;
+                        attempt -= 1;
+                        continue;
+                    }
+                    auth::Reauth::Retry if !reauthenticated => {
+                        reauthenticated = true;
+                        attempt -= 1;
+                        continue;
+                    }
+                    _ => {}
                 }
             }
             let envelope: ApiErrorBody = serde_json::from_slice(&body).unwrap_or_default();
