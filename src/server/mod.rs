@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use atlas_archiver_engine::target::Target;
 use atlas_archiver_engine::telemetry::Metrics;
@@ -50,6 +51,13 @@ pub struct ServerState {
     pub loopback: bool,
 }
 
+/// Connections served at once; more are closed as they arrive.
+const MAX_CONNECTIONS: usize = 64;
+/// A connection must send its request head within this (idle keep-alive included).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// No connection lives longer: every answer here is small.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
 /// Binds the listener (errors here are start-up errors).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
@@ -67,9 +75,44 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/v1/targets/{project}/{cluster}/run", post(run_now))
         .with_state(state);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    // Our own accept loop rather than `axum::serve`, which bounds neither the number of
+    // connections nor how long one may sit idle: idle connections to an unauthenticated
+    // `/metrics` must not use up the file descriptors the archiver needs for S3, Atlas and the
+    // journal (audit S4). Beyond the limit a connection is closed at once; every connection
+    // must send its request head within `HEADER_TIMEOUT` and ends after `CONNECTION_LIFETIME`.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of descriptors or a reset before accept: not the listener's end.
+                Err(e) => {
+                    warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
 }
 
 async fn healthz(State(s): State<Arc<ServerState>>) -> Response {
@@ -275,6 +318,38 @@ mod tests {
             200,
             "the wedged work is gone: healthy again"
         );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn s4_idle_connections_are_bounded_and_closed() {
+        use tokio::io::AsyncReadExt;
+        let (base, stop) = start(None, true).await;
+        let addr = base.trim_start_matches("http://").to_owned();
+        // More idle connections than the listener serves at once, none sending a byte.
+        let mut idle = Vec::new();
+        for _ in 0..(MAX_CONNECTIONS + 36) {
+            idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        }
+        // Each one is closed by the server: at once beyond the limit, after the header
+        // timeout within it. (The outer bound only turns a hang into a failure.)
+        let closed = tokio::time::timeout(Duration::from_secs(120), async {
+            for mut c in idle {
+                let mut byte = [0u8; 1];
+                assert_eq!(
+                    c.read(&mut byte).await.unwrap_or(0),
+                    0,
+                    "closed without an answer"
+                );
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "idle connections were never closed");
+        let status = reqwest::get(format!("{base}/healthz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        assert_eq!(status, 200, "the endpoints answer again");
         stop.cancel();
     }
 }
