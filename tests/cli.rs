@@ -46,6 +46,18 @@ async fn demo_archives_and_verifies_without_any_account() {
         .count();
     assert_eq!(verified, 6, "{}", run.stdout);
     assert!(!run.stdout.contains("MISMATCH"), "{}", run.stdout);
+    // The README's first command: no error, no warning, no debug dump (issue 9), and each
+    // archive's validation shown.
+    let all = format!("{}{}", run.stdout, run.stderr);
+    for noise in ["ERROR", "WARN", "Error {", "{ kind:", "source:"] {
+        assert!(!all.contains(noise), "the demo printed {noise:?}:\n{all}");
+    }
+    assert_eq!(
+        run.stdout.matches("valid tar.gz, ").count(),
+        6,
+        "each archive's validation is shown: {}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains("6 snapshots already archived"),
         "{}",

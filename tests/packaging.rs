@@ -59,12 +59,13 @@ fn the_systemd_unit_matches_the_binary() {
         "the default journal lives in /var/lib/atlas-archiver"
     );
     assert_eq!(line("ConfigurationDirectory"), ["atlas-archiver"]);
-    // TimeoutStopSec covers the default shutdown grace (5 minutes).
+    // TimeoutStopSec covers the default shutdown grace (5 minutes), the minute the daemon
+    // gives the remaining transfers to stop after it, and a margin (audit L16).
     let stop = line("TimeoutStopSec").join("");
     let minutes: u64 = stop.trim_end_matches("min").parse().unwrap_or(0);
     assert!(
-        minutes > 5,
-        "TimeoutStopSec={stop} must exceed the 5m default shutdown_grace"
+        minutes > 6,
+        "TimeoutStopSec={stop} must exceed the 5m default shutdown_grace plus the 1m abort bound"
     );
     // The credentials the example config names are the ones the unit loads.
     for cred in line("LoadCredential") {

@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use tracing::warn;
 
 use super::models::{OAuthErrorBody, TokenResponse};
-use super::{AUTH_FAILURE_MEMO, AtlasClient, AtlasError, Auth, Reply, Trip, decode, retry_after};
+use super::{AUTH_FAILURE_MEMO, AtlasClient, AtlasError, Auth, Reply, decode, retry_after};
 
 /// Refresh a token this long before Atlas says it expires.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -371,13 +371,9 @@ impl AtlasClient {
                 status,
                 headers,
                 body,
-            } = match self.round_trip(OPERATION, request, true, attempt).await {
-                Trip::Reply(reply) => reply,
-                Trip::Retry(delay) => {
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-                Trip::Failed(e) => return Err(e),
+            } = match self.round_trip(OPERATION, request, true, attempt).await? {
+                Some(reply) => reply,
+                None => continue,
             };
             if status.is_success() {
                 return decode(OPERATION, &body);

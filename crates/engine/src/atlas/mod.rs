@@ -260,14 +260,10 @@ impl AtlasClient {
                 body,
             } = match self
                 .round_trip(operation, request, idempotent, attempt)
-                .await
+                .await?
             {
-                Trip::Reply(reply) => reply,
-                Trip::Retry(delay) => {
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-                Trip::Failed(e) => return Err(e),
+                Some(reply) => reply,
+                None => continue,
             };
             if status.is_success() {
                 return Ok(Answer { body });
@@ -331,29 +327,20 @@ struct Reply {
     body: bytes::Bytes,
 }
 
-/// What one round trip came to.
-enum Trip {
-    /// Atlas answered, whatever the status.
-    Reply(Reply),
-    /// The request or its answer was lost on the way, and sending it again is safe: wait this
-    /// long, then try again.
-    Retry(Duration),
-    /// Lost on the way with no attempt left or no safe resend, or an answer too large to be one.
-    Failed(AtlasError),
-}
-
 impl AtlasClient {
-    /// Sends one request and reads its whole answer, bounded by [`MAX_BODY`]. A failure to
-    /// connect is always safe to resend; a failure after the request was sent (including a body
-    /// cut while read, L8) only when `resend_safe`. The one transport-retry rule of both the
-    /// API calls and the token request.
+    /// Sends one request and reads its whole answer, bounded by [`MAX_BODY`]: `Some` when Atlas
+    /// answered, whatever the status; `None` when the request or its answer was lost on the way
+    /// and the backoff before the next attempt has been waited (the caller sends again). A
+    /// failure to connect is always safe to resend; a failure after the request was sent
+    /// (including a body cut while read, L8) only when `resend_safe`. The one transport-retry
+    /// rule of both the API calls and the token request.
     async fn round_trip(
         &self,
         operation: &'static str,
         request: reqwest::RequestBuilder,
         resend_safe: bool,
         attempt: u32,
-    ) -> Trip {
+    ) -> Result<Option<Reply>, AtlasError> {
         let error = match request.send().await {
             Ok(mut response) => {
                 let status = response.status();
@@ -363,14 +350,14 @@ impl AtlasClient {
                         // Any answer is a sign of life, even a 429: the run watchdog counts
                         // it as progress.
                         crate::watchdog::touch();
-                        return Trip::Reply(Reply {
+                        return Ok(Some(Reply {
                             status,
                             headers,
                             body,
-                        });
+                        }));
                     }
                     Ok(None) => {
-                        return Trip::Failed(AtlasError::Decode {
+                        return Err(AtlasError::Decode {
                             operation,
                             message: format!(
                                 "the answer (HTTP {}) is larger than {} MiB; no Atlas response is",
@@ -380,19 +367,18 @@ impl AtlasClient {
                         });
                     }
                     Err(e) if resend_safe => e,
-                    Err(e) => return Trip::Failed(transport(operation, attempt, e)),
+                    Err(e) => return Err(transport(operation, attempt, e)),
                 }
             }
             Err(e) if resend_safe || e.is_connect() => e,
-            Err(e) => return Trip::Failed(transport(operation, attempt, e)),
+            Err(e) => return Err(transport(operation, attempt, e)),
         };
-        match self.next_delay(attempt, None) {
-            Some(delay) => {
-                warn!(operation, attempt, error = %error.without_url(), ?delay, "Atlas unreachable; retrying");
-                Trip::Retry(delay)
-            }
-            None => Trip::Failed(transport(operation, attempt, error)),
-        }
+        let Some(delay) = self.next_delay(attempt, None) else {
+            return Err(transport(operation, attempt, error));
+        };
+        warn!(operation, attempt, error = %error.without_url(), ?delay, "Atlas unreachable; retrying");
+        tokio::time::sleep(delay).await;
+        Ok(None)
     }
 
     /// The wait before attempt `attempt + 1`, honouring `Retry-After`; `None` when the attempts

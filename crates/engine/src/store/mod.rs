@@ -27,14 +27,18 @@ pub use multipart::{CompletedPartInfo, MultipartUpload};
 /// Longest wait to open a connection to the store.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest object [`ObjectStore::get_small`] reads: our manifests are a few hundred bytes.
+pub const MAX_SMALL_OBJECT: i64 = 1 << 20;
 /// S3 allows at most this many parts in one upload.
 pub const MAX_PARTS: u64 = 10_000;
 /// Parts planned from a known length leave this many parts of headroom below [`MAX_PARTS`].
 const PLANNED_PARTS: u64 = 9_000;
 /// Smallest part chosen by `auto`: big enough for throughput, small enough for a sidecar's memory.
 const AUTO_MIN_PART: u64 = 8 << 20;
-/// `auto` part size when the download has no `Content-Length`: 10,000 × 32 MiB ≈ 312 GiB.
-const AUTO_UNKNOWN_LENGTH_PART: u64 = 32 << 20;
+/// `auto` part size when the download has no `Content-Length`: 10,000 × 16 MiB ≈ 156 GiB, far
+/// beyond a Flex cluster's 5 GB, at 64 MiB of part buffers per transfer (32 MiB parts made
+/// 256 MiB at two transfers: a sidecar's whole limit, audit L16).
+const AUTO_UNKNOWN_LENGTH_PART: u64 = 16 << 20;
 
 /// An object store failure, naming the operation and key.
 #[derive(Debug, thiserror::Error)]
@@ -340,7 +344,8 @@ impl ObjectStore {
             .map_err(|e| StoreError::from_sdk("PutObject", key, e))
     }
 
-    /// Reads a small object whole; `None` when it does not exist.
+    /// Reads a small object (a manifest) whole; `None` when it does not exist. An object
+    /// larger than [`MAX_SMALL_OBJECT`] is refused unread: whatever it is, it is not ours.
     pub async fn get_small(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         match self
             .client
@@ -350,6 +355,17 @@ impl ObjectStore {
             .send()
             .await
         {
+            Ok(out) if out.content_length().is_some_and(|n| n > MAX_SMALL_OBJECT) => {
+                Err(StoreError::Request {
+                    operation: "GetObject",
+                    key: key.to_owned(),
+                    code: None,
+                    message: format!(
+                        "the object is {} bytes; a manifest is at most {MAX_SMALL_OBJECT}",
+                        out.content_length().unwrap_or_default()
+                    ),
+                })
+            }
             Ok(out) => out
                 .body
                 .collect()
@@ -523,7 +539,7 @@ impl ObjectStore {
 
 /// Chooses the part size for one upload. With a known length: big enough to stay under 9,000
 /// parts (headroom below S3's 10,000), at least 8 MiB, rounded up to a whole MiB. Without one:
-/// 32 MiB. A fixed size is used as configured. Every part but the last has this size
+/// [`AUTO_UNKNOWN_LENGTH_PART`]. A fixed size is used as configured. Every part but the last has this size
 /// (R2 requires equal parts).
 pub fn plan_part_size(policy: PartSize, content_length: Option<u64>) -> u64 {
     match policy {
@@ -549,7 +565,7 @@ mod tests {
     #[test]
     fn auto_part_size_stays_under_the_part_limit() {
         assert_eq!(plan_part_size(PartSize::Auto, Some(3 << 20)), 8 << 20);
-        assert_eq!(plan_part_size(PartSize::Auto, None), 32 << 20);
+        assert_eq!(plan_part_size(PartSize::Auto, None), 16 << 20);
         for gib in [1u64, 8, 32, 100, 500, 2_000, 5_000] {
             let len = gib << 30;
             let part = plan_part_size(PartSize::Auto, Some(len));
