@@ -437,7 +437,7 @@ fn url_faults() -> Vec<Scenario> {
                     "watchdog",
                     one_cluster(BIG, 1),
                     "download_read_timeout = \"1h\"",
-                    PARTS,
+                    &format!("{PARTS}\nrequest_timeout = \"2s\""),
                     false,
                 )
                 .await;
@@ -448,7 +448,7 @@ fn url_faults() -> Vec<Scenario> {
                     f.range_support = true;
                 });
                 let run = c
-                    .once(&[("ATLAS_ARCHIVER__SCHEDULE__STALL_TIMEOUT", "10s")])
+                    .once(&[("ATLAS_ARCHIVER__SCHEDULE__STALL_TIMEOUT", "15s")])
                     .await;
                 expect(
                     run.code != 0 && run.all().contains("STALLED"),
@@ -459,7 +459,7 @@ fn url_faults() -> Vec<Scenario> {
                     ),
                 )?;
                 c.settle_and_check(
-                    "cancelled after 10 s without progress; the next run finished it",
+                    "cancelled after 15 s without progress; the next run finished it",
                 )
                 .await
             },

@@ -52,11 +52,51 @@ pub struct ServerState {
 }
 
 /// Connections served at once; more are closed as they arrive.
-const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once from one peer address.
+const MAX_PER_PEER: usize = 16;
 /// A connection must send its request head within this (idle keep-alive included).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// No connection lives longer: every answer here is small.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Open connections per peer address.
+#[derive(Default)]
+struct PeerSlots(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's place in [`PeerSlots`], given back on drop.
+struct PeerSlot(Arc<PeerSlots>, std::net::IpAddr);
+
+impl PeerSlots {
+    fn take(this: &Arc<Self>, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        let mut open = this
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= MAX_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot(Arc::clone(this), ip))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .0
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
 
 /// Binds the listener (errors here are start-up errors).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -78,11 +118,14 @@ pub async fn serve(
     // Our own accept loop rather than `axum::serve`, which bounds neither the number of
     // connections nor how long one may sit idle: idle connections to an unauthenticated
     // `/metrics` must not use up the file descriptors the archiver needs for S3, Atlas and the
-    // journal (audit S4). Beyond the limit a connection is closed at once; every connection
-    // must send its request head within `HEADER_TIMEOUT` and ends after `CONNECTION_LIFETIME`.
+    // journal (audit S4). Beyond the limits (all peers, and one peer address) a connection is
+    // closed at once, so that one noisy peer cannot lock the kubelet's probes out; every
+    // connection must send its request head within `HEADER_TIMEOUT` and ends after
+    // `CONNECTION_LIFETIME`.
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let per_peer = Arc::new(PeerSlots::default());
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -94,6 +137,10 @@ pub async fn serve(
                 }
             },
         };
+        let Some(peer_slot) = PeerSlots::take(&per_peer, peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             drop(stream);
             continue;
@@ -101,7 +148,7 @@ pub async fn serve(
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = stop.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, peer_slot);
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -326,9 +373,9 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let (base, stop) = start(None, true).await;
         let addr = base.trim_start_matches("http://").to_owned();
-        // More idle connections than the listener serves at once, none sending a byte.
+        // More idle connections than one peer may hold, none sending a byte.
         let mut idle = Vec::new();
-        for _ in 0..(MAX_CONNECTIONS + 36) {
+        for _ in 0..(MAX_PER_PEER + 36) {
             idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
         }
         // Each one is closed by the server: at once beyond the limit, after the header

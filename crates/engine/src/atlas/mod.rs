@@ -279,6 +279,17 @@ impl AtlasClient {
                         attempt -= 1;
                         continue;
                     }
+                    // Credentials right, nonces never fresh enough: network-like trouble for
+                    // a later run, not a rejected login to remember.
+                    auth::Reauth::Stale => {
+                        return Err(AtlasError::Transport {
+                            operation,
+                            attempts: attempt,
+                            message: format!(
+                                "Atlas answered {MAX_STALE_ROUNDS} Digest challenges in a row with stale=true"
+                            ),
+                        });
+                    }
                     auth::Reauth::Retry if !reauthenticated => {
                         reauthenticated = true;
                         attempt -= 1;

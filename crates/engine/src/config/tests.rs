@@ -257,6 +257,14 @@ fn every_mistake_names_the_file_and_the_key() {
             format!("{GOOD}\n[server]\nlisten = \"0.0.0.0:9187\"\ntoken = \" \"\n"),
             "`server.token`: is empty",
         ),
+        (
+            format!("{GOOD}\n[schedule]\nstall_timeout = \"5m\"\n"),
+            "not longer than 5 × storage.request_timeout",
+        ),
+        (
+            format!("{GOOD}\n[schedule]\nstall_timeout = \"5s\"\n"),
+            "at least 10s",
+        ),
     ];
     for (text, needle) in cases {
         let message = c.error(&text, &[]);

@@ -48,7 +48,7 @@ impl Validator<'_> {
     }
 
     pub(super) fn env_var(&self, name: &str) -> Option<String> {
-        self.env.get(name).filter(|v| !v.is_empty()).cloned()
+        self.env.get(name).filter(|v| !v.trim().is_empty()).cloned()
     }
 
     /// Reads a secret from `value`, else `file_value` (a path), else the named fallback variable.
@@ -80,7 +80,7 @@ impl Validator<'_> {
                 )
             })?;
             let trimmed = text.trim_end_matches(['\n', '\r']);
-            if trimmed.is_empty() {
+            if trimmed.trim().is_empty() {
                 return Err(self.invalid(
                     &format!("{key}_file"),
                     format!("secret file {} is empty", resolved.display()),
@@ -155,7 +155,32 @@ impl Validator<'_> {
                 "no [[target]] tables: add at least one with project_id and cluster",
             ));
         }
-        let schedule = self.schedule(&raw.schedule, &raw.targets, &targets)?;
+        let mut schedule = self.schedule(&raw.schedule, &raw.targets, &targets)?;
+        // The watchdog must outlast every wait below it that makes no progress by design: a
+        // backoff sleep, a poll of Atlas, and a request the S3 SDK retries five times. Left
+        // unset, it is 1h or twice the longest of those; set too short, it is refused.
+        let quiet = [
+            ("atlas.retry_max_delay", atlas.retry.max_delay),
+            ("atlas.poll_interval", atlas.poll_interval),
+            (
+                "5 × storage.request_timeout (the S3 SDK's attempts)",
+                storage.request_timeout.saturating_mul(5),
+            ),
+        ];
+        if raw.schedule.stall_timeout.is_none() {
+            let longest = quiet.iter().map(|(_, w)| *w).max().unwrap_or_default();
+            schedule.stall_timeout = schedule.stall_timeout.max(longest.saturating_mul(2));
+        }
+        if let Some((what, wait)) = quiet.iter().find(|(_, w)| *w >= schedule.stall_timeout) {
+            return Err(self.invalid(
+                "schedule.stall_timeout",
+                format!(
+                    "{}s is not longer than {what} ({}s): healthy work would be cancelled; raise it (default 1h)",
+                    schedule.stall_timeout.as_secs(),
+                    wait.as_secs()
+                ),
+            ));
+        }
         let server = self.server(&raw.server)?;
         Ok(Config {
             source: path.to_path_buf(),

@@ -61,7 +61,13 @@ impl Archiver {
         let report = self.archive_target_snapshots(target).await;
         let success = report.succeeded();
         let finished = Utc::now();
-        if let Err(e) = self
+        // A run that a shutdown cut short is left without an end, like one the process died
+        // in: the next start catches it up at once, so a planned restart resumes like a crash
+        // does (audits L1 and L20).
+        let interrupted = !success && self.shutdown.drain.is_cancelled();
+        if interrupted {
+            info!(project = %target.project_id, cluster = %target.cluster, "run interrupted by shutdown; the next start runs it again");
+        } else if let Err(e) = self
             .journal
             .target_finished(target, success, finished)
             .await
@@ -178,13 +184,38 @@ impl Archiver {
             Err(stalled) => stalled,
         };
         let e = ArchiveError::Stalled { idle: stalled.idle };
+        let key = crate::journal::SnapshotKey::new(target, id);
+        // Recording the stall is watched too: a journal wedged on its disk must show on
+        // `/healthz`, not hang this target's run unseen.
+        let recorded = self
+            .watchdog
+            .watch(
+                &label,
+                limit,
+                self.journal.fail(&key, &e.reason(), &e.to_string()),
+            )
+            .await;
+        match recorded {
+            Ok(Ok(_)) => {}
+            Ok(Err(j)) => {
+                // Refused: the stall came after the snapshot was archived (committed just
+                // before the cancel), or the row is gone.
+                if let Ok(Some(row)) = self.journal.get(&key).await
+                    && row.state == SnapshotState::Archived
+                {
+                    info!(snapshot = %id, "the stalled work had already archived the snapshot");
+                    return Ok(SnapshotOutcome::AlreadyArchived {
+                        snapshot_id: id.to_owned(),
+                    });
+                }
+                warn!(snapshot = %id, error = %j, "cannot record the stall in the journal");
+            }
+            Err(_) => {
+                error!(snapshot = %id, "the journal did not answer within schedule.stall_timeout")
+            }
+        }
         error!(snapshot = %id, error = %e, "snapshot not archived: its work stalled");
         self.metrics.record_failure(target, &e.reason());
-        let key = crate::journal::SnapshotKey::new(target, id);
-        if let Err(j) = self.journal.fail(&key, &e.reason(), &e.to_string()).await {
-            // A row that was never past `discovered` has no failure to record.
-            warn!(snapshot = %id, error = %j, "cannot record the stall in the journal");
-        }
         Err(e)
     }
 
