@@ -171,6 +171,12 @@ impl Validator<'_> {
             let longest = quiet.iter().map(|(_, w)| *w).max().unwrap_or_default();
             schedule.stall_timeout = schedule.stall_timeout.max(longest.saturating_mul(2));
         }
+        if schedule.stall_timeout < Duration::from_secs(10) {
+            return Err(self.invalid(
+                "schedule.stall_timeout",
+                "must be at least 10s (and should be minutes: a slow but healthy store or a 429's Retry-After can leave a minute without progress)",
+            ));
+        }
         if let Some((what, wait)) = quiet.iter().find(|(_, w)| *w >= schedule.stall_timeout) {
             return Err(self.invalid(
                 "schedule.stall_timeout",
@@ -236,20 +242,12 @@ impl Validator<'_> {
                 s.shutdown_grace.as_ref(),
                 Duration::from_secs(300),
             )?,
-            stall_timeout: {
-                let limit = self.duration(
-                    "schedule.stall_timeout",
-                    s.stall_timeout.as_ref(),
-                    Duration::from_secs(3600),
-                )?;
-                if limit < Duration::from_secs(10) {
-                    return Err(self.invalid(
-                        "schedule.stall_timeout",
-                        "must be at least 10s (and should be minutes: a slow but healthy store or a 429's Retry-After can leave a minute without progress)".to_owned(),
-                    ));
-                }
-                limit
-            },
+            // Checked against the other sections' waits in `load`, where they are known.
+            stall_timeout: self.duration(
+                "schedule.stall_timeout",
+                s.stall_timeout.as_ref(),
+                Duration::from_secs(3600),
+            )?,
         })
     }
 
