@@ -80,6 +80,50 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the archived snapshots, newest first, from the bucket's manifests alone (no journal or Atlas account needed).
+    List {
+        /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml]; only [storage] is needed.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Only this target (PROJECT_ID/CLUSTER); repeatable.
+        #[arg(long = "target", value_name = "PROJECT_ID/CLUSTER")]
+        targets: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore one archived snapshot from the bucket, verified against its manifest: unpacked into a new directory (for `mongod --dbpath`) or as the .tar.gz.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["snapshot", "latest", "before"])))]
+    #[command(group(clap::ArgGroup::new("destination").required(true).args(["to", "archive"])))]
+    Restore {
+        /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml]; only [storage] is needed.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The target whose snapshot to restore (PROJECT_ID/CLUSTER; it need not be in the config).
+        #[arg(long, value_name = "PROJECT_ID/CLUSTER")]
+        target: String,
+        /// This snapshot id (as `list` shows it).
+        #[arg(long, value_name = "ID")]
+        snapshot: Option<String>,
+        /// The newest archived snapshot.
+        #[arg(long)]
+        latest: bool,
+        /// The newest snapshot taken before this time (RFC 3339, e.g. 2026-11-20T06:00:00Z, or a date: before that day begins, UTC).
+        #[arg(long, value_name = "TIME")]
+        before: Option<String>,
+        /// Unpack into this directory (created; it must not exist or must be empty).
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// Write the verified .tar.gz to this file (it must not exist).
+        #[arg(long, value_name = "FILE")]
+        archive: Option<PathBuf>,
+        /// Ranged GETs in flight (8 MiB each: memory is about 8 MiB × (N + 3)).
+        #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Journal maintenance.
     Journal {
         /// What to do.

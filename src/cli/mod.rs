@@ -6,6 +6,7 @@ mod args;
 mod demo;
 mod maintenance;
 mod once;
+mod restore;
 mod status;
 
 use std::collections::HashMap;
@@ -47,6 +48,12 @@ pub enum Failure {
     /// The daemon failed.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    /// `restore` failed (not found, a mismatch, a refused entry, the bucket).
+    #[error(transparent)]
+    Restore(#[from] atlas_archiver_engine::restore::RestoreError),
+    /// `list` could not read the bucket or the journal.
+    #[error(transparent)]
+    Catalog(#[from] atlas_archiver_engine::restore::CatalogError),
     /// A report could not be encoded as JSON.
     #[error("cannot encode the report as JSON: {0}")]
     Encode(#[from] serde_json::Error),
@@ -60,11 +67,14 @@ impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Usage(_) => 2,
+            Self::Restore(e) if e.is_usage() => 2,
             Self::Journal(_)
             | Self::Atlas(_)
             | Self::Archive(_)
             | Self::Daemon(_)
             | Self::Verify(_)
+            | Self::Restore(_)
+            | Self::Catalog(_)
             | Self::Encode(_)
             | Self::Runtime(_) => 1,
         }
@@ -138,6 +148,38 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
         } => {
             let path = config_path(config.as_deref(), &env);
             maintenance::verify(&path, &env, &targets, all, json).await
+        }
+        Command::List {
+            config,
+            targets,
+            json,
+        } => {
+            let path = config_path(config.as_deref(), &env);
+            restore::list(&path, &env, &targets, json).await
+        }
+        Command::Restore {
+            config,
+            target,
+            snapshot,
+            latest,
+            before,
+            to,
+            archive,
+            parallel,
+            json,
+        } => {
+            let args = restore::RestoreArgs {
+                config: config_path(config.as_deref(), &env),
+                target,
+                snapshot,
+                latest,
+                before,
+                to,
+                archive,
+                parallel,
+                json,
+            };
+            restore::restore(args, &env).await
         }
         Command::Journal {
             action: JournalAction::Rebuild { config },

@@ -15,6 +15,8 @@
 //! - [`journal`]: the SQLite journal of runs and snapshot states; the state machine.
 //! - [`pipeline`]: one snapshot end to end, and one target's run; the only module that combines
 //!   `atlas`, `store` and `journal`.
+//! - [`restore`]: the way back: the catalog of the bucket's manifests (`list`) and a verified,
+//!   safe restore of one archive (`restore`); it reads the bucket and never writes it.
 //! - [`schedule`], [`target`]: cron in time zones; a target and its names' rules.
 //! - [`telemetry`]: logging setup and the metrics registry.
 //! - [`watchdog`]: the run watchdog (no progress for `schedule.stall_timeout` cancels the work).
@@ -22,7 +24,7 @@
 //!   policy, object keys, crash points for the reliability suite); they import nothing of the
 //!   crate.
 //!
-//! Dependencies point one way: `pipeline → {atlas, store, journal, telemetry} → config →
+//! Dependencies point one way: `restore → pipeline → {atlas, store, journal, telemetry} → config →
 //! foundation`; the leaves never import each other.
 
 pub mod atlas;
@@ -32,6 +34,7 @@ pub mod journal;
 pub(crate) mod keys;
 pub mod pipeline;
 pub(crate) mod reason;
+pub mod restore;
 pub(crate) mod retry;
 pub mod schedule;
 pub mod store;

@@ -272,6 +272,19 @@ pub enum Secrets {
     Load,
     /// Skip them (commands that only read the journal).
     Skip,
+    /// Read the `[storage]` secrets only, and need no `[[target]]` (`list` and `restore` on a
+    /// fresh machine: bucket credentials, no Atlas account).
+    StorageOnly,
+}
+
+impl Secrets {
+    fn atlas(self) -> bool {
+        self == Self::Load
+    }
+
+    fn storage(self) -> bool {
+        self != Self::Skip
+    }
 }
 
 /// Resolves the config path: `--config`, then `$ATLAS_ARCHIVER_CONFIG`, then the default.

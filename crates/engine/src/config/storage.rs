@@ -9,7 +9,7 @@ use super::units::parse_byte_size;
 use super::validator::{Validator, parse_http_url};
 use super::{
     ChecksumCalculation, ConfigError, DEFAULT_KEY_TEMPLATE, MAX_PART_SIZE, MIN_PART_SIZE,
-    ObjectChecksum, PartSize, Secrets, StorageConfig,
+    ObjectChecksum, PartSize, StorageConfig,
 };
 
 impl Validator<'_> {
@@ -45,32 +45,31 @@ impl Validator<'_> {
                 format!("`{prefix}` starts with '/': S3 keys are relative, write e.g. \"atlas/\""),
             ));
         }
-        let static_credentials = match self.secrets {
-            Secrets::Skip => None,
-            Secrets::Load => {
-                let secret = self.secret(
-                    "storage.secret_access_key",
-                    s.secret_access_key.as_ref(),
-                    s.secret_access_key_file.as_ref(),
-                    None,
-                )?;
-                match (s.access_key_id.clone(), secret) {
-                    (Some(id), Some(secret)) => Some((id, secret)),
-                    (None, None) => None,
-                    (Some(_), None) => {
-                        return Err(self.invalid(
-                            "storage.secret_access_key",
-                            "access_key_id is set but no secret_access_key(_file)",
-                        ));
-                    }
-                    (None, Some(_)) => {
-                        return Err(self.invalid(
-                            "storage.access_key_id",
-                            "secret_access_key is set but no access_key_id",
-                        ));
-                    }
+        let static_credentials = if self.secrets.storage() {
+            let secret = self.secret(
+                "storage.secret_access_key",
+                s.secret_access_key.as_ref(),
+                s.secret_access_key_file.as_ref(),
+                None,
+            )?;
+            match (s.access_key_id.clone(), secret) {
+                (Some(id), Some(secret)) => Some((id, secret)),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(self.invalid(
+                        "storage.secret_access_key",
+                        "access_key_id is set but no secret_access_key(_file)",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(self.invalid(
+                        "storage.access_key_id",
+                        "secret_access_key is set but no access_key_id",
+                    ));
                 }
             }
+        } else {
+            None
         };
         let part_size = match s.part_size.as_deref().map(str::trim) {
             None | Some("auto") => PartSize::Auto,

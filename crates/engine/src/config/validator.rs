@@ -149,7 +149,7 @@ impl Validator<'_> {
             }
             targets.push(target);
         }
-        if targets.is_empty() {
+        if targets.is_empty() && self.secrets != Secrets::StorageOnly {
             return Err(self.invalid(
                 "target",
                 "no [[target]] tables: add at least one with project_id and cluster",
@@ -259,18 +259,17 @@ impl Validator<'_> {
                 self.invalid("server.listen", format!("`{text}` is not an address: write e.g. \"127.0.0.1:9187\" or \"0.0.0.0:9187\", or \"\" to turn the listener off"))
             })?),
         };
-        let token = match self.secrets {
-            Secrets::Skip => None,
-            Secrets::Load => self.secret(
+        let token = if self.secrets.atlas() {
+            self.secret(
                 "server.token",
                 s.token.as_ref(),
                 s.token_file.as_ref(),
                 None,
-            )?,
+            )?
+        } else {
+            None
         };
-        if self.secrets == Secrets::Load
-            && token.is_none()
-            && listen.is_some_and(|a| !a.ip().is_loopback())
+        if self.secrets.atlas() && token.is_none() && listen.is_some_and(|a| !a.ip().is_loopback())
         {
             return Err(self.invalid(
                 "server.token",
@@ -300,9 +299,10 @@ impl Validator<'_> {
                 format!("`{base_text}` is plain HTTP to another host, which would send the Atlas credentials in clear; use https:// (http:// is accepted for 127.0.0.1, ::1 and localhost only)"),
             ));
         }
-        let credentials = match self.secrets {
-            Secrets::Skip => AtlasCredentials::NotLoaded,
-            Secrets::Load => self.atlas_credentials(a)?,
+        let credentials = if self.secrets.atlas() {
+            self.atlas_credentials(a)?
+        } else {
+            AtlasCredentials::NotLoaded
         };
         let retry_base = self.duration(
             "atlas.retry_base_delay",

@@ -30,6 +30,35 @@ pub struct ContentFacts {
     pub top_level: Vec<String>,
 }
 
+/// The top-level names of an archive as the manifest records them: the first path component
+/// of each entry (after any `./`), the first [`MAX_TOP_LEVEL`] distinct ones, sorted. A restore
+/// collects them the same way to compare.
+#[derive(Debug, Default)]
+pub(crate) struct TopLevel(Vec<String>);
+
+impl TopLevel {
+    /// Notes one entry's name.
+    pub(crate) fn add(&mut self, name: &str) {
+        if self.0.len() >= MAX_TOP_LEVEL {
+            return;
+        }
+        let first = name
+            .trim_start_matches("./")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        if !first.is_empty() && !self.0.iter().any(|n| n == first) {
+            self.0.push(first.to_owned());
+        }
+    }
+
+    /// The names, sorted.
+    pub(crate) fn into_sorted(mut self) -> Vec<String> {
+        self.0.sort();
+        self.0
+    }
+}
+
 /// Why the content is not a snapshot archive.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContentError {
@@ -130,13 +159,13 @@ impl Validator {
 }
 
 /// A `Read` over chunks received from the async side.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<Bytes>,
     current: Bytes,
 }
 
 impl ChannelReader {
-    fn new(rx: mpsc::Receiver<Bytes>) -> Self {
+    pub(crate) fn new(rx: mpsc::Receiver<Bytes>) -> Self {
         Self {
             rx,
             current: Bytes::new(),
@@ -225,7 +254,7 @@ pub fn validate(mut input: impl Read) -> Result<ContentFacts, ContentError> {
 fn walk_tar(input: &mut Counted<impl Read>) -> Result<ContentFacts, ContentError> {
     let mut block = [0u8; 512];
     let mut entries = 0u64;
-    let mut top_level: Vec<String> = Vec::new();
+    let mut top_level = TopLevel::default();
     let mut long_name: Option<String> = None;
     let mut skip_buf = vec![0u8; 64 << 10];
     loop {
@@ -263,12 +292,10 @@ fn walk_tar(input: &mut Counted<impl Read>) -> Result<ContentFacts, ContentError
                     }
                 }
             }
-            top_level.sort();
-            top_level.dedup();
             return Ok(ContentFacts {
                 uncompressed_bytes: 0,
                 tar_entries: entries,
-                top_level,
+                top_level: top_level.into_sorted(),
             });
         }
         let header = parse_header(&block).map_err(|detail| ContentError::Tar { offset, detail })?;
@@ -292,18 +319,7 @@ fn walk_tar(input: &mut Counted<impl Read>) -> Result<ContentFacts, ContentError
         }
         let name = long_name.take().unwrap_or(header.name);
         entries += 1;
-        if top_level.len() < MAX_TOP_LEVEL * 4 {
-            let first = name
-                .trim_start_matches("./")
-                .split('/')
-                .next()
-                .unwrap_or("")
-                .to_owned();
-            if !first.is_empty() && !top_level.contains(&first) {
-                top_level.push(first);
-                top_level.truncate(MAX_TOP_LEVEL);
-            }
-        }
+        top_level.add(&name);
         // Directories, links and devices carry no data whatever their size field says.
         let data = if matches!(header.typeflag, b'1' | b'2' | b'3' | b'4' | b'5' | b'6') {
             0

@@ -10,6 +10,10 @@ pub(crate) enum CodeKind {
     MissingBucket,
     /// The multipart upload does not exist (aborted, completed, or expired by a lifecycle rule).
     MissingUpload,
+    /// The object does not exist.
+    MissingObject,
+    /// The object is no longer the one a conditional request named (`If-Match` failed).
+    Changed,
     /// Credentials or policy refused the request.
     Denied,
     /// The store does not implement the checksum we sent (it is switched off for the process).
@@ -36,6 +40,8 @@ pub(crate) fn classify(code: &str) -> CodeKind {
     match code {
         "NoSuchBucket" => CodeKind::MissingBucket,
         "NoSuchUpload" => CodeKind::MissingUpload,
+        "NoSuchKey" => CodeKind::MissingObject,
+        "PreconditionFailed" => CodeKind::Changed,
         "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => CodeKind::Denied,
         "NotImplemented" | "InvalidRequest" | "InvalidArgument" => CodeKind::ChecksumRefused,
         "BadDigest" | "XAmzContentChecksumMismatch" | "InvalidDigest" => CodeKind::DigestMismatch,
@@ -62,7 +68,9 @@ mod tests {
         assert_eq!(classify("SlowDown"), CodeKind::Throttled);
         assert_eq!(classify("BadDigest"), CodeKind::DigestMismatch);
         assert_eq!(classify("InvalidRequest"), CodeKind::ChecksumRefused);
-        assert_eq!(classify("NoSuchKey"), CodeKind::Other);
+        assert_eq!(classify("NoSuchKey"), CodeKind::MissingObject);
+        assert_eq!(classify("PreconditionFailed"), CodeKind::Changed);
+        assert_eq!(classify("SomethingNew"), CodeKind::Other);
         assert!(classify_answer(None).is_transient());
         assert!(!classify("AccessDenied").is_transient());
     }

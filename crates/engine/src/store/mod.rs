@@ -96,6 +96,12 @@ impl StoreError {
         self.code_kind() == Some(CodeKind::MissingUpload)
     }
 
+    /// Whether the object changed under a conditional read (`If-Match` failed): someone
+    /// overwrote it while it was being read.
+    pub fn is_object_changed(&self) -> bool {
+        self.code_kind() == Some(CodeKind::Changed)
+    }
+
     fn code_kind(&self) -> Option<CodeKind> {
         match self {
             Self::Request {
@@ -111,7 +117,12 @@ impl StoreError {
         match self {
             Self::Request { .. } => !matches!(
                 self.code_kind(),
-                Some(CodeKind::MissingBucket | CodeKind::Denied)
+                Some(
+                    CodeKind::MissingBucket
+                        | CodeKind::Denied
+                        | CodeKind::MissingObject
+                        | CodeKind::Changed
+                )
             ),
             Self::TooManyParts { .. } | Self::SizeMismatch { .. } => false,
         }
@@ -211,6 +222,17 @@ pub struct ObjectInfo {
     /// Size in bytes.
     pub size: u64,
     /// ETag as returned.
+    pub etag: Option<String>,
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag as listed.
     pub etag: Option<String>,
 }
 
@@ -397,6 +419,60 @@ impl ObjectStore {
         Ok(total)
     }
 
+    /// Reads bytes `range` of an object into memory (a restore's ranged GETs). With `if_match`,
+    /// the store refuses (412) when the object is no longer the one that ETag names, so that
+    /// ranges of two different objects are never joined. A body shorter or longer than the
+    /// range is an error; a body cut mid-read is a retryable one.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, StoreError> {
+        let fail = |message: String| StoreError::Request {
+            operation: "GetObject",
+            key: key.to_owned(),
+            code: None,
+            message,
+        };
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("GetObject", key, e))?;
+        let mut body = out.body;
+        let want = range.end - range.start;
+        let mut buf = bytes::BytesMut::with_capacity(usize::try_from(want).unwrap_or(0));
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| fail(format!("the body of bytes {range:?} was cut: {e}")))?
+        {
+            if buf.len() as u64 + chunk.len() as u64 > want {
+                return Err(fail(format!(
+                    "bytes {range:?} answered with more than {want} bytes (the store ignored the Range header?)"
+                )));
+            }
+            buf.extend_from_slice(&chunk);
+            crate::watchdog::touch();
+        }
+        if buf.len() as u64 != want {
+            return Err(fail(format!(
+                "bytes {range:?} answered with {} bytes, expected {want}",
+                buf.len()
+            )));
+        }
+        Ok(buf.freeze())
+    }
+
     /// Opens an object for reading, chunk by chunk.
     pub async fn open_read(&self, key: &str) -> Result<ObjectReader, StoreError> {
         let out = self
@@ -494,8 +570,18 @@ impl ObjectStore {
         Ok(out)
     }
 
-    /// Keys under `prefix` (for `status`, tests and `verify`).
+    /// Keys under `prefix`, with sizes (for `status`, tests and `verify`).
     pub async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .list_objects(prefix)
+            .await?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect())
+    }
+
+    /// Every object under `prefix`, page after page.
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -510,10 +596,11 @@ impl ObjectStore {
                 .map_err(|e| StoreError::from_sdk("ListObjectsV2", prefix, e))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
-                    out.push((
-                        k.to_owned(),
-                        o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                    ));
+                    out.push(ListedObject {
+                        key: k.to_owned(),
+                        size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                        etag: o.e_tag().map(str::to_owned),
+                    });
                 }
             }
             token = page.next_continuation_token().map(str::to_owned);

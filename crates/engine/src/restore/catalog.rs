@@ -1,0 +1,297 @@
+//! The catalog: what the bucket holds, read from its manifests alone (no journal, no Atlas), and
+//! where the bucket and a journal (when there is one) disagree.
+//! Must not: write anything, anywhere.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+use serde::Serialize;
+
+use crate::journal::{Journal, JournalError, SnapshotState};
+use crate::keys::{MANIFEST_SUFFIX, manifest_key};
+use crate::pipeline::manifest::Manifest;
+use crate::store::{ObjectStore, StoreError};
+use crate::target::Target;
+
+/// Manifests read at once.
+const MANIFEST_READS: usize = 16;
+
+/// One archived snapshot, as its manifest describes it and the bucket holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogEntry {
+    /// Key of the manifest.
+    pub manifest_key: String,
+    /// The manifest.
+    #[serde(flatten)]
+    pub manifest: Manifest,
+    /// The archive's ETag, as the listing gives it (pins the object a restore reads).
+    #[serde(skip)]
+    pub etag: Option<String>,
+}
+
+impl CatalogEntry {
+    /// The target it belongs to.
+    pub fn target(&self) -> Target {
+        Target {
+            project_id: self.manifest.project_id.clone(),
+            cluster: self.manifest.cluster.clone(),
+        }
+    }
+
+    /// The time it is ordered by: the snapshot's finish time, else its scheduled time, else
+    /// when it was archived.
+    pub fn taken_at(&self) -> DateTime<Utc> {
+        self.manifest
+            .snapshot_finished_at
+            .or(self.manifest.snapshot_scheduled_at)
+            .unwrap_or(self.manifest.archived_at)
+    }
+}
+
+/// What kind of disagreement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// A manifest whose archive is not in the bucket.
+    ManifestWithoutArchive,
+    /// An object with no manifest beside it: it cannot be verified.
+    ArchiveWithoutManifest,
+    /// A manifest that is not one of ours or cannot be parsed.
+    UnreadableManifest,
+    /// The archive's size differs from its manifest's.
+    SizeMismatch,
+    /// The journal says archived; the bucket has no such object.
+    JournalWithoutObject,
+    /// The bucket has it; the journal does not know it as archived.
+    NotInJournal,
+}
+
+/// One disagreement, with the key it is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// What kind.
+    pub kind: ProblemKind,
+    /// The object (or manifest) key.
+    pub key: String,
+    /// Snapshot id, when known.
+    pub snapshot_id: Option<String>,
+    /// In words.
+    pub detail: String,
+}
+
+/// The archived snapshots under a prefix, newest first, and the problems found on the way.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Catalog {
+    /// Every verifiable archive, newest first.
+    pub snapshots: Vec<CatalogEntry>,
+    /// Disagreements between manifests, objects and the journal.
+    pub problems: Vec<Problem>,
+    /// Every key the listing held (to compare the journal with).
+    #[serde(skip)]
+    listed: HashSet<String>,
+}
+
+/// Why the catalog could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Listing or reading the bucket.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading the journal.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl Catalog {
+    /// Reads every manifest under `prefix` (of `targets` only, when not empty) and checks each
+    /// against the listing.
+    pub async fn read(
+        store: &ObjectStore,
+        prefix: &str,
+        targets: &[Target],
+    ) -> Result<Self, CatalogError> {
+        let listed = store.list_objects(prefix).await?;
+        let objects: HashMap<&str, (u64, Option<&str>)> = listed
+            .iter()
+            .map(|o| (o.key.as_str(), (o.size, o.etag.as_deref())))
+            .collect();
+        let selected = |project: &str, cluster: &str| {
+            targets.is_empty()
+                || targets
+                    .iter()
+                    .any(|t| t.project_id == project && t.cluster == cluster)
+        };
+        let manifest_keys: Vec<&str> = listed
+            .iter()
+            .map(|o| o.key.as_str())
+            .filter(|k| k.ends_with(MANIFEST_SUFFIX))
+            .collect();
+        let read = futures_util::stream::iter(manifest_keys.iter().map(|key| async move {
+            let body = store.get_small(key).await?;
+            Ok::<_, StoreError>((*key, body))
+        }))
+        .buffered(MANIFEST_READS)
+        .collect::<Vec<_>>()
+        .await;
+        let mut catalog = Catalog {
+            listed: listed.iter().map(|o| o.key.clone()).collect(),
+            ..Catalog::default()
+        };
+        let mut described: HashSet<String> = HashSet::new();
+        for result in read {
+            let (key, body) = result?;
+            let Some(manifest) = body.and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+            else {
+                if targets.is_empty() {
+                    catalog.problem(
+                        ProblemKind::UnreadableManifest,
+                        key,
+                        None,
+                        "not an atlas-archiver manifest, or damaged".into(),
+                    );
+                }
+                continue;
+            };
+            described.insert(manifest.object_key.clone());
+            if !selected(&manifest.project_id, &manifest.cluster) {
+                continue;
+            }
+            let snapshot = Some(manifest.snapshot_id.clone());
+            if manifest_key(&manifest.object_key) != key {
+                catalog.problem(
+                    ProblemKind::UnreadableManifest,
+                    key,
+                    snapshot,
+                    format!(
+                        "the manifest names archive {} which does not sit beside it",
+                        manifest.object_key
+                    ),
+                );
+                continue;
+            }
+            match objects.get(manifest.object_key.as_str()) {
+                None => catalog.problem(
+                    ProblemKind::ManifestWithoutArchive,
+                    &manifest.object_key,
+                    snapshot,
+                    format!("{key} describes this archive; the bucket has no such object"),
+                ),
+                Some((size, _)) if *size != manifest.size_bytes => catalog.problem(
+                    ProblemKind::SizeMismatch,
+                    &manifest.object_key,
+                    snapshot,
+                    format!(
+                        "the object is {size} bytes; its manifest says {}",
+                        manifest.size_bytes
+                    ),
+                ),
+                Some((_, etag)) => catalog.snapshots.push(CatalogEntry {
+                    manifest_key: key.to_owned(),
+                    etag: etag.map(str::to_owned),
+                    manifest,
+                }),
+            }
+        }
+        for object in &listed {
+            let key = object.key.as_str();
+            if key.ends_with(MANIFEST_SUFFIX) || described.contains(key) {
+                continue;
+            }
+            // Whose it is cannot be told without a manifest; with a target filter, only keys
+            // that name the target are reported.
+            let named = targets.is_empty()
+                || targets
+                    .iter()
+                    .any(|t| key.contains(&t.project_id) && key.contains(&t.cluster));
+            if named {
+                catalog.problem(
+                    ProblemKind::ArchiveWithoutManifest,
+                    key,
+                    None,
+                    format!(
+                        "{} bytes with no {} beside it: it cannot be verified or restored by atlas-archiver",
+                        object.size,
+                        manifest_key(key)
+                    ),
+                );
+            }
+        }
+        catalog.snapshots.sort_by(|a, b| {
+            b.taken_at()
+                .cmp(&a.taken_at())
+                .then_with(|| b.manifest.snapshot_id.cmp(&a.manifest.snapshot_id))
+        });
+        Ok(catalog)
+    }
+
+    /// Adds what the journal says and the bucket does not (and the reverse).
+    pub async fn compare_with_journal(
+        &mut self,
+        journal: &Journal,
+        targets: &[Target],
+    ) -> Result<(), CatalogError> {
+        let rows = journal.snapshots(None).await?;
+        let archived: Vec<_> = rows
+            .iter()
+            .filter(|r| r.state == SnapshotState::Archived)
+            .filter(|r| {
+                targets.is_empty()
+                    || targets
+                        .iter()
+                        .any(|t| t.project_id == r.project_id && t.cluster == r.cluster)
+            })
+            .collect();
+        let mut missing = Vec::new();
+        for row in &archived {
+            if let Some(key) = &row.object_key
+                && !self.listed.contains(key.as_str())
+            {
+                missing.push(Problem {
+                    kind: ProblemKind::JournalWithoutObject,
+                    key: key.clone(),
+                    snapshot_id: Some(row.snapshot_id.clone()),
+                    detail: "the journal says archived; the bucket has no such object".into(),
+                });
+            }
+        }
+        let journalled: HashSet<&str> = archived
+            .iter()
+            .filter_map(|r| r.object_key.as_deref())
+            .collect();
+        for entry in &self.snapshots {
+            if !journalled.contains(entry.manifest.object_key.as_str()) {
+                missing.push(Problem {
+                    kind: ProblemKind::NotInJournal,
+                    key: entry.manifest.object_key.clone(),
+                    snapshot_id: Some(entry.manifest.snapshot_id.clone()),
+                    detail: "archived in the bucket; the journal does not know it (`journal rebuild` recovers it)".into(),
+                });
+            }
+        }
+        self.problems.extend(missing);
+        Ok(())
+    }
+
+    /// The archived snapshots of one target, newest first.
+    pub fn of<'s>(&'s self, target: &Target) -> impl Iterator<Item = &'s CatalogEntry> {
+        self.snapshots.iter().filter(move |e| {
+            e.manifest.project_id == target.project_id && e.manifest.cluster == target.cluster
+        })
+    }
+
+    fn problem(
+        &mut self,
+        kind: ProblemKind,
+        key: &str,
+        snapshot_id: Option<String>,
+        detail: String,
+    ) {
+        self.problems.push(Problem {
+            kind,
+            key: key.to_owned(),
+            snapshot_id,
+            detail,
+        });
+    }
+}

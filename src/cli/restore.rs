@@ -1,0 +1,285 @@
+//! `list` and `restore`: the way back, from the bucket alone. Both load only `[storage]` (no
+//! Atlas credentials, no `[[target]]` needed) and read the journal only when it exists.
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::Failure;
+use atlas_archiver_engine::config::{Config, Secrets};
+use atlas_archiver_engine::journal::Journal;
+use atlas_archiver_engine::restore::{
+    self, Catalog, CatalogEntry, Destination, FetchPlan, Restored, Selector,
+};
+use atlas_archiver_engine::store::ObjectStore;
+use atlas_archiver_engine::target::Target;
+
+fn parse_targets(args: &[String]) -> Result<Vec<Target>, Failure> {
+    args.iter()
+        .map(|t| Target::parse(t).map_err(|m| Failure::Usage(format!("--target: {m}"))))
+        .collect()
+}
+
+/// `list`.
+pub(super) async fn list(
+    path: &Path,
+    env: &HashMap<String, String>,
+    target_args: &[String],
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let config = Config::load(path, env, Secrets::StorageOnly)?;
+    let targets = parse_targets(target_args)?;
+    let store = ObjectStore::connect(&config.storage).await;
+    let mut catalog = Catalog::read(&store, &config.storage.prefix, &targets).await?;
+    let journal = config.journal.path.exists().then_some(&config.journal.path);
+    if let Some(journal_path) = journal {
+        let journal = Journal::open_read_only(journal_path)?;
+        catalog.compare_with_journal(&journal, &targets).await?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&catalog)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_catalog(&catalog, &config, journal.is_some());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_catalog(catalog: &Catalog, config: &Config, journal: bool) {
+    let bucket = &config.storage.bucket;
+    let prefix = &config.storage.prefix;
+    if catalog.snapshots.is_empty() {
+        println!("no archived snapshots in s3://{bucket}/{prefix}");
+    }
+    let mut targets: Vec<Target> = catalog.snapshots.iter().map(CatalogEntry::target).collect();
+    targets.sort();
+    targets.dedup();
+    for target in &targets {
+        let entries: Vec<&CatalogEntry> = catalog.of(target).collect();
+        println!("{target}: {} archived snapshots", entries.len());
+        println!(
+            "  {:<24}  {:<20}  {:>10}  {:>8}  {:<8}  {:<16}  KEY",
+            "SNAPSHOT", "TAKEN (UTC)", "SIZE", "ENTRIES", "MONGODB", "SHA-256"
+        );
+        for e in entries {
+            let m = &e.manifest;
+            println!(
+                "  {:<24}  {:<20}  {:>10}  {:>8}  {:<8}  {:<16}  {}",
+                m.snapshot_id,
+                e.taken_at().format("%Y-%m-%d %H:%M:%S"),
+                human_bytes(m.size_bytes),
+                m.content
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |c| c.tar_entries.to_string()),
+                m.mongodb_version.as_deref().unwrap_or("-"),
+                m.sha256.get(..16).unwrap_or(&m.sha256),
+                m.object_key
+            );
+        }
+        println!();
+    }
+    if !catalog.problems.is_empty() {
+        println!("{} problems:", catalog.problems.len());
+        for p in &catalog.problems {
+            let kind = serde_json::to_value(p.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            println!("  {kind:<26} {}  {}", p.key, p.detail);
+        }
+    } else if !journal {
+        println!(
+            "(no journal at {}: the bucket alone was read)",
+            config.journal.path.display()
+        );
+    }
+}
+
+/// The flags of `restore`, as parsed.
+pub(super) struct RestoreArgs {
+    pub config: PathBuf,
+    pub target: String,
+    pub snapshot: Option<String>,
+    pub latest: bool,
+    pub before: Option<String>,
+    pub to: Option<PathBuf>,
+    pub archive: Option<PathBuf>,
+    pub parallel: u16,
+    pub json: bool,
+}
+
+/// `restore`.
+pub(super) async fn restore(
+    args: RestoreArgs,
+    env: &HashMap<String, String>,
+) -> Result<ExitCode, Failure> {
+    let target =
+        Target::parse(&args.target).map_err(|m| Failure::Usage(format!("--target: {m}")))?;
+    let selector = match (&args.snapshot, args.latest, &args.before) {
+        (Some(id), _, _) => Selector::Snapshot(id.clone()),
+        (_, true, _) => Selector::Latest,
+        (_, _, Some(time)) => Selector::Before(parse_before(time)?),
+        _ => {
+            return Err(Failure::Usage(
+                "say which snapshot: --snapshot ID, --latest or --before TIME".into(),
+            ));
+        }
+    };
+    let destination = match (&args.to, &args.archive) {
+        (Some(dir), None) => Destination::Directory(dir.clone()),
+        (None, Some(file)) => Destination::Archive(file.clone()),
+        _ => {
+            return Err(Failure::Usage(
+                "say where: --to DIR or --archive FILE".into(),
+            ));
+        }
+    };
+    let config = Config::load(&args.config, env, Secrets::StorageOnly)?;
+    let store = ObjectStore::connect(&config.storage).await;
+    let catalog = Catalog::read(
+        &store,
+        &config.storage.prefix,
+        std::slice::from_ref(&target),
+    )
+    .await?;
+    let entry = restore::select(&catalog, &target, &selector)?;
+    let plan = FetchPlan {
+        parallel: usize::from(args.parallel),
+        ..FetchPlan::DEFAULT
+    };
+    eprintln!(
+        "restoring snapshot {} of {target} ({}, {}) to {}",
+        entry.manifest.snapshot_id,
+        entry.manifest.object_key,
+        human_bytes(entry.manifest.size_bytes),
+        destination.path().display()
+    );
+    let progress = Arc::new(AtomicU64::new(0));
+    let ticker = std::io::stderr()
+        .is_terminal()
+        .then(|| spawn_progress(progress.clone(), entry.manifest.size_bytes));
+    let result = restore::restore(&store, entry, &destination, plan, &progress).await;
+    if let Some(t) = ticker {
+        t.abort();
+        eprintln!();
+    }
+    let restored = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&restored)?);
+    } else {
+        print_next_steps(&restored);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--before`: an RFC 3339 time, or a date (the start of that day, UTC).
+fn parse_before(text: &str) -> Result<DateTime<Utc>, Failure> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc());
+    }
+    Err(Failure::Usage(format!(
+        "--before: `{text}` is neither an RFC 3339 time (2026-11-20T06:00:00Z) nor a date (2026-11-20)"
+    )))
+}
+
+fn spawn_progress(progress: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let done = progress.load(Ordering::Relaxed);
+            let rate = restore::mib_per_second(done, started.elapsed());
+            let percent = if total == 0 {
+                100.0
+            } else {
+                done as f64 * 100.0 / total as f64
+            };
+            eprint!(
+                "\r  {} of {} ({percent:.0}%), {rate:.1} MiB/s   ",
+                human_bytes(done),
+                human_bytes(total)
+            );
+        }
+    })
+}
+
+fn print_next_steps(r: &Restored) {
+    let m = &r.snapshot.manifest;
+    let rate = restore::mib_per_second(r.bytes, Duration::from_secs_f64(r.seconds));
+    let entries = r
+        .content
+        .as_ref()
+        .map(|c| format!(", {} tar entries", c.tar_entries))
+        .unwrap_or_default();
+    println!(
+        "restored snapshot {} of {}/{} to {} ({}, sha256 {} matches the manifest{entries}; {:.1}s, {rate:.1} MiB/s)",
+        m.snapshot_id,
+        m.project_id,
+        m.cluster,
+        r.destination.display(),
+        human_bytes(r.bytes),
+        m.sha256,
+        r.seconds,
+    );
+    let version = m.mongodb_version.as_deref().unwrap_or("(not recorded)");
+    let rule = version_rule(m.mongodb_version.as_deref());
+    let dbpath = match r.kind {
+        "directory" => r.destination.display().to_string(),
+        _ => format!(
+            "DIR  (first: mkdir DIR && tar -xzf {} -C DIR)",
+            r.destination.display()
+        ),
+    };
+    println!(
+        "\nNext steps:\n\
+         1. Start a local mongod on it (MongoDB {version}; {rule}):\n\
+         \x20    mongod --dbpath {dbpath} --port 27017 --bind_ip 127.0.0.1\n\
+         2. Check it: mongosh --port 27017 --eval 'db.adminCommand({{listDatabases: 1}})'\n\
+         3. Move it into a new Atlas cluster:\n\
+         \x20    mongodump --port 27017 --archive=dump.archive --gzip\n\
+         \x20    mongorestore --uri 'mongodb+srv://USER@CLUSTER.mongodb.net' --archive=dump.archive --gzip\n\
+         (docs/restore.md is the whole runbook.)"
+    );
+}
+
+/// The binaries that can open the data files: the same major version, an equal or higher minor.
+fn version_rule(version: Option<&str>) -> String {
+    let mut parts = version.unwrap_or("").split('.');
+    match (parts.next(), parts.next()) {
+        (Some(major), Some(minor))
+            if major.parse::<u32>().is_ok() && minor.parse::<u32>().is_ok() =>
+        {
+            format!(
+                "use a mongod {major}.x with x ≥ {minor}, the same major version and an equal or higher minor"
+            )
+        }
+        _ => {
+            "use a mongod of the cluster's major version, with an equal or higher minor".to_owned()
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
