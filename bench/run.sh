@@ -4,14 +4,16 @@
 #   1. atlas-archiver `once` (through the Atlas simulator: the whole path),
 #   2. rclone copyurl,
 #   3. curl URL | aws s3 cp -,
-#   4. the ceilings: curl URL > /dev/null, and a plain multipart upload of in-memory data.
+#   4. the ceilings: curl URL > /dev/null, and a plain multipart upload of in-memory data;
+# then the way back, from the bucket to local disk: atlas-archiver `restore --archive` and
+# `restore --to`, against `aws s3 cp` and `rclone copy` of the same object.
 # Rounds alternate the tools (A B C A B C ...). Every uploaded object's SHA-256 is checked against
 # the source and the object deleted. Prints a table (median of the rounds).
 #
 # Usage: bench/run.sh [SIZE_GIB ...]            default: 1 8
 #   ROUNDS=2                rounds per size
 #   RSS_SIZES="1 8 32"      extra atlas-archiver-only runs to show that peak RSS stays flat
-#   QUICK=1                 CI mode: 1 GiB, atlas-archiver only; fails only if the object is wrong
+#   QUICK=1                 CI mode: 1 GiB, atlas-archiver only (archive and restore); fails only if an object or file is wrong
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -85,10 +87,8 @@ measure() {
 # run_archiver SIZE ROUND [CHECKSUM]: `once` through the simulator with default settings, or with
 # storage.checksum = CHECKSUM ("crc32c": the store checks a CRC32C of each part, so parts are
 # not SigV4-hashed a second time).
-run_archiver() {
-  local size=$1 round=$2 checksum=${3:-auto} prefix="bench/archiver-$1-$2-$RANDOM/"
-  local name=atlas-archiver; [ "$checksum" != auto ] && name="atlas-archiver ($checksum)"
-  local dir="$W/run-$size-$round"; rm -rf "$dir"; mkdir -p "$dir"
+write_config() {
+  local dir=$1 prefix=$2 checksum=$3
   cat >"$dir/config.toml" <<EOF
 [atlas]
 base_url = "http://127.0.0.1:$SIM_PORT"
@@ -109,10 +109,51 @@ path = "journal.sqlite"
 project_id = "32b6e34b3d91647abb20e7b8"
 cluster = "bench-flex"
 EOF
+}
+
+run_archiver() {
+  local size=$1 round=$2 checksum=${3:-auto} prefix="bench/archiver-$1-$2-$RANDOM/"
+  local name=atlas-archiver; [ "$checksum" != auto ] && name="atlas-archiver ($checksum)"
+  local dir="$W/run-$size-$round"; rm -rf "$dir"; mkdir -p "$dir"
+  write_config "$dir" "$prefix" "$checksum"
   measure "$name" "$size" "$BIN" --log-level warn once --config "$dir/config.toml"
   local key; key=$(list_keys "$prefix" | grep '\.tar\.gz$')
   check "$key" atlas-archiver
   delete_prefix "$prefix"
+}
+
+check_file() {
+  local got; got=$(sha256sum <"$1" | cut -d' ' -f1)
+  if [ "$got" != "$EXPECTED" ]; then echo "WRONG FILE from $2: $1 has sha256 $got, the source $EXPECTED" >&2; exit 1; fi
+  rm -f "$1"
+}
+
+# bench_restore SIZE ROUND: archives one snapshot (not timed), then gets it back with
+# `restore --archive` (the verified .tar.gz), `restore --to` (unpacked), and the peers
+# `aws s3 cp` and `rclone copy` of the same object; every file's SHA-256 is checked.
+bench_restore() {
+  local size=$1 round=$2 prefix="bench/restore-$1-$2-$RANDOM/"
+  local dir="$W/restore-$size-$round"; rm -rf "$dir"; mkdir -p "$dir"
+  write_config "$dir" "$prefix" auto
+  "$BIN" --log-level warn once --config "$dir/config.toml" >/dev/null
+  local key; key=$(list_keys "$prefix" | grep '\.tar\.gz$')
+  local target=32b6e34b3d91647abb20e7b8/bench-flex
+  measure "restore --archive" "$size" "$BIN" --log-level warn restore --config "$dir/config.toml" --target "$target" --latest --archive "$dir/out.tar.gz"
+  check_file "$dir/out.tar.gz" "restore --archive"
+  measure "restore --to" "$size" "$BIN" --log-level warn restore --config "$dir/config.toml" --target "$target" --latest --to "$dir/data"
+  [ -f "$dir/data/WiredTiger" ] || { echo "restore --to left no WiredTiger file in $dir/data" >&2; exit 1; }
+  rm -rf "$dir/data"
+  if [ "$QUICK" != 1 ]; then
+    measure "aws s3 cp" "$size" env AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_DEFAULT_REGION=us-east-1 \
+      "$W/venv/bin/aws" s3 cp "s3://$B/$key" "$dir/aws.tar.gz" --endpoint-url "$EP" --only-show-errors
+    check_file "$dir/aws.tar.gz" "aws s3 cp"
+    measure "rclone copy" "$size" env -u AWS_CA_BUNDLE RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other \
+      RCLONE_CONFIG_G_ENDPOINT="$EP" RCLONE_CONFIG_G_ACCESS_KEY_ID="$AK" RCLONE_CONFIG_G_SECRET_ACCESS_KEY="$SK" \
+      RCLONE_CONFIG_G_REGION=us-east-1 RCLONE_CONFIG_G_FORCE_PATH_STYLE=true rclone copy "g:$B/$key" "$dir/rclone/"
+    check_file "$dir/rclone/$(basename "$key")" "rclone copy"
+  fi
+  delete_prefix "$prefix"
+  rm -rf "$dir"
 }
 
 check() {
@@ -142,6 +183,9 @@ for size in "${SIZES[@]}"; do
     measure "ceiling: download" "$size" curl -s -o /dev/null "$url"
     measure "ceiling: upload" "$size" env AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" "$CEILING" "$EP" "$B" "bench/ceiling-$size-$round" "${size}GiB"
   done
+  for round in $(seq "$ROUNDS"); do
+    bench_restore "$size" "$round"
+  done
 done
 for size in $RSS_SIZES; do
   echo "== peak RSS of atlas-archiver at $size GiB" >&2
@@ -157,18 +201,25 @@ for line in open(sys.argv[1]):
     tool, size, wall, rss, cpu = line.rstrip("\n").split("\t")
     rows[(int(size), tool)].append((float(wall), int(rss), float(cpu)))
 sizes = sorted({s for s, _ in rows})
+# (tools, the peers they are compared with, the ceilings): archiving, then restoring.
+groups = [
+    (["atlas-archiver", "atlas-archiver (crc32c)", "rclone", "curl | aws s3 cp -", "ceiling: download", "ceiling: upload"],
+     ("rclone", "curl | aws s3 cp -"), ("ceiling: download", "ceiling: upload")),
+    (["restore --archive", "restore --to", "aws s3 cp", "rclone copy"], ("aws s3 cp", "rclone copy"), ()),
+]
 print("| size | tool | wall s | MiB/s | peak RSS MiB | CPU s | CPU s/GiB | vs best peer | vs ceiling |")
 print("|---|---|---|---|---|---|---|---|---|")
 for size in sizes:
     med = {t: (statistics.median(w for w, _, _ in v), max(r for _, r, _ in v), statistics.median(c for _, _, c in v)) for (s, t), v in rows.items() if s == size}
     mibs = {t: size * 1024 / m[0] for t, m in med.items()}
-    peers = [mibs[t] for t in ("rclone", "curl | aws s3 cp -") if t in mibs]
-    ceil = [mibs[t] for t in ("ceiling: download", "ceiling: upload") if t in mibs]
-    best_peer, ceiling = (max(peers) if peers else None), (min(ceil) if ceil else None)
-    for tool in ["atlas-archiver", "atlas-archiver (crc32c)", "rclone", "curl | aws s3 cp -", "ceiling: download", "ceiling: upload"]:
-        if tool not in med: continue
-        wall, rss, cpu = med[tool]
-        vp = f"{mibs[tool] / best_peer:.2f}x" if best_peer and not tool.startswith("ceiling") else ""
-        vc = f"{mibs[tool] / ceiling:.0%}" if ceiling and not tool.startswith("ceiling") else ""
-        print(f"| {size} GiB | {tool} | {wall:.2f} | {mibs[tool]:.0f} | {rss / 1024:.0f} | {cpu:.2f} | {cpu / size:.2f} | {vp} | {vc} |")
+    for tools, peer_names, ceiling_names in groups:
+        peers = [mibs[t] for t in peer_names if t in mibs]
+        ceil = [mibs[t] for t in ceiling_names if t in mibs]
+        best_peer, ceiling = (max(peers) if peers else None), (min(ceil) if ceil else None)
+        for tool in tools:
+            if tool not in med: continue
+            wall, rss, cpu = med[tool]
+            vp = f"{mibs[tool] / best_peer:.2f}x" if best_peer and not tool.startswith("ceiling") else ""
+            vc = f"{mibs[tool] / ceiling:.0%}" if ceiling and not tool.startswith("ceiling") else ""
+            print(f"| {size} GiB | {tool} | {wall:.2f} | {mibs[tool]:.0f} | {rss / 1024:.0f} | {cpu:.2f} | {cpu / size:.2f} | {vp} | {vc} |")
 EOF
