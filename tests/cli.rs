@@ -63,6 +63,14 @@ async fn demo_archives_and_verifies_without_any_account() {
         "{}",
         run.stdout
     );
+    // And the way back: the newest snapshot restored from the bucket, verified and unpacked.
+    assert!(
+        run.stdout.contains("sha256 matches the manifest")
+            && run.stdout.contains("tar entries unpacked into"),
+        "{}",
+        run.stdout
+    );
+    assert!(out.join("restored/WiredTiger").is_file(), "{}", run.stdout);
     let files: Vec<_> = walk(&out.join("s3"))
         .into_iter()
         .filter(|p| p.ends_with(".tar.gz"))
@@ -239,7 +247,13 @@ async fn help_never_shows_secrets_from_the_environment() {
         ("MONGODB_ATLAS_CLIENT_SECRET", "env-secret-123"),
         ("AWS_SECRET_ACCESS_KEY", "aws-secret-456"),
     ];
-    for args in [&["--help"][..], &["once", "--help"], &["demo", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["once", "--help"],
+        &["demo", "--help"],
+        &["list", "--help"],
+        &["restore", "--help"],
+    ] {
         let run = run_binary(args, &env, dir.path()).await;
         run.assert_code(0);
         assert!(run.stdout.contains("Usage"), "{}", run.stdout);

@@ -107,9 +107,13 @@ async fn archive_then_lose_journal(w: &World) -> String {
 /// A config with `[storage]` only: no Atlas credentials, no targets (a fresh machine with
 /// read-only bucket credentials).
 fn storage_only_config(w: &World) -> String {
+    storage_only_config_with(w, "")
+}
+
+fn storage_only_config_with(w: &World, extra_storage: &str) -> String {
     std::fs::write(w.path("s3_secret"), &w.s3.secret_key).unwrap();
     let text = format!(
-        "[storage]\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nprefix = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key_file = \"s3_secret\"\n\n[journal]\npath = \"state/journal.sqlite\"\n",
+        "[storage]\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nprefix = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key_file = \"s3_secret\"\n{extra_storage}\n\n[journal]\npath = \"state/journal.sqlite\"\n",
         w.s3.bucket,
         w.endpoint(),
         w.prefix,
@@ -562,6 +566,62 @@ async fn missing_manifests_archives_and_targets_give_clear_messages() {
     let table = w.run(&["list", "--config", &cfg], &[]).await;
     table.assert_code(0);
     assert!(table.stdout.contains("3 problems"), "{}", table.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_cut_and_black_holed_ranged_gets_are_retried_and_the_restore_is_whole() {
+    let mut w = World::new("restore-faults", three_snapshots()).await;
+    w.attach_proxy().await;
+    archive_then_lose_journal(&w).await;
+    let cfg = storage_only_config_with(&w, "request_timeout = \"3s\"");
+    let snap = w.sim.clusters()[0]
+        .snapshots
+        .iter()
+        .max_by_key(|s| s.size)
+        .cloned()
+        .unwrap();
+    let proxy = w.proxy.as_ref().unwrap();
+    let before = proxy.seen().injected;
+    proxy.set(|f| {
+        f.ranged_get_500 = 2;
+        f.ranged_get_cut = 2;
+        f.black_hole_ranged_get = 1;
+    });
+    let tgt = target();
+    for (mode, dest) in [("--archive", "whole.tar.gz"), ("--to", "whole")] {
+        let dest = w.path(dest);
+        let dest_text = dest.to_string_lossy().into_owned();
+        let run = w
+            .run(
+                &[
+                    "restore",
+                    "--config",
+                    &cfg,
+                    "--target",
+                    &tgt,
+                    "--snapshot",
+                    &snap.id,
+                    mode,
+                    &dest_text,
+                    "--parallel",
+                    "2",
+                ],
+                &[],
+            )
+            .await;
+        run.assert_code(0);
+        if mode == "--archive" {
+            assert_eq!(sha256_hex(&std::fs::read(&dest).unwrap()), snap.sha256());
+            // Every fault was met on the way, and survived.
+            assert_eq!(proxy.seen().injected - before, 5, "{}", run.stderr);
+            proxy.set(|f| f.ranged_get_cut = 1);
+        } else {
+            assert_eq!(
+                dir_files(&dest),
+                archive_files(&served(&snap.id, snap.size))
+            );
+        }
+    }
 }
 
 // ---- hostile archives -------------------------------------------------------------------

@@ -151,8 +151,10 @@ path = "journal.sqlite"
         .iter()
         .all(atlas_archiver_engine::pipeline::TargetReport::succeeded);
 
+    all_good &= restore_one(&config, &dir).await?;
+
     println!(
-        "\nnext: `atlas-archiver status --config {}`",
+        "\nnext: `atlas-archiver status --config {}`, `atlas-archiver list --config {0}`",
         config_path.display()
     );
     println!(
@@ -165,6 +167,38 @@ path = "journal.sqlite"
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The way back: the newest snapshot of the first target, from the bucket alone, verified and
+/// unpacked as `restore --latest --to` does it.
+async fn restore_one(config: &Config, dir: &std::path::Path) -> Result<bool, Failure> {
+    use atlas_archiver_engine::restore::{self, Catalog, Destination, FetchPlan, Selector};
+    let Some(target) = config.targets.first() else {
+        return Ok(true);
+    };
+    println!("\nrestore: the newest snapshot of {target}, from the bucket's manifests alone");
+    let store = atlas_archiver_engine::store::ObjectStore::connect(&config.storage).await;
+    let catalog =
+        Catalog::read(&store, &config.storage.prefix, std::slice::from_ref(target)).await?;
+    let entry = restore::select(&catalog, target, &Selector::Latest)?;
+    let into = dir.join("restored");
+    let progress = std::sync::atomic::AtomicU64::new(0);
+    let done = restore::restore(
+        &store,
+        entry,
+        &Destination::Directory(into.clone()),
+        FetchPlan::DEFAULT,
+        &progress,
+    )
+    .await?;
+    let entries = done.content.as_ref().map_or(0, |c| c.tar_entries);
+    println!(
+        "  ok        {}  sha256 matches the manifest, {entries} tar entries unpacked into {}",
+        done.snapshot.manifest.snapshot_id,
+        into.display()
+    );
+    println!("  then: mongod --dbpath {}", into.display());
+    Ok(entries > 0)
 }
 
 fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {

@@ -1,7 +1,8 @@
 //! A fault-injecting proxy in front of the real S3 server, for failures the server itself cannot
 //! be made to produce: 500 and SlowDown on UploadPart and CompleteMultipartUpload, a Complete that
 //! answers 200 with an error body, a Complete whose response is lost (so the retry meets
-//! NoSuchUpload), and a store that refuses checksum headers. Requests are forwarded unchanged
+//! NoSuchUpload), a store that refuses checksum headers, and ranged GETs that fail, are cut
+//! short or are never answered (for `restore`). Requests are forwarded unchanged
 //! (Host included, so SigV4 signatures still verify).
 
 use std::net::SocketAddr;
@@ -42,6 +43,12 @@ pub struct StoreFaults {
     /// HeadObject answers 404 this many times once a CompleteMultipartUpload has been
     /// forwarded (a store whose metadata lags behind Complete, audit S6).
     pub head_404_after_complete: u32,
+    /// A ranged GetObject answers 500 InternalError this many times.
+    pub ranged_get_500: u32,
+    /// A ranged GetObject is forwarded, and its body cut after half (the connection dropped).
+    pub ranged_get_cut: u32,
+    /// A ranged GetObject is read and never answered.
+    pub black_hole_ranged_get: u32,
     /// Set by the proxy when it forwarded a CompleteMultipartUpload.
     pub completed: bool,
 }
@@ -139,6 +146,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
     let is_complete = parts.method == Method::POST && query.contains("uploadId=");
     let is_abort = parts.method == Method::DELETE && query.contains("uploadId=");
     let is_head = parts.method == Method::HEAD;
+    let is_ranged_get = parts.method == Method::GET && parts.headers.contains_key("range");
     let has_checksum = parts.headers.keys().any(|k| {
         k.as_str().starts_with("x-amz-checksum-") || k.as_str() == "x-amz-sdk-checksum-algorithm"
     });
@@ -154,6 +162,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
         }
     }
     let mut lose_response = false;
+    let mut cut_body = false;
     let black_hole = {
         let mut f = state
             .faults
@@ -162,6 +171,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
         (is_upload_part && take(&mut f.black_hole_upload_part))
             || (is_complete && take(&mut f.black_hole_complete))
             || (is_head && take(&mut f.black_hole_head))
+            || (is_ranged_get && take(&mut f.black_hole_ranged_get))
     };
     if black_hole {
         state
@@ -184,6 +194,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
             Some(s3_error(StatusCode::BAD_REQUEST, "BadDigest"))
         } else if (is_abort && take(&mut f.abort_500))
             || (is_upload_part && take(&mut f.upload_part_500))
+            || (is_ranged_get && take(&mut f.ranged_get_500))
         {
             Some(s3_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError"))
         } else if is_upload_part && take(&mut f.upload_part_slowdown) {
@@ -199,6 +210,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
         } else {
             f.completed |= is_complete;
             lose_response = is_complete && take(&mut f.complete_lost_response);
+            cut_body = is_ranged_get && take(&mut f.ranged_get_cut);
             None
         };
         if let Some(r) = injected {
@@ -269,7 +281,25 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
         }
     }
     let body = upstream.bytes().await.unwrap_or_default();
-    let mut response = Response::new(Body::from(body));
+    let body = if cut_body {
+        state
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .injected += 1;
+        // Half the body, then the connection breaks: the client sees a body cut short.
+        let half = body.slice(..body.len() / 2);
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+            Ok(half),
+            Err(std::io::Error::other(
+                "connection dropped by the test proxy",
+            )),
+        ];
+        Body::from_stream(futures_util::stream::iter(chunks))
+    } else {
+        Body::from(body)
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = out;
     response
