@@ -260,6 +260,29 @@ async fn every_way_back_gives_the_archived_bytes_with_the_journal_lost() {
     assert_eq!(sha256_hex(&written), newest.sha256());
     assert_eq!(names_in(&w.path("out")), vec!["latest.tar.gz".to_owned()]);
 
+    // Not a terminal: no progress line.
+    assert!(!run.stderr.contains("(100%)"), "{}", run.stderr);
+    // On a terminal (a pty from script(1)), the progress line is drawn and ends at 100%.
+    let tty_file = w.path("out/tty.tar.gz").to_string_lossy().into_owned();
+    let command = format!(
+        "{} restore --config {cfg} --target {tgt} --latest --archive {tty_file}",
+        env!("CARGO_BIN_EXE_atlas-archiver")
+    );
+    let tty = w
+        .run_program("script", &["-qec", &command, "/dev/null"])
+        .await;
+    tty.assert_code(0);
+    assert!(
+        tty.stdout.contains("(100%)") && tty.stdout.contains("MiB/s"),
+        "{}",
+        tty.stdout
+    );
+    assert!(tty.stdout.contains('\r'), "{:?}", tty.stdout);
+    assert_eq!(
+        sha256_hex(&std::fs::read(&tty_file).unwrap()),
+        newest.sha256()
+    );
+
     // Neither an existing file nor a non-empty directory is ever overwritten (usage: exit 2).
     let again = w
         .run(

@@ -178,8 +178,7 @@ async fn restore_one(config: &Config, dir: &std::path::Path) -> Result<bool, Fai
     };
     println!("\nrestore: the newest snapshot of {target}, from the bucket's manifests alone");
     let store = atlas_archiver_engine::store::ObjectStore::connect(&config.storage).await;
-    let catalog =
-        Catalog::read(&store, &config.storage.prefix, std::slice::from_ref(target)).await?;
+    let catalog = Catalog::read(&store, &config.storage, std::slice::from_ref(target)).await?;
     let entry = restore::select(&catalog, target, &Selector::Latest)?;
     let into = dir.join("restored");
     let progress = std::sync::atomic::AtomicU64::new(0);

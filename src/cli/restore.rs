@@ -36,7 +36,7 @@ pub(super) async fn list(
     let config = Config::load(path, env, Secrets::StorageOnly)?;
     let targets = parse_targets(target_args)?;
     let store = ObjectStore::connect(&config.storage).await;
-    let mut catalog = Catalog::read(&store, &config.storage.prefix, &targets).await?;
+    let mut catalog = Catalog::read(&store, &config.storage, &targets).await?;
     let journal = config.journal.path.exists().then_some(&config.journal.path);
     if let Some(journal_path) = journal {
         let journal = Journal::open_read_only(journal_path)?;
@@ -141,12 +141,7 @@ pub(super) async fn restore(
     };
     let config = Config::load(&args.config, env, Secrets::StorageOnly)?;
     let store = ObjectStore::connect(&config.storage).await;
-    let catalog = Catalog::read(
-        &store,
-        &config.storage.prefix,
-        std::slice::from_ref(&target),
-    )
-    .await?;
+    let catalog = Catalog::read(&store, &config.storage, std::slice::from_ref(&target)).await?;
     let entry = restore::select(&catalog, &target, &selector)?;
     let plan = FetchPlan {
         parallel: usize::from(args.parallel),
@@ -160,12 +155,15 @@ pub(super) async fn restore(
         destination.path().display()
     );
     let progress = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let total = entry.manifest.size_bytes;
     let ticker = std::io::stderr()
         .is_terminal()
-        .then(|| spawn_progress(progress.clone(), entry.manifest.size_bytes));
+        .then(|| spawn_progress(progress.clone(), total, started));
     let result = restore::restore(&store, entry, &destination, plan, &progress).await;
     if let Some(t) = ticker {
         t.abort();
+        print_progress(&progress, total, started);
         eprintln!();
     }
     let restored = result?;
@@ -192,25 +190,33 @@ fn parse_before(text: &str) -> Result<DateTime<Utc>, Failure> {
     )))
 }
 
-fn spawn_progress(progress: Arc<AtomicU64>, total: u64) -> tokio::task::JoinHandle<()> {
+/// The progress line: at once, every half second, and (by the caller) once more at the end.
+fn spawn_progress(
+    progress: Arc<AtomicU64>,
+    total: u64,
+    started: Instant,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let started = Instant::now();
         loop {
+            print_progress(&progress, total, started);
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let done = progress.load(Ordering::Relaxed);
-            let rate = restore::mib_per_second(done, started.elapsed());
-            let percent = if total == 0 {
-                100.0
-            } else {
-                done as f64 * 100.0 / total as f64
-            };
-            eprint!(
-                "\r  {} of {} ({percent:.0}%), {rate:.1} MiB/s   ",
-                human_bytes(done),
-                human_bytes(total)
-            );
         }
     })
+}
+
+fn print_progress(progress: &AtomicU64, total: u64, started: Instant) {
+    let done = progress.load(Ordering::Relaxed);
+    let rate = restore::mib_per_second(done, started.elapsed());
+    let percent = if total == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / total as f64
+    };
+    eprint!(
+        "\r  {} of {} ({percent:.0}%), {rate:.1} MiB/s   ",
+        human_bytes(done),
+        human_bytes(total)
+    );
 }
 
 fn print_next_steps(r: &Restored) {

@@ -210,6 +210,11 @@ path = "state/journal.sqlite"
         run_binary(args, env, self.dir.path()).await
     }
 
+    /// Runs another program (a terminal emulator around ours, say) the same way.
+    pub async fn run_program(&self, program: &str, args: &[&str]) -> Run {
+        run_program(program, args, &[], self.dir.path()).await
+    }
+
     /// Every key under this test's prefix, with sizes.
     pub async fn keys(&self) -> HashMap<String, u64> {
         let client = self.s3.client().await;
@@ -289,7 +294,12 @@ impl Run {
 }
 
 pub async fn run_binary(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Run {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"));
+    run_program(env!("CARGO_BIN_EXE_atlas-archiver"), args, env, cwd).await
+}
+
+/// Runs any program as [`run_binary`] runs ours (clean environment, `cwd`).
+pub async fn run_program(program: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Run {
+    let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .current_dir(cwd)
         .env_clear()

@@ -79,6 +79,40 @@ pub fn render(template: &str, parts: &KeyParts<'_>) -> String {
         .replace("{day}", &parts.finished.format("%d").to_string())
 }
 
+/// The longest key prefix every archive of one target shares under `template`: the template's
+/// start up to its first placeholder other than `{prefix}`, `{project_id}` and `{cluster}`,
+/// rendered (`atlas/<project>/<cluster>/` for the default). Listing it instead of the whole
+/// prefix keeps a restore's listing to one target's objects. Falls back to `prefix` when the
+/// template does not start with `{prefix}`.
+pub fn target_prefix(template: &str, prefix: &str, project_id: &str, cluster: &str) -> String {
+    let Some(rest) = template.strip_prefix("{prefix}") else {
+        return prefix.to_owned();
+    };
+    let mut out = prefix.to_owned();
+    let mut rest = rest;
+    loop {
+        match rest.find('{') {
+            None => {
+                out.push_str(rest);
+                return out;
+            }
+            Some(open) => {
+                out.push_str(&rest[..open]);
+                let after = &rest[open..];
+                if let Some(tail) = after.strip_prefix("{project_id}") {
+                    out.push_str(project_id);
+                    rest = tail;
+                } else if let Some(tail) = after.strip_prefix("{cluster}") {
+                    out.push_str(cluster);
+                    rest = tail;
+                } else {
+                    return out;
+                }
+            }
+        }
+    }
+}
+
 /// The manifest key for an archive key.
 pub fn manifest_key(archive_key: &str) -> String {
     format!("{archive_key}{MANIFEST_SUFFIX}")
@@ -110,6 +144,26 @@ mod tests {
             "atlas/32b6e34b3d91647abb20e7b8/orders-flex/2026-08-02/6a6f78e0cab84da5c4476b25.tar.gz"
         );
         assert_eq!(manifest_key(&key), format!("{key}.manifest.json"));
+    }
+
+    #[test]
+    fn a_target_prefix_stops_at_the_first_per_snapshot_placeholder() {
+        let p = "32b6e34b3d91647abb20e7b8";
+        assert_eq!(
+            target_prefix(
+                "{prefix}{project_id}/{cluster}/{date}/{snapshot_id}.tar.gz",
+                "atlas/",
+                p,
+                "orders"
+            ),
+            format!("atlas/{p}/orders/")
+        );
+        assert_eq!(
+            target_prefix("{prefix}{date}/{cluster}/{snapshot_id}", "a/", p, "c"),
+            "a/"
+        );
+        assert_eq!(target_prefix("{prefix}{snapshot_id}", "a/", p, "c"), "a/");
+        assert_eq!(target_prefix("x/{snapshot_id}", "a/", p, "c"), "a/");
     }
 
     #[test]

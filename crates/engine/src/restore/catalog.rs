@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use serde::Serialize;
 
+use crate::config::StorageConfig;
 use crate::journal::{Journal, JournalError, SnapshotState};
-use crate::keys::{MANIFEST_SUFFIX, manifest_key};
+use crate::keys::{MANIFEST_SUFFIX, manifest_key, target_prefix};
 use crate::pipeline::manifest::Manifest;
 use crate::store::{ObjectStore, StoreError};
 use crate::target::Target;
@@ -104,14 +105,24 @@ pub enum CatalogError {
 }
 
 impl Catalog {
-    /// Reads every manifest under `prefix` (of `targets` only, when not empty) and checks each
-    /// against the listing.
+    /// Reads every manifest under `storage.prefix` (of `targets` only, when not empty) and
+    /// checks each against the listing. For one target, only the part of the prefix that
+    /// `storage.key_template` gives its archives is listed.
     pub async fn read(
         store: &ObjectStore,
-        prefix: &str,
+        storage: &StorageConfig,
         targets: &[Target],
     ) -> Result<Self, CatalogError> {
-        let listed = store.list_objects(prefix).await?;
+        let prefix = match targets {
+            [one] => target_prefix(
+                &storage.key_template,
+                &storage.prefix,
+                &one.project_id,
+                &one.cluster,
+            ),
+            _ => storage.prefix.clone(),
+        };
+        let listed = store.list_objects(&prefix).await?;
         let objects: HashMap<&str, (u64, Option<&str>)> = listed
             .iter()
             .map(|o| (o.key.as_str(), (o.size, o.etag.as_deref())))

@@ -13,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use tar::EntryType;
 
 use super::RestoreError;
+use super::place::SyncQueue;
 use crate::pipeline::validate::{ContentError, ContentFacts, TopLevel};
 
 /// Unpacks the gzip-compressed tar stream `input` into `dir` (which exists and is empty),
@@ -27,6 +28,7 @@ pub(crate) fn extract(
         count: 0,
         limit: max_inflated,
     };
+    // Files are fsynced as they are written (by `SyncQueue`); the caller syncs the directories.
     let mut walk = Walk {
         dir,
         entries: 0,
@@ -34,6 +36,7 @@ pub(crate) fn extract(
         files: HashSet::new(),
         links: HashSet::new(),
         dirs: Vec::new(),
+        sync: SyncQueue::start(),
     };
     let unpacked = walk.unpack_all(&mut inflated);
     let unpacked = unpacked.and_then(|()| drain_after_end(&mut inflated));
@@ -44,6 +47,7 @@ pub(crate) fn extract(
     }
     unpacked?;
     walk.apply_directory_modes()?;
+    walk.sync.finish()?;
     Ok(ContentFacts {
         uncompressed_bytes: inflated.count,
         tar_entries: walk.entries,
@@ -62,6 +66,8 @@ struct Walk<'a> {
     /// Directories and their modes, applied at the end (a read-only directory must not stop
     /// its own files from being written).
     dirs: Vec<(PathBuf, u32)>,
+    /// Files on their way to disk.
+    sync: SyncQueue,
 }
 
 impl Walk<'_> {
@@ -91,6 +97,7 @@ impl Walk<'_> {
             match kind {
                 EntryType::Regular | EntryType::Continuous => {
                     self.unpack(&mut entry, &name)?;
+                    self.sync.push(self.dir.join(&path));
                     self.files.insert(path);
                 }
                 EntryType::Directory => {

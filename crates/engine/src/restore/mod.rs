@@ -29,7 +29,9 @@ use crate::target::Target;
 pub use catalog::{Catalog, CatalogEntry, CatalogError, Problem, ProblemKind};
 pub use error::RestoreError;
 pub use fetch::FetchPlan;
-use place::{Hashing, io_error, parent_of, prepare_directory, sync_dir, sync_tree};
+use place::{
+    EarlySync, Hashing, io_error, parent_of, prepare_directory, sync_dir, sync_directories,
+};
 
 /// Ranges queued between the fetch and the consumer.
 const QUEUE: usize = 2;
@@ -82,7 +84,8 @@ pub struct Restored {
     pub bytes: u64,
     /// Their SHA-256, equal to the manifest's.
     pub sha256: String,
-    /// What the unpacking (or the validation) saw.
+    /// What the unpacking saw; for `--archive`, what the manifest recorded (the SHA-256 matched),
+    /// or what the validation saw when the manifest recorded nothing.
     pub content: Option<ContentFacts>,
     /// Seconds from the first GET to the rename.
     pub seconds: f64,
@@ -200,7 +203,7 @@ async fn to_directory(
     check_digest(entry, &sha, size)?;
     let facts = facts?;
     check_facts(entry, &facts)?;
-    sync_tree(staging.path())?;
+    sync_directories(staging.path())?;
     // rename(2) replaces an empty directory; the staging directory is the complete restore.
     let staged = staging.keep();
     std::fs::rename(&staged, dir).map_err(|e| {
@@ -233,26 +236,31 @@ async fn to_archive(
         .map_err(|e| io_error(&parent, &e))?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
     let path = file.to_path_buf();
+    // The SHA-256 check proves these are the bytes that were validated when they were archived
+    // (the manifest records what that saw); only an archive recorded without validation is
+    // inflated and walked again here.
+    let validate = entry.manifest.content.is_none();
+    let mut early = EarlySync::new(temp.as_file(), file)?;
     let writer = tokio::spawn(async move {
-        // The structure is checked on the side, as when it was archived.
-        let mut validator = Some(Validator::start());
+        let mut validator = validate.then(Validator::start);
         let mut out = temp;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut verdict: Result<(), RestoreError> = Ok(());
         while let Some(chunk) = rx.recv().await {
             size += chunk.len() as u64;
-            let ((h, o, chunk), written) = tokio::task::spawn_blocking(move || {
+            let ((h, o, e, chunk), written) = tokio::task::spawn_blocking(move || {
                 hasher.update(&chunk);
                 let written = out.write_all(&chunk);
-                ((hasher, out, chunk), written)
+                early.wrote(chunk.len() as u64);
+                ((hasher, out, early, chunk), written)
             })
             .await
             .map_err(|e| RestoreError::Io {
                 path: path.clone(),
                 message: format!("the writing thread failed: {e}"),
             })?;
-            (hasher, out) = (h, o);
+            (hasher, out, early) = (h, o, e);
             written.map_err(|e| io_error(&path, &e))?;
             if let Some(v) = validator.as_mut()
                 && let Err(e) = v.feed(chunk).await
@@ -268,7 +276,14 @@ async fn to_archive(
                 Err(e) => verdict = Err(e.into()),
             }
         }
-        Ok::<_, RestoreError>((out, hex::encode(hasher.finalize()), size, facts, verdict))
+        Ok::<_, RestoreError>((
+            out,
+            early,
+            hex::encode(hasher.finalize()),
+            size,
+            facts,
+            verdict,
+        ))
     });
     let fetched = fetch(store, entry, plan, tx, progress).await;
     let written = writer.await.map_err(|e| RestoreError::Io {
@@ -276,13 +291,11 @@ async fn to_archive(
         message: format!("the writing task failed: {e}"),
     })?;
     fetched?;
-    let (out, sha, size, facts, verdict) = written?;
+    let (out, early, sha, size, facts, verdict) = written?;
     check_digest(entry, &sha, size)?;
     verdict?;
-    if let Some(facts) = &facts {
-        check_facts(entry, facts)?;
-    }
-    out.as_file().sync_all().map_err(|e| io_error(file, &e))?;
+    let facts = facts.or_else(|| entry.manifest.content.clone());
+    early.finish()?;
     // Never replaces a file that appeared meanwhile.
     out.persist_noclobber(file)
         .map_err(|e| io_error(file, &e.error))?;

@@ -45,8 +45,117 @@ pub(super) fn parent_of(path: &Path) -> PathBuf {
     }
 }
 
-/// fsyncs every file and directory under `root`, so that a restore that says done is on disk.
-pub(super) fn sync_tree(root: &Path) -> Result<(), RestoreError> {
+/// Bytes written to an archive file between two early syncs.
+const EARLY_SYNC_BYTES: u64 = 64 << 20;
+
+/// Starts a written file's trip to disk while the restore goes on, so that the last fsync has
+/// little left to wait for: every [`EARLY_SYNC_BYTES`], a handle on the same open file is
+/// fdatasync'ed on its own thread (one at a time). Its result is kept: a write-back error
+/// reported to the early sync is not reported again to the last one, so it must not be lost.
+pub(super) struct EarlySync {
+    file: std::fs::File,
+    path: PathBuf,
+    unsynced: u64,
+    running: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    failed: Option<std::io::Error>,
+}
+
+impl EarlySync {
+    pub(super) fn new(file: &std::fs::File, path: &Path) -> Result<Self, RestoreError> {
+        Ok(Self {
+            file: file.try_clone().map_err(|e| io_error(path, &e))?,
+            path: path.to_path_buf(),
+            unsynced: 0,
+            running: None,
+            failed: None,
+        })
+    }
+
+    /// Notes `n` more bytes written; may start a sync.
+    pub(super) fn wrote(&mut self, n: u64) {
+        self.unsynced += n;
+        if self.unsynced < EARLY_SYNC_BYTES
+            || self.running.as_ref().is_some_and(|h| !h.is_finished())
+        {
+            return;
+        }
+        self.collect();
+        if let Ok(clone) = self.file.try_clone() {
+            self.running = Some(std::thread::spawn(move || clone.sync_data()));
+            self.unsynced = 0;
+        }
+    }
+
+    fn collect(&mut self) {
+        if let Some(h) = self.running.take() {
+            let result = h
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the sync thread panicked")));
+            if let Err(e) = result {
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Waits for the sync in flight, then syncs the rest; any error of any sync fails it.
+    pub(super) fn finish(mut self) -> Result<(), RestoreError> {
+        self.collect();
+        if let Some(e) = self.failed.take() {
+            return Err(io_error(&self.path, &e));
+        }
+        self.file.sync_all().map_err(|e| io_error(&self.path, &e))
+    }
+}
+
+/// fsyncs each unpacked file on a thread of its own as soon as it is written, so that the
+/// disk works while the download goes on; [`SyncQueue::finish`] waits for all of them.
+pub(super) struct SyncQueue {
+    tx: Option<std::sync::mpsc::Sender<PathBuf>>,
+    worker: std::thread::JoinHandle<Result<(), RestoreError>>,
+}
+
+impl SyncQueue {
+    pub(super) fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        let worker = std::thread::spawn(move || {
+            let mut first_error = None;
+            for path in rx {
+                if first_error.is_none()
+                    && let Err(e) = std::fs::File::open(&path).and_then(|f| f.sync_all())
+                {
+                    first_error = Some(io_error(&path, &e));
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        });
+        Self {
+            tx: Some(tx),
+            worker,
+        }
+    }
+
+    /// Queues a file that was written.
+    pub(super) fn push(&self, path: PathBuf) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(path);
+        }
+    }
+
+    /// Waits until every queued file is on disk.
+    pub(super) fn finish(mut self) -> Result<(), RestoreError> {
+        self.tx = None;
+        self.worker.join().unwrap_or_else(|_| {
+            Err(RestoreError::Io {
+                path: PathBuf::new(),
+                message: "the sync thread panicked".into(),
+            })
+        })
+    }
+}
+
+/// fsyncs every directory under `root` (their files were synced as they were written), so that
+/// the names are on disk too.
+pub(super) fn sync_directories(root: &Path) -> Result<(), RestoreError> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for item in std::fs::read_dir(&dir).map_err(|e| io_error(&dir, &e))? {
@@ -54,10 +163,6 @@ pub(super) fn sync_tree(root: &Path) -> Result<(), RestoreError> {
             let kind = item.file_type().map_err(|e| io_error(&item.path(), &e))?;
             if kind.is_dir() {
                 stack.push(item.path());
-            } else if kind.is_file() {
-                std::fs::File::open(item.path())
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| io_error(&item.path(), &e))?;
             }
         }
         sync_dir(&dir)?;
