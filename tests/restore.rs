@@ -124,6 +124,13 @@ fn storage_only_config_with(w: &World, extra_storage: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// `restore --config CFG --target TARGET ARGS...` through the binary.
+async fn restore(w: &World, cfg: &str, target: &str, args: &[&str]) -> common::Run {
+    let mut all = vec!["restore", "--config", cfg, "--target", target];
+    all.extend_from_slice(args);
+    w.run(&all, &[]).await
+}
+
 fn target() -> String {
     format!("{PROJECT}/{CLUSTER}")
 }
@@ -234,24 +241,20 @@ async fn every_way_back_gives_the_archived_bytes_with_the_journal_lost() {
     let file = w.path("out/latest.tar.gz");
     let file_text = file.to_string_lossy().into_owned();
     let tgt = target();
-    let run = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &tgt,
-                "--latest",
-                "--archive",
-                &file_text,
-                "--json",
-                "--parallel",
-                "3",
-            ],
-            &[],
-        )
-        .await;
+    let run = restore(
+        &w,
+        &cfg,
+        &tgt,
+        &[
+            "--latest",
+            "--archive",
+            &file_text,
+            "--json",
+            "--parallel",
+            "3",
+        ],
+    )
+    .await;
     run.assert_code(0);
     let report = parse_json(&run.stdout);
     assert_eq!(report["sha256"], newest.sha256().as_str());
@@ -284,32 +287,11 @@ async fn every_way_back_gives_the_archived_bytes_with_the_journal_lost() {
     );
 
     // Neither an existing file nor a non-empty directory is ever overwritten (usage: exit 2).
-    let again = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &tgt,
-                "--latest",
-                "--archive",
-                &file_text,
-            ],
-            &[],
-        )
-        .await;
+    let again = restore(&w, &cfg, &tgt, &["--latest", "--archive", &file_text]).await;
     again.assert_code(2);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
     let full = w.path("restored-0").to_string_lossy().into_owned();
-    let again = w
-        .run(
-            &[
-                "restore", "--config", &cfg, "--target", &tgt, "--latest", "--to", &full,
-            ],
-            &[],
-        )
-        .await;
+    let again = restore(&w, &cfg, &tgt, &["--latest", "--to", &full]).await;
     again.assert_code(2);
     assert!(again.stderr.contains("not empty"), "{}", again.stderr);
 
@@ -317,22 +299,13 @@ async fn every_way_back_gives_the_archived_bytes_with_the_journal_lost() {
     let empty = w.path("empty");
     std::fs::create_dir(&empty).unwrap();
     let empty_text = empty.to_string_lossy().into_owned();
-    let run = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &tgt,
-                "--snapshot",
-                &snaps[2].id,
-                "--to",
-                &empty_text,
-            ],
-            &[],
-        )
-        .await;
+    let run = restore(
+        &w,
+        &cfg,
+        &tgt,
+        &["--snapshot", &snaps[2].id, "--to", &empty_text],
+    )
+    .await;
     run.assert_code(0);
     assert_eq!(
         dir_files(&empty),
@@ -383,22 +356,7 @@ async fn a_tampered_or_truncated_archive_is_refused_and_nothing_is_left() {
             ));
             let dest_text = dest.to_string_lossy().into_owned();
             let before = names_in(w.dir.path());
-            let run = w
-                .run(
-                    &[
-                        "restore",
-                        "--config",
-                        &cfg,
-                        "--target",
-                        &tgt,
-                        "--snapshot",
-                        &snap.id,
-                        mode,
-                        &dest_text,
-                    ],
-                    &[],
-                )
-                .await;
+            let run = restore(&w, &cfg, &tgt, &["--snapshot", &snap.id, mode, &dest_text]).await;
             run.assert_code(1);
             assert!(
                 run.stderr.contains(expect),
@@ -458,54 +416,29 @@ async fn missing_manifests_archives_and_targets_give_clear_messages() {
 
     let tgt = target();
     let dest = w.path("dest").to_string_lossy().into_owned();
-    let run = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &tgt,
-                "--snapshot",
-                &no_manifest.id,
-                "--to",
-                &dest,
-            ],
-            &[],
-        )
-        .await;
+    let run = restore(
+        &w,
+        &cfg,
+        &tgt,
+        &["--snapshot", &no_manifest.id, "--to", &dest],
+    )
+    .await;
     run.assert_code(1);
     assert!(run.stderr.contains("manifest"), "{}", run.stderr);
     assert!(run.stderr.contains("cannot be verified"), "{}", run.stderr);
 
-    let run = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &tgt,
-                "--snapshot",
-                &no_archive.id,
-                "--to",
-                &dest,
-            ],
-            &[],
-        )
-        .await;
+    let run = restore(
+        &w,
+        &cfg,
+        &tgt,
+        &["--snapshot", &no_archive.id, "--to", &dest],
+    )
+    .await;
     run.assert_code(1);
     assert!(run.stderr.contains("no such object"), "{}", run.stderr);
 
     let other = format!("{PROJECT}/billing-flex");
-    let run = w
-        .run(
-            &[
-                "restore", "--config", &cfg, "--target", &other, "--latest", "--to", &dest,
-            ],
-            &[],
-        )
-        .await;
+    let run = restore(&w, &cfg, &other, &["--latest", "--to", &dest]).await;
     run.assert_code(1);
     assert!(
         run.stderr.contains("holds no archive of this target"),
@@ -513,22 +446,13 @@ async fn missing_manifests_archives_and_targets_give_clear_messages() {
         run.stderr
     );
 
-    let run = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &tgt,
-                "--snapshot",
-                "ffffffffffffffffffffffff",
-                "--to",
-                &dest,
-            ],
-            &[],
-        )
-        .await;
+    let run = restore(
+        &w,
+        &cfg,
+        &tgt,
+        &["--snapshot", "ffffffffffffffffffffffff", "--to", &dest],
+    )
+    .await;
     run.assert_code(1);
     assert!(
         run.stderr.contains("1 archived snapshots of it"),
@@ -538,22 +462,7 @@ async fn missing_manifests_archives_and_targets_give_clear_messages() {
     assert!(!w.path("dest").exists());
 
     // A bad --before is a usage error.
-    let run = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &tgt,
-                "--before",
-                "yesterday",
-                "--to",
-                &dest,
-            ],
-            &[],
-        )
-        .await;
+    let run = restore(&w, &cfg, &tgt, &["--before", "yesterday", "--to", &dest]).await;
     run.assert_code(2);
     assert!(run.stderr.contains("RFC 3339"), "{}", run.stderr);
 
@@ -614,24 +523,13 @@ async fn failed_cut_and_black_holed_ranged_gets_are_retried_and_the_restore_is_w
     for (mode, dest) in [("--archive", "whole.tar.gz"), ("--to", "whole")] {
         let dest = w.path(dest);
         let dest_text = dest.to_string_lossy().into_owned();
-        let run = w
-            .run(
-                &[
-                    "restore",
-                    "--config",
-                    &cfg,
-                    "--target",
-                    &tgt,
-                    "--snapshot",
-                    &snap.id,
-                    mode,
-                    &dest_text,
-                    "--parallel",
-                    "2",
-                ],
-                &[],
-            )
-            .await;
+        let run = restore(
+            &w,
+            &cfg,
+            &tgt,
+            &["--snapshot", &snap.id, mode, &dest_text, "--parallel", "2"],
+        )
+        .await;
         run.assert_code(0);
         if mode == "--archive" {
             assert_eq!(sha256_hex(&std::fs::read(&dest).unwrap()), snap.sha256());
@@ -851,22 +749,7 @@ async fn hostile_archives_are_refused_and_nothing_is_written_outside() {
         let dest = w.path(&format!("dest-{id}"));
         let dest_text = dest.to_string_lossy().into_owned();
         let before = names_in(w.dir.path());
-        let run = w
-            .run(
-                &[
-                    "restore",
-                    "--config",
-                    &cfg,
-                    "--target",
-                    &tgt,
-                    "--snapshot",
-                    id,
-                    "--to",
-                    &dest_text,
-                ],
-                &[],
-            )
-            .await;
+        let run = restore(&w, &cfg, &tgt, &["--snapshot", id, "--to", &dest_text]).await;
         run.assert_code(1);
         assert!(run.stderr.contains(why), "{id}: {}", run.stderr);
         if !entry.is_empty() {
@@ -916,22 +799,7 @@ async fn hostile_archives_are_refused_and_nothing_is_written_outside() {
     .await;
     let dest = w.path("dest-fine");
     let dest_text = dest.to_string_lossy().into_owned();
-    let run = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &tgt,
-                "--snapshot",
-                id,
-                "--to",
-                &dest_text,
-            ],
-            &[],
-        )
-        .await;
+    let run = restore(&w, &cfg, &tgt, &["--snapshot", id, "--to", &dest_text]).await;
     run.assert_code(0);
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(dest.join("bin"))
