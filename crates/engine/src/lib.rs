@@ -20,6 +20,7 @@
 //! - [`schedule`], [`target`]: cron in time zones; a target and its names' rules.
 //! - [`telemetry`]: logging setup and the metrics registry.
 //! - [`watchdog`]: the run watchdog (no progress for `schedule.stall_timeout` cancels the work).
+//! - [`retention`]: the retention rules (restic's `forget` semantics), pure.
 //! - `reason`, `retry`, `keys`, `fault`: the private foundation (failure reasons, the backoff
 //!   policy, object keys, crash points for the reliability suite); they import nothing of the
 //!   crate.
@@ -35,6 +36,7 @@ pub(crate) mod keys;
 pub mod pipeline;
 pub(crate) mod reason;
 pub mod restore;
+pub mod retention;
 pub(crate) mod retry;
 pub mod schedule;
 pub mod store;
