@@ -117,7 +117,7 @@ pub enum Command {
         /// Write the verified .tar.gz to this file (it must not exist).
         #[arg(long, value_name = "FILE")]
         archive: Option<PathBuf>,
-        /// Ranged GETs in flight (8 MiB each: memory is about 8 MiB × (N + 3)).
+        /// Ranged GETs in flight (8 MiB each: memory is about 8 MiB × (N + 4)).
         #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallel: u16,
         /// Print the result as JSON on stdout.

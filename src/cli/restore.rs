@@ -148,11 +148,13 @@ pub(super) async fn restore(
         ..FetchPlan::DEFAULT
     };
     eprintln!(
-        "restoring snapshot {} of {target} ({}, {}) to {}",
+        "restoring snapshot {} of {target} ({}, {}) to {} ({} ranged GETs at once, buffers up to {})",
         entry.manifest.snapshot_id,
         entry.manifest.object_key,
         human_bytes(entry.manifest.size_bytes),
-        destination.path().display()
+        destination.path().display(),
+        plan.parallel,
+        human_bytes(plan.memory_bound())
     );
     let progress = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

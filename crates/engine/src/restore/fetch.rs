@@ -38,14 +38,16 @@ impl FetchPlan {
     };
 
     /// The most archive bytes a restore holds in memory: the ranges in flight, the queue to the
-    /// consumer and the range it works on.
+    /// consumer, the range being handed on and the chunks queued for the decoder (at most one
+    /// range's worth).
     pub fn memory_bound(&self) -> u64 {
         self.range_size
-            .saturating_mul(self.parallel as u64 + super::QUEUE as u64 + 1)
+            .saturating_mul(self.parallel as u64 + super::QUEUE as u64 + 2)
     }
 }
 
-/// Reads `size` bytes of `key` and sends them to `tx` in order, adding each range to
+/// Reads `size` bytes of `key` and sends them to `tx` in order, one range (as the chunks the
+/// connection delivered) per message, adding each range to
 /// `progress` as it is handed on. Stops quietly when the receiver is gone (the consumer failed
 /// and says why).
 pub(crate) async fn fetch_in_order(
@@ -54,7 +56,7 @@ pub(crate) async fn fetch_in_order(
     size: u64,
     etag: Option<&str>,
     plan: FetchPlan,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     progress: &AtomicU64,
 ) -> Result<(), StoreError> {
     let step = plan.range_size.max(1);
@@ -63,9 +65,9 @@ pub(crate) async fn fetch_in_order(
         .map(|range| fetch_range(store, key, range, etag))
         .buffered(plan.parallel.max(1));
     while let Some(result) = stream.next().await {
-        let bytes = result?;
-        let n = bytes.len() as u64;
-        if tx.send(bytes).await.is_err() {
+        let chunks = result?;
+        let n: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        if tx.send(chunks).await.is_err() {
             return Ok(());
         }
         progress.fetch_add(n, Ordering::Relaxed);
@@ -78,7 +80,7 @@ async fn fetch_range(
     key: &str,
     range: std::ops::Range<u64>,
     etag: Option<&str>,
-) -> Result<Bytes, StoreError> {
+) -> Result<Vec<Bytes>, StoreError> {
     let mut attempt = 1;
     loop {
         match store.get_range(key, range.clone(), etag).await {

@@ -35,6 +35,8 @@ use place::{
 
 /// Ranges queued between the fetch and the consumer.
 const QUEUE: usize = 2;
+/// Chunks (of a range) queued for the decoder's thread.
+const CHUNK_QUEUE: usize = 64;
 /// Inflated bytes allowed beyond what the manifest recorded (none are expected: the bytes are
 /// the ones validated at archive time, or the SHA-256 check fails).
 const INFLATE_MARGIN: u64 = 1 << 20;
@@ -183,7 +185,18 @@ async fn to_directory(
         .tempdir_in(&parent)
         .map_err(|e| io_error(&parent, &e))?;
     let limit = inflate_limit(entry);
-    let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
+    let (tx, mut ranges) = mpsc::channel::<Vec<Bytes>>(QUEUE);
+    // The decoder reads chunk by chunk; a range is handed on as its chunks.
+    let (chunk_tx, rx) = mpsc::channel::<Bytes>(CHUNK_QUEUE);
+    let flatten = tokio::spawn(async move {
+        while let Some(chunks) = ranges.recv().await {
+            for chunk in chunks {
+                if chunk_tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
     let into = staging.path().to_path_buf();
     let unpacker = tokio::task::spawn_blocking(move || {
         let mut reader = Hashing::new(ChannelReader::new(rx));
@@ -194,6 +207,7 @@ async fn to_directory(
         (facts, rest, sha, size)
     });
     let fetched = fetch(store, entry, plan, tx, progress).await;
+    let _ = flatten.await;
     let (facts, rest, sha, size) = unpacker.await.map_err(|e| RestoreError::Io {
         path: dir.to_path_buf(),
         message: format!("the unpacking thread failed: {e}"),
@@ -234,7 +248,7 @@ async fn to_archive(
         .suffix(".tar.gz")
         .tempfile_in(&parent)
         .map_err(|e| io_error(&parent, &e))?;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(QUEUE);
     let path = file.to_path_buf();
     // The SHA-256 check proves these are the bytes that were validated when they were archived
     // (the manifest records what that saw); only an archive recorded without validation is
@@ -247,13 +261,15 @@ async fn to_archive(
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut verdict: Result<(), RestoreError> = Ok(());
-        while let Some(chunk) = rx.recv().await {
-            size += chunk.len() as u64;
-            let ((h, o, e, chunk), written) = tokio::task::spawn_blocking(move || {
-                hasher.update(&chunk);
-                let written = out.write_all(&chunk);
-                early.wrote(chunk.len() as u64);
-                ((hasher, out, early, chunk), written)
+        while let Some(chunks) = rx.recv().await {
+            let ((h, o, e, chunks), written) = tokio::task::spawn_blocking(move || {
+                let mut written = Ok(());
+                for chunk in &chunks {
+                    hasher.update(chunk);
+                    written = written.and_then(|()| out.write_all(chunk));
+                    early.wrote(chunk.len() as u64);
+                }
+                ((hasher, out, early, chunks), written)
             })
             .await
             .map_err(|e| RestoreError::Io {
@@ -262,11 +278,14 @@ async fn to_archive(
             })?;
             (hasher, out, early) = (h, o, e);
             written.map_err(|e| io_error(&path, &e))?;
-            if let Some(v) = validator.as_mut()
-                && let Err(e) = v.feed(chunk).await
-            {
-                verdict = Err(e.into());
-                validator = None;
+            for chunk in chunks {
+                size += chunk.len() as u64;
+                if let Some(v) = validator.as_mut()
+                    && let Err(e) = v.feed(chunk).await
+                {
+                    verdict = Err(e.into());
+                    validator = None;
+                }
             }
         }
         let mut facts = None;
@@ -308,7 +327,7 @@ async fn fetch(
     store: &ObjectStore,
     entry: &CatalogEntry,
     plan: FetchPlan,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     progress: &AtomicU64,
 ) -> Result<(), RestoreError> {
     let m = &entry.manifest;

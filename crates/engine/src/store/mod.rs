@@ -419,16 +419,17 @@ impl ObjectStore {
         Ok(total)
     }
 
-    /// Reads bytes `range` of an object into memory (a restore's ranged GETs). With `if_match`,
-    /// the store refuses (412) when the object is no longer the one that ETag names, so that
-    /// ranges of two different objects are never joined. A body shorter or longer than the
-    /// range is an error; a body cut mid-read is a retryable one.
+    /// Reads bytes `range` of an object into memory (a restore's ranged GETs), as the chunks the
+    /// connection delivered (no copy into one buffer). With `if_match`, the store refuses (412)
+    /// when the object is no longer the one that ETag names, so that ranges of two different
+    /// objects are never joined. A body shorter or longer than the range is an error; a body
+    /// cut mid-read is a retryable one.
     pub async fn get_range(
         &self,
         key: &str,
         range: std::ops::Range<u64>,
         if_match: Option<&str>,
-    ) -> Result<Bytes, StoreError> {
+    ) -> Result<Vec<Bytes>, StoreError> {
         let fail = |message: String| StoreError::Request {
             operation: "GetObject",
             key: key.to_owned(),
@@ -436,7 +437,7 @@ impl ObjectStore {
             message,
         };
         if range.is_empty() {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         let out = self
             .client
@@ -450,27 +451,28 @@ impl ObjectStore {
             .map_err(|e| StoreError::from_sdk("GetObject", key, e))?;
         let mut body = out.body;
         let want = range.end - range.start;
-        let mut buf = bytes::BytesMut::with_capacity(usize::try_from(want).unwrap_or(0));
+        let mut chunks = Vec::new();
+        let mut got = 0u64;
         while let Some(chunk) = body
             .try_next()
             .await
             .map_err(|e| fail(format!("the body of bytes {range:?} was cut: {e}")))?
         {
-            if buf.len() as u64 + chunk.len() as u64 > want {
+            got += chunk.len() as u64;
+            if got > want {
                 return Err(fail(format!(
                     "bytes {range:?} answered with more than {want} bytes (the store ignored the Range header?)"
                 )));
             }
-            buf.extend_from_slice(&chunk);
+            chunks.push(chunk);
             crate::watchdog::touch();
         }
-        if buf.len() as u64 != want {
+        if got != want {
             return Err(fail(format!(
-                "bytes {range:?} answered with {} bytes, expected {want}",
-                buf.len()
+                "bytes {range:?} answered with {got} bytes, expected {want}"
             )));
         }
-        Ok(buf.freeze())
+        Ok(chunks)
     }
 
     /// Opens an object for reading, chunk by chunk.
