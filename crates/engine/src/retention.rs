@@ -196,7 +196,7 @@ mod tests {
             .filter(|(v, _)| v.keep)
             .map(|(v, s)| (t(s), (*s).to_owned(), v.reasons.clone()))
             .collect();
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|a| std::cmp::Reverse(a.0));
         out.into_iter().map(|(_, s, r)| (s, r)).collect()
     }
 
