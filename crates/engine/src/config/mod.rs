@@ -79,9 +79,30 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// The HTTP endpoints of `run`.
     pub server: ServerConfig,
+    /// `[retention]` and the targets' own: which archives `prune` keeps.
+    pub retention: RetentionConfig,
+}
+
+/// Retention, validated: the default policy (none: keep everything) and the targets' own.
+#[derive(Debug, Clone, Default)]
+pub struct RetentionConfig {
+    /// `[retention]`.
+    pub default: Option<crate::retention::Policy>,
+    /// Targets with a `retention = { … }` of their own (merged over the default).
+    pub overrides: Vec<(Target, crate::retention::Policy)>,
 }
 
 impl Config {
+    /// The retention policy of one target; `None` keeps everything.
+    pub fn retention_for(&self, target: &Target) -> Option<&crate::retention::Policy> {
+        self.retention
+            .overrides
+            .iter()
+            .find(|(t, _)| t == target)
+            .map(|(_, p)| p)
+            .or(self.retention.default.as_ref())
+    }
+
     /// The schedule of one target (its own, or the default).
     pub fn schedule_for(&self, target: &Target) -> &Schedule {
         self.schedule

@@ -25,6 +25,50 @@ pub struct RawConfig {
     /// `[[target]]`: one table per (project, Flex cluster) pair to archive.
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
+    /// `[retention]`: which archives `prune` keeps (absent: keep everything).
+    pub retention: Option<RawRetention>,
+}
+
+/// `[retention]`, and a target's `retention = { … }` (its keys override the table's).
+/// restic's `forget` semantics; see README "Retention".
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    /// The newest N archives.
+    pub keep_last: Option<u32>,
+    /// The newest archive of each of the last N days that have one.
+    pub keep_daily: Option<u32>,
+    /// The newest archive of each of the last N ISO weeks that have one.
+    pub keep_weekly: Option<u32>,
+    /// The newest archive of each of the last N months that have one.
+    pub keep_monthly: Option<u32>,
+    /// The newest archive of each of the last N years that have one.
+    pub keep_yearly: Option<u32>,
+    /// Every archive taken within this long before the newest one (e.g. `"30d"`).
+    pub keep_within: Option<String>,
+    /// IANA zone for the day, week, month and year boundaries (default `"UTC"`).
+    pub timezone: Option<String>,
+    /// Never fewer archives per target than this (default 3).
+    pub min_keep: Option<u32>,
+}
+
+impl RawRetention {
+    /// `self` with the keys `over` sets replaced.
+    pub fn overridden_by(&self, over: &RawRetention) -> RawRetention {
+        RawRetention {
+            keep_last: over.keep_last.or(self.keep_last),
+            keep_daily: over.keep_daily.or(self.keep_daily),
+            keep_weekly: over.keep_weekly.or(self.keep_weekly),
+            keep_monthly: over.keep_monthly.or(self.keep_monthly),
+            keep_yearly: over.keep_yearly.or(self.keep_yearly),
+            keep_within: over
+                .keep_within
+                .clone()
+                .or_else(|| self.keep_within.clone()),
+            timezone: over.timezone.clone().or_else(|| self.timezone.clone()),
+            min_keep: over.min_keep.or(self.min_keep),
+        }
+    }
 }
 
 /// `[atlas]`
@@ -156,4 +200,6 @@ pub struct RawTarget {
     pub cron: Option<String>,
     /// This target's own time zone (default: `schedule.timezone`).
     pub timezone: Option<String>,
+    /// This target's retention: its keys override `[retention]`'s.
+    pub retention: Option<RawRetention>,
 }

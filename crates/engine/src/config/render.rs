@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use super::raw::{RawAtlas, RawConfig, RawJournal, RawSchedule, RawServer, RawStorage, RawTarget};
+use super::raw::{
+    RawAtlas, RawConfig, RawJournal, RawRetention, RawSchedule, RawServer, RawStorage, RawTarget,
+};
 use super::{AtlasCredentials, ChecksumCalculation, Config, ObjectChecksum, PartSize};
 
 /// How secrets appear in the rendered configuration.
@@ -141,6 +143,12 @@ impl Config {
                     cluster: Some(t.cluster.clone()),
                     cron: own.map(|s| s.expression().to_owned()),
                     timezone: own.map(|s| s.zone().name().to_owned()),
+                    retention: self
+                        .retention
+                        .overrides
+                        .iter()
+                        .find(|(o, _)| o == t)
+                        .map(|(_, p)| policy(p)),
                 }
             })
             .collect();
@@ -153,7 +161,23 @@ impl Config {
             schedule,
             server,
             targets,
+            retention: self.retention.default.as_ref().map(policy),
         }
+    }
+}
+
+/// A retention policy as the loader reads it.
+fn policy(p: &crate::retention::Policy) -> RawRetention {
+    let count = |n: u32| (n > 0).then_some(n);
+    RawRetention {
+        keep_last: count(p.keep_last),
+        keep_daily: count(p.keep_daily),
+        keep_weekly: count(p.keep_weekly),
+        keep_monthly: count(p.keep_monthly),
+        keep_yearly: count(p.keep_yearly),
+        keep_within: p.keep_within.map(duration),
+        timezone: Some(p.timezone.name().to_owned()),
+        min_keep: Some(p.min_keep),
     }
 }
 

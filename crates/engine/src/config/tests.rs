@@ -460,14 +460,14 @@ fn the_shipped_example_config_is_valid() {
 fn check_config_output_loads_back_to_the_same_config() {
     let c = Case::new();
     let text = format!(
-        "{GOOD}cron = \"0 4 * * *\"\ntimezone = \"Europe/Paris\"\n\n[[target]]\nproject_id = \"32b6e34b3d91647abb20e7b9\"\ncluster = \"billing\"\n"
+        "{GOOD}cron = \"0 4 * * *\"\ntimezone = \"Europe/Paris\"\n\n[[target]]\nproject_id = \"32b6e34b3d91647abb20e7b9\"\ncluster = \"billing\"\nretention = {{ keep_daily = 30 }}\n"
     )
     .replace(
         "[storage]\n",
         "[storage]\npart_size = \"1.5GiB\"\nrequest_timeout = \"1h30m\"\naccess_key_id = \"AKIA\"\nsecret_access_key = \"aws-secret-value\"\n",
     )
     .replace("[atlas]\n", "[atlas]\npoll_interval = \"2.5s\"\nrestore_timeout = \"45m\"\n")
-        + "\n[schedule]\njitter = \"0s\"\nshutdown_grace = \"90s\"\n\n[server]\nlisten = \"127.0.0.1:9187\"\ntoken = \"t0k3n\"\n";
+        + "\n[schedule]\njitter = \"0s\"\nshutdown_grace = \"90s\"\n\n[server]\nlisten = \"127.0.0.1:9187\"\ntoken = \"t0k3n\"\n\n[retention]\nkeep_daily = 7\nkeep_monthly = 12\nkeep_within = \"30d\"\ntimezone = \"Europe/Berlin\"\n";
     let config = loaded(&c, &text, &[]);
     assert_eq!(config.storage.part_size, PartSize::Fixed(3 << 29));
     let exposed = config.to_raw(render::SecretView::Exposed);
@@ -492,4 +492,62 @@ fn check_config_output_loads_back_to_the_same_config() {
         redacted.contains("[[target]]") && redacted.contains("timezone = \"Europe/Paris\""),
         "{redacted}"
     );
+}
+
+/// Issue 11: `[retention]`, a target's own keys over it, and the policies refused.
+#[test]
+fn retention_merges_per_target_and_refuses_empty_policies() {
+    let c = Case::new();
+    let text = format!(
+        "{GOOD}retention = {{ keep_daily = 30, min_keep = 5 }}\n\n[[target]]\nproject_id = \"32b6e34b3d91647abb20e7b9\"\ncluster = \"billing\"\n\n[retention]\nkeep_daily = 7\nkeep_yearly = 2\ntimezone = \"Europe/Berlin\"\n"
+    );
+    let config = loaded(&c, &text, &[]);
+    let orders = &config.targets[0];
+    let billing = &config.targets[1];
+    let own = config.retention_for(orders).unwrap();
+    assert_eq!((own.keep_daily, own.keep_yearly, own.min_keep), (30, 2, 5));
+    assert_eq!(own.timezone, chrono_tz::Europe::Berlin);
+    let default = config.retention_for(billing).unwrap();
+    assert_eq!(
+        (default.keep_daily, default.keep_yearly, default.min_keep),
+        (7, 2, 3)
+    );
+    // No table: keep everything.
+    assert!(loaded(&c, GOOD, &[]).retention_for(orders).is_none());
+
+    for (table, key, words) in [
+        (
+            "[retention]\ntimezone = \"UTC\"\n",
+            "`retention`",
+            "keeps nothing",
+        ),
+        (
+            "[retention]\nkeep_daily = 0\nkeep_within = \"0s\"\n",
+            "`retention`",
+            "keeps nothing",
+        ),
+        (
+            "[retention]\nkeep_daily = 7\ntimezone = \"Mars/Olympus\"\n",
+            "`retention.timezone`",
+            "IANA",
+        ),
+        (
+            "[retention]\nkeep_daily = 7\nkeep_within = \"a while\"\n",
+            "`retention.keep_within`",
+            "",
+        ),
+        (
+            "[retention]\nkeep_daily = 7\nmin_keep = 0\n",
+            "`retention.min_keep`",
+            "at least 1",
+        ),
+        (
+            "[retention]\nkeep_dayly = 7\n",
+            "keep_dayly",
+            "unknown field",
+        ),
+    ] {
+        let e = c.error(&format!("{GOOD}\n{table}"), &[]);
+        assert!(e.contains(key) && e.contains(words), "{table}: {e}");
+    }
 }
