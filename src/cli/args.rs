@@ -43,6 +43,9 @@ pub enum Command {
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Then apply the retention policy to each target whose snapshots all archived and verified (as `prune` does).
+        #[arg(long)]
+        prune: bool,
     },
     /// Run as a service: archive on the configured schedule until SIGTERM (systemd Type=notify, /healthz, /readyz, /metrics).
     Run {
@@ -121,6 +124,21 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallel: u16,
         /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the retention policy ([retention]) to the archives in the bucket: print every archive with keep/remove and the rules that keep it, and delete what it removes.
+    Prune {
+        /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Only this target (PROJECT_ID/CLUSTER, as in the config); repeatable.
+        #[arg(long = "target", value_name = "PROJECT_ID/CLUSTER")]
+        targets: Vec<String>,
+        /// Show what would be removed; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },

@@ -6,6 +6,7 @@ mod args;
 mod demo;
 mod maintenance;
 mod once;
+mod prune;
 mod restore;
 mod status;
 
@@ -122,9 +123,19 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
             config,
             targets,
             json,
+            prune,
         } => {
             let path = config_path(config.as_deref(), &env);
-            once::run(&path, &env, &targets, json).await
+            once::run(&path, &env, &targets, json, prune).await
+        }
+        Command::Prune {
+            config,
+            targets,
+            dry_run,
+            json,
+        } => {
+            let path = config_path(config.as_deref(), &env);
+            prune::run(&path, &env, &targets, dry_run, json).await
         }
         Command::Run { config } => {
             let path = config_path(config.as_deref(), &env);

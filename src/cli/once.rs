@@ -22,23 +22,54 @@ pub(super) async fn run(
     env: &HashMap<String, String>,
     target_args: &[String],
     json: bool,
+    prune: bool,
 ) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Load)?;
     let targets = select_targets(&config, target_args)?;
+    if prune && targets.iter().all(|t| config.retention_for(t).is_none()) {
+        return Err(Failure::Usage(format!(
+            "--prune: config file {} has no [retention] table and no target with `retention = {{ … }}`",
+            config.source.display()
+        )));
+    }
     let shutdown = Shutdown::default();
     spawn_signal_handler(shutdown.clone());
     let reports = execute(&config, &targets, "once", shutdown).await?;
+    // Only a target whose every snapshot archived and verified is pruned: never after a
+    // failure, when the newest archive may not be the one the policy expects.
+    let pruned = if prune {
+        let clean: Vec<Target> = reports
+            .iter()
+            .filter(|r| r.succeeded())
+            .map(|r| r.target.clone())
+            .collect();
+        let store = super::connect_store(&config).await?;
+        super::prune::prune_targets(&config, &store, &clean, false).await?
+    } else {
+        Vec::new()
+    };
     if json {
-        let text = serde_json::to_string_pretty(&reports)?;
+        let text = if prune {
+            serde_json::to_string_pretty(&serde_json::json!({"runs": reports, "prunes": pruned}))?
+        } else {
+            serde_json::to_string_pretty(&reports)?
+        };
         println!("{text}");
     } else {
         print_reports(&reports);
+        if prune {
+            println!();
+            super::prune::print_reports(&pruned);
+        }
     }
-    Ok(if reports.iter().all(TargetReport::succeeded) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let pruned_ok = pruned.iter().all(|r| r.failures() == 0);
+    Ok(
+        if reports.iter().all(TargetReport::succeeded) && pruned_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 /// `--target` values must name configured targets. A target named twice runs once: two
@@ -162,6 +193,11 @@ pub(super) fn print_reports(reports: &[TargetReport]) {
                 }
                 SnapshotOutcome::AlreadyArchived { snapshot_id } => {
                     println!("  ok        {snapshot_id}  archived earlier");
+                }
+                SnapshotOutcome::Pruned { snapshot_id } => {
+                    println!(
+                        "  pruned    {snapshot_id}  archived earlier, since removed by the retention policy"
+                    );
                 }
                 SnapshotOutcome::Failed {
                     snapshot_id,

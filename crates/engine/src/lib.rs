@@ -20,7 +20,8 @@
 //! - [`schedule`], [`target`]: cron in time zones; a target and its names' rules.
 //! - [`telemetry`]: logging setup and the metrics registry.
 //! - [`watchdog`]: the run watchdog (no progress for `schedule.stall_timeout` cancels the work).
-//! - [`retention`]: the retention rules (restic's `forget` semantics), pure.
+//! - [`retention`]: the retention rules (restic's `forget` semantics), pure; [`prune`] applies
+//!   them to a target's archives in the bucket (journal first, then archive, then manifest).
 //! - `reason`, `retry`, `keys`, `fault`: the private foundation (failure reasons, the backoff
 //!   policy, object keys, crash points for the reliability suite); they import nothing of the
 //!   crate.
@@ -34,6 +35,7 @@ pub(crate) mod fault;
 pub mod journal;
 pub(crate) mod keys;
 pub mod pipeline;
+pub mod prune;
 pub(crate) mod reason;
 pub mod restore;
 pub mod retention;

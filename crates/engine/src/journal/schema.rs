@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use super::{JournalError, sql_error};
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     r"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -124,6 +124,42 @@ CREATE TABLE upload_parts (
     // 3 → 4: the download job that fed the recorded upload (audit M3). A resume is allowed
     // only with that job; rows migrated with an open upload have none, so they start over.
     "ALTER TABLE snapshots ADD COLUMN upload_job_id TEXT",
+    // 4 → 5: the `pruned` state (archived, then removed from the bucket by the retention
+    // policy; never archived again). SQLite cannot alter a CHECK: the table is rebuilt.
+    r"
+CREATE TABLE snapshots_v5 (
+    project_id TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('discovered','download_requested','uploading','uploaded','archived','failed','pruned')),
+    scheduled_at TEXT,
+    finished_at TEXT,
+    mongodb_version TEXT,
+    expires_at TEXT,
+    restore_job_id TEXT,
+    upload_id TEXT,
+    object_key TEXT,
+    size_bytes INTEGER,
+    sha256 TEXT,
+    crc32c TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_reason TEXT,
+    archived_at TEXT,
+    updated_at TEXT NOT NULL,
+    part_size INTEGER,
+    source_etag TEXT,
+    source_length INTEGER,
+    upload_crc32c INTEGER,
+    upload_job_id TEXT,
+    PRIMARY KEY (project_id, cluster, snapshot_id)
+);
+INSERT INTO snapshots_v5 SELECT project_id, cluster, snapshot_id, state, scheduled_at, finished_at, mongodb_version,
+    expires_at, restore_job_id, upload_id, object_key, size_bytes, sha256, crc32c, attempts, last_error, last_reason,
+    archived_at, updated_at, part_size, source_etag, source_length, upload_crc32c, upload_job_id FROM snapshots;
+DROP TABLE snapshots;
+ALTER TABLE snapshots_v5 RENAME TO snapshots;
+",
 ];
 
 /// Sets durability pragmas, checks integrity and version, and migrates.

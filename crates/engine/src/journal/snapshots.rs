@@ -30,6 +30,9 @@ pub enum SnapshotState {
     Archived,
     /// The last attempt failed; the next run tries again while Atlas holds the snapshot.
     Failed,
+    /// Archived, then removed from the bucket by the retention policy (`prune`). Final: it is
+    /// never archived again.
+    Pruned,
 }
 
 impl SnapshotState {
@@ -42,6 +45,7 @@ impl SnapshotState {
             Self::Uploaded => "uploaded",
             Self::Archived => "archived",
             Self::Failed => "failed",
+            Self::Pruned => "pruned",
         }
     }
 
@@ -53,6 +57,7 @@ impl SnapshotState {
             "uploaded" => Self::Uploaded,
             "archived" => Self::Archived,
             "failed" => Self::Failed,
+            "pruned" => Self::Pruned,
             _ => return None,
         })
     }

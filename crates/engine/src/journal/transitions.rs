@@ -14,11 +14,11 @@ use rusqlite::{ToSql, params};
 
 use super::snapshots::{fetch, log_event};
 use super::{
-    ArchivedObject, Journal, JournalError, SnapshotKey, SnapshotRecord, SnapshotState,
-    StreamResult, UploadPlan, now, sql_error,
+    ArchivedObject, Journal, JournalError, SnapshotFacts, SnapshotKey, SnapshotRecord,
+    SnapshotState, StreamResult, UploadPlan, now, sql_error,
 };
 use crate::reason::Reason;
-use SnapshotState::{Archived, Discovered, DownloadRequested, Failed, Uploaded, Uploading};
+use SnapshotState::{Archived, Discovered, DownloadRequested, Failed, Pruned, Uploaded, Uploading};
 
 /// Every state but `archived`, which is final.
 const OPEN: &[SnapshotState] = &[Discovered, DownloadRequested, Uploading, Uploaded, Failed];
@@ -242,6 +242,30 @@ impl Journal {
             .bind(":job_id", object.restore_job_id)
             .forgetting_parts();
         self.step(key, step).await
+    }
+
+    /// The retention policy removes the archive: `archived` → `pruned`, recorded *before* the
+    /// objects are deleted, so that a prune cut short is finished by the next one and the
+    /// snapshot is never archived again. A snapshot the journal did not know (a lost journal)
+    /// is recorded as archived from its manifest first.
+    pub async fn prune(
+        &self,
+        key: &SnapshotKey,
+        facts: SnapshotFacts,
+        object: ArchivedObject,
+        note: &str,
+    ) -> Result<SnapshotRecord, JournalError> {
+        let row = self.discover(key.clone(), facts).await?;
+        match row.state {
+            Pruned => return Ok(row),
+            Archived => {}
+            _ => {
+                self.adopt(key, object, "recorded from the manifest before pruning")
+                    .await?;
+            }
+        }
+        self.step(key, Step::new(&[Archived], Some(Pruned), note))
+            .await
     }
 
     /// An attempt failed: any state but `archived` → `failed`, with the error and its reason.

@@ -46,6 +46,9 @@ impl Archiver {
             if record.state == SnapshotState::Archived {
                 return Ok(SnapshotOutcome::AlreadyArchived { snapshot_id: id.to_owned() });
             }
+            if record.state == SnapshotState::Pruned {
+                return Ok(SnapshotOutcome::Pruned { snapshot_id: id.to_owned() });
+            }
             // Once a key is recorded it stays the snapshot's key: a template or prefix edited
             // since, or a snapshot listed without timestamps, must not move an upload in flight
             // (audit L5).

@@ -36,6 +36,11 @@ pub enum SnapshotOutcome {
         /// Snapshot id.
         snapshot_id: String,
     },
+    /// Archived earlier and since removed by the retention policy: not archived again.
+    Pruned {
+        /// Snapshot id.
+        snapshot_id: String,
+    },
     /// Failed; a later run tries again while Atlas holds it.
     Failed {
         /// Snapshot id.

@@ -32,7 +32,9 @@ impl Archiver {
                     SnapshotOutcome::Archived { .. } | SnapshotOutcome::Adopted { .. } => {
                         summary.archived += 1
                     }
-                    SnapshotOutcome::AlreadyArchived { .. } => summary.skipped += 1,
+                    SnapshotOutcome::AlreadyArchived { .. } | SnapshotOutcome::Pruned { .. } => {
+                        summary.skipped += 1
+                    }
                     SnapshotOutcome::Failed { .. } | SnapshotOutcome::Lost { .. } => {
                         summary.failed += 1
                     }
@@ -231,8 +233,10 @@ impl Archiver {
             let still_listed = listed
                 .iter()
                 .any(|s| s.id.as_deref() == Some(record.snapshot_id.as_str()));
-            if record.state == SnapshotState::Archived
-                || still_listed
+            if matches!(
+                record.state,
+                SnapshotState::Archived | SnapshotState::Pruned
+            ) || still_listed
                 || Reason::SnapshotLost.is(record.last_reason.as_deref())
             {
                 continue;

@@ -1,0 +1,215 @@
+//! `prune`: applies a target's retention policy to the archives its bucket holds. It works from
+//! the bucket's manifests (the catalog of `list`), so it is right after a lost journal too. Each
+//! removal is recorded in the journal first (`pruned`: never archived again), then the archive is
+//! deleted, then its manifest; a prune cut short between any two of those is finished by the next
+//! one (a catalog entry or a manifest without its archive whose journal row says `pruned`).
+//! Must not: delete anything the policy keeps, anything outside the catalog of this target, or
+//! anything at all with `dry_run`.
+
+use serde::Serialize;
+use tracing::{error, info};
+
+use crate::config::StorageConfig;
+use crate::journal::{Journal, JournalError, SnapshotFacts, SnapshotKey, SnapshotState};
+use crate::restore::{Catalog, CatalogEntry, CatalogError, ProblemKind};
+use crate::retention::{Policy, apply};
+use crate::store::{ObjectStore, StoreError};
+use crate::target::Target;
+
+/// The verdict on one archive.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneItem {
+    /// Snapshot id.
+    pub snapshot_id: String,
+    /// Archive key.
+    pub object_key: String,
+    /// When the snapshot was taken (what the rules count by).
+    pub taken_at: chrono::DateTime<chrono::Utc>,
+    /// Its size.
+    pub size_bytes: u64,
+    /// `keep` or `remove`.
+    pub action: Action,
+    /// The rules that keep it.
+    pub reasons: Vec<String>,
+    /// What happened when it was to be removed (absent in a dry run, or when kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Keep or remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The policy keeps it.
+    Keep,
+    /// The policy removes it.
+    Remove,
+}
+
+/// One target's prune.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    /// The target.
+    pub target: Target,
+    /// Nothing was deleted.
+    pub dry_run: bool,
+    /// Every archive, newest first.
+    pub archives: Vec<PruneItem>,
+    /// Manifests left by a prune cut short, finished now (or that would be, in a dry run).
+    pub finished: Vec<String>,
+    /// Bytes the removals freed (or would free).
+    pub bytes_reclaimed: u64,
+}
+
+impl PruneReport {
+    /// Archives kept.
+    pub fn kept(&self) -> usize {
+        self.archives
+            .iter()
+            .filter(|a| a.action == Action::Keep)
+            .count()
+    }
+
+    /// Archives removed (or to be removed).
+    pub fn removed(&self) -> usize {
+        self.archives.len() - self.kept()
+    }
+
+    /// Removals that failed.
+    pub fn failures(&self) -> usize {
+        self.archives.iter().filter(|a| a.error.is_some()).count()
+    }
+}
+
+/// Why a prune could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    /// Reading the catalog.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The journal.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// Applies `policy` to `target`'s archives; deletes what it removes unless `dry_run`.
+pub async fn prune(
+    store: &ObjectStore,
+    storage: &StorageConfig,
+    journal: &Journal,
+    target: &Target,
+    policy: &Policy,
+    dry_run: bool,
+) -> Result<PruneReport, PruneError> {
+    let catalog = Catalog::read(store, storage, std::slice::from_ref(target)).await?;
+    let entries: Vec<&CatalogEntry> = catalog.of(target).collect();
+    // An archive the journal already records as pruned is the remainder of a prune cut short:
+    // it is removed whatever the policy says now.
+    let mut pruned_before = std::collections::HashSet::new();
+    for row in journal.snapshots(Some(target.clone())).await? {
+        if row.state == SnapshotState::Pruned {
+            pruned_before.insert(row.snapshot_id);
+        }
+    }
+    let times: Vec<_> = entries.iter().map(|e| e.taken_at()).collect();
+    let verdicts = apply(policy, &times);
+    let mut report = PruneReport {
+        target: target.clone(),
+        dry_run,
+        archives: Vec::new(),
+        finished: Vec::new(),
+        bytes_reclaimed: 0,
+    };
+    for (entry, verdict) in entries.iter().zip(verdicts) {
+        let m = &entry.manifest;
+        let unfinished = pruned_before.contains(&m.snapshot_id);
+        let keep = verdict.keep && !unfinished;
+        let mut item = PruneItem {
+            snapshot_id: m.snapshot_id.clone(),
+            object_key: m.object_key.clone(),
+            taken_at: entry.taken_at(),
+            size_bytes: m.size_bytes,
+            action: if keep { Action::Keep } else { Action::Remove },
+            reasons: if keep {
+                verdict.reasons
+            } else if unfinished {
+                vec!["pruned before (finishing)".into()]
+            } else {
+                Vec::new()
+            },
+            error: None,
+        };
+        if !keep {
+            report.bytes_reclaimed += m.size_bytes;
+            if !dry_run && let Err(e) = remove(store, journal, target, entry).await {
+                error!(snapshot = %m.snapshot_id, error = %e, "prune: cannot remove the archive");
+                item.error = Some(e.to_string());
+            }
+        }
+        report.archives.push(item);
+    }
+    // Manifests whose archive is gone and whose snapshot the journal says was pruned: a prune
+    // cut short after the archive's deletion.
+    for problem in catalog
+        .problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::ManifestWithoutArchive)
+    {
+        let Some(id) = &problem.snapshot_id else {
+            continue;
+        };
+        if !pruned_before.contains(id) {
+            continue;
+        }
+        let manifest = crate::keys::manifest_key(&problem.key);
+        if !dry_run {
+            if let Err(e) = store.delete(&manifest).await {
+                error!(key = %manifest, error = %e, "prune: cannot finish removing a manifest");
+                continue;
+            }
+            info!(key = %manifest, "prune: finished removing the manifest of a pruned archive");
+        }
+        report.finished.push(manifest);
+    }
+    Ok(report)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RemoveError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Journal first (the intent, and the promise never to archive it again), then the archive,
+/// then the manifest.
+async fn remove(
+    store: &ObjectStore,
+    journal: &Journal,
+    target: &Target,
+    entry: &CatalogEntry,
+) -> Result<(), RemoveError> {
+    let m = &entry.manifest;
+    let key = SnapshotKey::new(target, &m.snapshot_id);
+    let facts = SnapshotFacts {
+        scheduled_at: m.snapshot_scheduled_at,
+        finished_at: m.snapshot_finished_at,
+        mongodb_version: m.mongodb_version.clone(),
+        expires_at: None,
+    };
+    journal
+        .prune(
+            &key,
+            facts,
+            m.archived_object(),
+            "removed by the retention policy",
+        )
+        .await?;
+    crate::fault::point("prune-recorded");
+    store.delete(&m.object_key).await?;
+    crate::fault::point("prune-archive-deleted");
+    store.delete(&entry.manifest_key).await?;
+    info!(snapshot = %m.snapshot_id, key = %m.object_key, "pruned");
+    Ok(())
+}

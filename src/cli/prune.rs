@@ -1,0 +1,108 @@
+//! `prune` (and `once --prune`): each target's retention policy applied to its archives in the
+//! bucket; a table (or JSON) of every archive with keep/remove and the rules that keep it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::Failure;
+use super::once::select_targets;
+use atlas_archiver_engine::config::{Config, Secrets};
+use atlas_archiver_engine::journal::Journal;
+use atlas_archiver_engine::prune::{Action, PruneReport, prune};
+use atlas_archiver_engine::store::ObjectStore;
+use atlas_archiver_engine::target::Target;
+
+/// `prune`.
+pub(super) async fn run(
+    path: &Path,
+    env: &HashMap<String, String>,
+    target_args: &[String],
+    dry_run: bool,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let config = Config::load(path, env, Secrets::StorageOnly)?;
+    let targets = select_targets(&config, target_args)?;
+    if targets.iter().all(|t| config.retention_for(t).is_none()) {
+        return Err(Failure::Usage(format!(
+            "config file {}: no [retention] table and no target with `retention = {{ … }}`: nothing may be pruned (see README \"Retention\")",
+            config.source.display()
+        )));
+    }
+    let store = ObjectStore::connect(&config.storage).await;
+    let reports = prune_targets(&config, &store, &targets, dry_run).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print_reports(&reports);
+    }
+    Ok(exit_code(&reports))
+}
+
+/// Prunes each of `targets` that has a policy; the others keep everything.
+pub(super) async fn prune_targets(
+    config: &Config,
+    store: &ObjectStore,
+    targets: &[Target],
+    dry_run: bool,
+) -> Result<Vec<PruneReport>, Failure> {
+    let journal = Journal::open(&config.journal.path)?;
+    let mut reports = Vec::new();
+    for target in targets {
+        let Some(policy) = config.retention_for(target) else {
+            continue;
+        };
+        let report = prune(store, &config.storage, &journal, target, policy, dry_run)
+            .await
+            .map_err(|e| Failure::Runtime(format!("prune of {target} failed: {e}")))?;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// 0 when every removal succeeded, 1 otherwise.
+pub(super) fn exit_code(reports: &[PruneReport]) -> ExitCode {
+    if reports.iter().all(|r| r.failures() == 0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+pub(super) fn print_reports(reports: &[PruneReport]) {
+    for r in reports {
+        let verb = if r.dry_run { "would remove" } else { "removed" };
+        println!(
+            "{}: keep {}, {verb} {} ({} bytes){}",
+            r.target,
+            r.kept(),
+            r.removed(),
+            r.bytes_reclaimed,
+            if r.dry_run {
+                " [dry run: nothing deleted]"
+            } else {
+                ""
+            }
+        );
+        for a in &r.archives {
+            let action = match (a.action, &a.error) {
+                (Action::Keep, _) => "keep  ",
+                (Action::Remove, None) => "remove",
+                (Action::Remove, Some(_)) => "FAILED",
+            };
+            let why = match &a.error {
+                Some(e) => e.clone(),
+                None => a.reasons.join(", "),
+            };
+            println!(
+                "  {action}  {}  {}  {}  {why}",
+                a.snapshot_id,
+                a.taken_at.format("%Y-%m-%d %H:%M"),
+                a.object_key
+            );
+        }
+        for m in &r.finished {
+            println!("  finished an interrupted prune: {m}");
+        }
+    }
+}
