@@ -487,3 +487,73 @@ fn spawn(w: &World, command: &str, config: &str) -> tokio::process::Child {
         .kill_on_drop(true);
     cmd.spawn().unwrap()
 }
+
+/// Issue 11: after a run in which every snapshot of a target archived, the daemon applies its
+/// retention policy; the metrics say what was kept, removed and reclaimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_prunes_a_target_after_a_clean_run() {
+    let w = World::new(
+        "daemon-prune",
+        scenario(PROJECT, &["one-flex"], 5, &[64 << 10]),
+    )
+    .await;
+    let port = free_port();
+    let config = daemon_config(&w, port, "5s", "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[retention]\nkeep_last = 2\nmin_keep = 2\n");
+    std::fs::write(&config, text).unwrap();
+    let notify = NotifySocket::new(w.dir.path());
+    let child = spawn_run(&w, &config, &notify);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let l = format!("{{project=\"{PROJECT}\",cluster=\"one-flex\"}}");
+    let mut page = String::new();
+    wait_for(
+        "a prune in the metrics",
+        Duration::from_secs(90),
+        async || {
+            page = match http.get(format!("{base}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            metric(&page, &format!("atlas_archiver_archives_pruned_total{l}")) == Some(3.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(&page, &format!("atlas_archiver_archives_kept{l}")),
+        Some(2.0),
+        "{page}"
+    );
+    assert!(
+        metric(
+            &page,
+            &format!("atlas_archiver_prune_bytes_reclaimed_total{l}")
+        )
+        .is_some_and(|b| b > 0.0)
+    );
+    assert!(
+        metric(
+            &page,
+            &format!("atlas_archiver_last_prune_timestamp_seconds{l}")
+        )
+        .is_some_and(|t| t > 0.0)
+    );
+    // Two archives and their manifests remain: the two newest.
+    let newest: Vec<String> = {
+        let mut snaps = w.sim.clusters()[0].snapshots.clone();
+        snaps.sort_by_key(|s| std::cmp::Reverse(s.finished));
+        snaps.iter().take(2).map(|s| s.id.clone()).collect()
+    };
+    let keys = w.keys().await;
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    for id in &newest {
+        assert!(
+            keys.keys().any(|k| k.ends_with(&format!("{id}.tar.gz"))),
+            "{keys:?}"
+        );
+    }
+    signal(&child, "-TERM");
+    let (code, _, _) = finish(child, Duration::from_secs(30)).await;
+    assert_eq!(code, 0);
+}

@@ -47,14 +47,59 @@ pub enum DaemonError {
 /// The pipeline as the scheduler's runner; remembers the last failure for STATUS=.
 struct ArchiverRunner {
     archiver: Archiver,
+    config: Arc<Config>,
     last_failure: Arc<Mutex<Option<String>>>,
+}
+
+impl ArchiverRunner {
+    /// Applies the target's retention policy after a run in which every snapshot archived
+    /// and verified; never after a failed one. Returns whether the prune succeeded.
+    async fn prune(&self, target: &Target) -> bool {
+        let Some(policy) = self.config.retention_for(target) else {
+            return true;
+        };
+        let metrics = self.archiver.metrics();
+        match atlas_archiver_engine::prune::prune(
+            self.archiver.store(),
+            &self.config.storage,
+            self.archiver.journal(),
+            target,
+            policy,
+            false,
+        )
+        .await
+        {
+            Ok(report) => {
+                let ok = report.failures() == 0;
+                metrics.record_prune(
+                    target,
+                    report.kept(),
+                    report.removed() - report.failures(),
+                    report.bytes_reclaimed,
+                    ok,
+                    Utc::now().timestamp() as f64,
+                );
+                if ok {
+                    info!(project = %target.project_id, cluster = %target.cluster, kept = report.kept(), removed = report.removed(), bytes = report.bytes_reclaimed, "pruned by the retention policy");
+                } else {
+                    error!(project = %target.project_id, cluster = %target.cluster, failures = report.failures(), "prune: some archives could not be removed (the next prune tries again)");
+                }
+                ok
+            }
+            Err(e) => {
+                metrics.record_prune_failure(target);
+                error!(project = %target.project_id, cluster = %target.cluster, error = %e, "prune failed");
+                false
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl TargetRunner for ArchiverRunner {
     async fn run_target(&self, target: Target) -> bool {
         let report = self.archiver.archive_target(&target).await;
-        let ok = report.succeeded();
+        let ok = report.succeeded() && self.prune(&target).await;
         if !ok && let Ok(mut slot) = self.last_failure.lock() {
             *slot = Some(format!(
                 "{target} at {}",
@@ -97,6 +142,7 @@ where
     let control = Control::new(
         Arc::new(ArchiverRunner {
             archiver: engine.archiver,
+            config: Arc::new(config.clone()),
             last_failure: Arc::clone(&last_failure),
         }),
         Arc::new(SystemClock),

@@ -10,7 +10,7 @@ use super::{JournalError, sql_error};
 pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 5] = [
+pub(super) const MIGRATIONS: [&str; 5] = [
     r"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

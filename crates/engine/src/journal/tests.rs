@@ -382,3 +382,63 @@ async fn m3_the_upload_remembers_the_job_that_fed_it_when_a_new_job_is_recorded(
     let r = j.start_upload(&k, plan("k")).await.unwrap();
     assert_eq!(r.upload_job_id.as_deref(), Some("job1"));
 }
+
+/// Issue 11: a version-4 journal migrates to 5 with its rows, and then takes the `pruned` state,
+/// which is final: no step but `prune` itself accepts it.
+#[tokio::test]
+async fn a_version_4_journal_migrates_and_pruned_is_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute(
+            "INSERT INTO snapshots (project_id, cluster, snapshot_id, state, object_key, size_bytes, sha256, crc32c, updated_at)
+             VALUES ('32b6e34b3d91647abb20e7b8', 'orders-flex', 'aaaaaaaaaaaaaaaaaaaaaaaa', 'archived', 'k.tar.gz', 7, 'ab', 'cd', '2026-11-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    let k = key("aaaaaaaaaaaaaaaaaaaaaaaa");
+    let row = j.get(&k).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.object_key.as_deref()),
+        (SnapshotState::Archived, Some("k.tar.gz"))
+    );
+    let object = ArchivedObject {
+        object_key: "k.tar.gz".into(),
+        size_bytes: 7,
+        sha256: "ab".into(),
+        crc32c: "cd".into(),
+        restore_job_id: None,
+    };
+    let pruned = j
+        .prune(&k, SnapshotFacts::default(), object.clone(), "test")
+        .await
+        .unwrap();
+    assert_eq!(pruned.state, SnapshotState::Pruned);
+    // Pruning again is a no-op; nothing else moves it.
+    assert_eq!(
+        j.prune(&k, SnapshotFacts::default(), object.clone(), "again")
+            .await
+            .unwrap()
+            .state,
+        SnapshotState::Pruned
+    );
+    assert_refused(j.adopt(&k, object.clone(), "x").await, "adopt a pruned row");
+    assert_refused(
+        j.fail(&k, &Reason::SnapshotLost, "x").await,
+        "fail a pruned row",
+    );
+    // A snapshot the journal never knew (a lost journal) is recorded, then pruned.
+    let unknown = key("bbbbbbbbbbbbbbbbbbbbbbbb");
+    let r = j
+        .prune(&unknown, SnapshotFacts::default(), object, "lost journal")
+        .await
+        .unwrap();
+    assert_eq!(r.state, SnapshotState::Pruned);
+}

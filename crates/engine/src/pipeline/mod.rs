@@ -248,6 +248,21 @@ impl Archiver {
         })
     }
 
+    /// The store it writes to (for `prune` after a run).
+    pub fn store(&self) -> &ObjectStore {
+        &self.store
+    }
+
+    /// Its journal (for `prune` after a run).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Its metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The run watchdog, for `/healthz`: which snapshot's work has been idle longest.
     pub fn watchdog(&self) -> &Watchdog {
         &self.watchdog

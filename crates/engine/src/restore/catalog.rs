@@ -133,14 +133,16 @@ impl Catalog {
                     .iter()
                     .any(|t| t.project_id == project && t.cluster == cluster)
         };
-        let manifest_keys: Vec<&str> = listed
+        // Owned keys: a future that borrows from the listing inside a stream is not `Send`
+        // for every lifetime (the daemon runs this in a spawned task).
+        let manifest_keys: Vec<String> = listed
             .iter()
-            .map(|o| o.key.as_str())
+            .map(|o| o.key.clone())
             .filter(|k| k.ends_with(MANIFEST_SUFFIX))
             .collect();
-        let read = futures_util::stream::iter(manifest_keys.iter().map(|key| async move {
-            let body = store.get_small(key).await?;
-            Ok::<_, StoreError>((*key, body))
+        let read = futures_util::stream::iter(manifest_keys.into_iter().map(|key| async move {
+            let body = store.get_small(&key).await?;
+            Ok::<_, StoreError>((key, body))
         }))
         .buffered(MANIFEST_READS)
         .collect::<Vec<_>>()
@@ -152,6 +154,7 @@ impl Catalog {
         let mut described: HashSet<String> = HashSet::new();
         for result in read {
             let (key, body) = result?;
+            let key = key.as_str();
             let Some(manifest) = body.and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
             else {
                 if targets.is_empty() {

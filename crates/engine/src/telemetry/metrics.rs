@@ -65,6 +65,11 @@ struct Inner {
     failures: Family<FailureLabels, Counter>,
     lost: Family<TargetLabels, Counter>,
     next_run: Family<TargetLabels, FloatGauge>,
+    archives_kept: Family<TargetLabels, Gauge>,
+    archives_pruned: Family<TargetLabels, Counter>,
+    bytes_reclaimed: Family<TargetLabels, Counter>,
+    last_prune: Family<TargetLabels, FloatGauge>,
+    prune_failures: Family<TargetLabels, Counter>,
     bytes_uploaded: Counter,
     transfers_in_flight: Gauge,
     run_duration: Histogram,
@@ -81,6 +86,11 @@ impl Default for Inner {
             failures: Family::default(),
             lost: Family::default(),
             next_run: Family::default(),
+            archives_kept: Family::default(),
+            archives_pruned: Family::default(),
+            bytes_reclaimed: Family::default(),
+            last_prune: Family::default(),
+            prune_failures: Family::default(),
             bytes_uploaded: Counter::default(),
             transfers_in_flight: Gauge::default(),
             run_duration: Histogram::new(DURATION_BUCKETS),
@@ -131,6 +141,31 @@ impl Default for Inner {
             "atlas_archiver_run_duration_seconds",
             "Duration of one target's run.",
             m.run_duration.clone(),
+        );
+        registry.register(
+            "atlas_archiver_archives_kept",
+            "Archives of the target the retention policy kept at its last prune.",
+            m.archives_kept.clone(),
+        );
+        registry.register(
+            "atlas_archiver_archives_pruned",
+            "Archives removed by the retention policy since start.",
+            m.archives_pruned.clone(),
+        );
+        registry.register(
+            "atlas_archiver_prune_bytes_reclaimed",
+            "Archive bytes removed by the retention policy since start.",
+            m.bytes_reclaimed.clone(),
+        );
+        registry.register(
+            "atlas_archiver_last_prune_timestamp_seconds",
+            "Unix time of the target's last prune that removed everything it meant to.",
+            m.last_prune.clone(),
+        );
+        registry.register(
+            "atlas_archiver_prune_failures",
+            "Prunes of the target that failed (or failed to remove an archive).",
+            m.prune_failures.clone(),
         );
         Self { registry, ..m }
     }
@@ -188,6 +223,48 @@ impl Metrics {
             reason: tame(&reason.code()),
         };
         self.inner.failures.get_or_create(&labels).inc();
+    }
+
+    /// A prune of `target` ended: `kept` archives kept, `removed` removed (`bytes` freed);
+    /// `ok` when every removal succeeded.
+    pub fn record_prune(
+        &self,
+        target: &Target,
+        kept: usize,
+        removed: usize,
+        bytes: u64,
+        ok: bool,
+        finished_unix: f64,
+    ) {
+        let labels: TargetLabels = target.into();
+        self.inner
+            .archives_kept
+            .get_or_create(&labels)
+            .set(i64::try_from(kept).unwrap_or(i64::MAX));
+        self.inner
+            .archives_pruned
+            .get_or_create(&labels)
+            .inc_by(removed as u64);
+        self.inner
+            .bytes_reclaimed
+            .get_or_create(&labels)
+            .inc_by(bytes);
+        if ok {
+            self.inner
+                .last_prune
+                .get_or_create(&labels)
+                .set(finished_unix);
+        } else {
+            self.inner.prune_failures.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A prune of `target` could not run at all.
+    pub fn record_prune_failure(&self, target: &Target) {
+        self.inner
+            .prune_failures
+            .get_or_create(&target.into())
+            .inc();
     }
 
     /// Atlas deleted a snapshot that was never archived.
