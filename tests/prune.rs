@@ -183,6 +183,10 @@ async fn prune_removes_exactly_what_the_policy_does_not_keep_and_never_rearchive
     list.assert_code(0);
     let catalog = parse_json(&list.stdout);
     assert_eq!(catalog["snapshots"].as_array().map(Vec::len), Some(6));
+    // list shows the policy's verdict: every archive left is a keeper.
+    for s in catalog["snapshots"].as_array().unwrap() {
+        assert_eq!(s["retention"]["keep"], true, "{s}");
+    }
     assert_eq!(
         catalog["problems"].as_array().map(Vec::len),
         Some(0),

@@ -37,6 +37,14 @@ pub(super) async fn list(
     let targets = parse_targets(target_args)?;
     let store = ObjectStore::connect(&config.storage).await;
     let mut catalog = Catalog::read(&store, &config.storage, &targets).await?;
+    let mut judged: Vec<Target> = catalog.snapshots.iter().map(CatalogEntry::target).collect();
+    judged.sort();
+    judged.dedup();
+    for target in &judged {
+        if let Some(policy) = config.retention_for(target) {
+            catalog.judge(target, policy);
+        }
+    }
     let journal = config.journal.path.exists().then_some(&config.journal.path);
     if let Some(journal_path) = journal {
         let journal = Journal::open_read_only(journal_path)?;
@@ -63,13 +71,18 @@ fn print_catalog(catalog: &Catalog, config: &Config, journal: bool) {
         let entries: Vec<&CatalogEntry> = catalog.of(target).collect();
         println!("{target}: {} archived snapshots", entries.len());
         println!(
-            "  {:<24}  {:<20}  {:>10}  {:>8}  {:<8}  {:<16}  KEY",
-            "SNAPSHOT", "TAKEN (UTC)", "SIZE", "ENTRIES", "MONGODB", "SHA-256"
+            "  {:<24}  {:<20}  {:>10}  {:>8}  {:<8}  {:<16}  {:<9}  KEY",
+            "SNAPSHOT", "TAKEN (UTC)", "SIZE", "ENTRIES", "MONGODB", "SHA-256", "RETENTION"
         );
         for e in entries {
             let m = &e.manifest;
+            let verdict = match &e.retention {
+                None => "-",
+                Some(v) if v.keep => "keep",
+                Some(_) => "prune",
+            };
             println!(
-                "  {:<24}  {:<20}  {:>10}  {:>8}  {:<8}  {:<16}  {}",
+                "  {:<24}  {:<20}  {:>10}  {:>8}  {:<8}  {:<16}  {verdict:<9}  {}",
                 m.snapshot_id,
                 e.taken_at().format("%Y-%m-%d %H:%M:%S"),
                 human_bytes(m.size_bytes),

@@ -29,6 +29,9 @@ pub struct CatalogEntry {
     /// The archive's ETag, as the listing gives it (pins the object a restore reads).
     #[serde(skip)]
     pub etag: Option<String>,
+    /// What the target's retention policy says of it (`list`, when the config has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::Verdict>,
 }
 
 impl CatalogEntry {
@@ -204,6 +207,7 @@ impl Catalog {
                     manifest_key: key.to_owned(),
                     etag: etag.map(str::to_owned),
                     manifest,
+                    retention: None,
                 }),
             }
         }
@@ -285,6 +289,17 @@ impl Catalog {
         }
         self.problems.extend(missing);
         Ok(())
+    }
+
+    /// Records what `policy` says of each archive of `target`.
+    pub fn judge(&mut self, target: &Target, policy: &crate::retention::Policy) {
+        let mine: Vec<usize> = (0..self.snapshots.len())
+            .filter(|i| self.snapshots[*i].target() == *target)
+            .collect();
+        let times: Vec<_> = mine.iter().map(|i| self.snapshots[*i].taken_at()).collect();
+        for (i, verdict) in mine.into_iter().zip(crate::retention::apply(policy, &times)) {
+            self.snapshots[i].retention = Some(verdict);
+        }
     }
 
     /// The archived snapshots of one target, newest first.
