@@ -7,6 +7,7 @@
 
 mod raw;
 mod render;
+mod retention;
 mod storage;
 pub mod units;
 mod validator;

@@ -297,7 +297,10 @@ impl Catalog {
             .filter(|i| self.snapshots[*i].target() == *target)
             .collect();
         let times: Vec<_> = mine.iter().map(|i| self.snapshots[*i].taken_at()).collect();
-        for (i, verdict) in mine.into_iter().zip(crate::retention::apply(policy, &times)) {
+        for (i, verdict) in mine
+            .into_iter()
+            .zip(crate::retention::apply(policy, &times))
+        {
             self.snapshots[i].retention = Some(verdict);
         }
     }
