@@ -131,6 +131,14 @@ async fn restore(w: &World, cfg: &str, target: &str, args: &[&str]) -> common::R
     w.run(&all, &[]).await
 }
 
+/// The archive key of snapshot `id` in a listing.
+fn archive_key(keys: &std::collections::HashMap<String, u64>, id: &str) -> String {
+    keys.keys()
+        .find(|k| k.ends_with(&format!("{id}.tar.gz")))
+        .unwrap_or_else(|| panic!("no archive of {id} in {keys:?}"))
+        .clone()
+}
+
 fn target() -> String {
     format!("{PROJECT}/{CLUSTER}")
 }
@@ -321,12 +329,7 @@ async fn a_tampered_or_truncated_archive_is_refused_and_nothing_is_left() {
     let snaps = w.sim.clusters()[0].snapshots.clone();
     let client = w.s3.client().await;
     let keys = w.keys().await;
-    let key = |id: &str| {
-        keys.keys()
-            .find(|k| k.ends_with(&format!("{id}.tar.gz")))
-            .unwrap()
-            .clone()
-    };
+    let key = |id: &str| archive_key(&keys, id);
 
     // One byte flipped in the middle, same size.
     let tampered = &snaps[1];
@@ -395,12 +398,7 @@ async fn missing_manifests_archives_and_targets_give_clear_messages() {
     let snaps = w.sim.clusters()[0].snapshots.clone();
     let client = w.s3.client().await;
     let keys = w.keys().await;
-    let key = |id: &str| {
-        keys.keys()
-            .find(|k| k.ends_with(&format!("{id}.tar.gz")))
-            .unwrap()
-            .clone()
-    };
+    let key = |id: &str| archive_key(&keys, id);
     // Rebuild the journal, so that list can compare it with the bucket afterwards.
     w.run(&["journal", "rebuild", "--config", &cfg_full], &[])
         .await
