@@ -688,6 +688,17 @@ async fn hostile_archives_are_refused_and_nothing_is_written_outside() {
             "outside the restore directory",
         ),
         (
+            "a0000000000000000000000c",
+            vec![
+                special("sub", tar::EntryType::Directory, None),
+                special("b", tar::EntryType::Symlink, Some("sub")),
+                special("c", tar::EntryType::Symlink, Some("b/../../outside")),
+            ],
+            None,
+            "c",
+            "outside the restore directory",
+        ),
+        (
             "a00000000000000000000004",
             vec![special("root", tar::EntryType::Symlink, Some("/etc"))],
             None,

@@ -37,32 +37,26 @@ pub(super) async fn run(
     let reports = execute(&config, &targets, "once", shutdown).await?;
     // Only a target whose every snapshot archived and verified is pruned: never after a
     // failure, when the newest archive may not be the one the policy expects.
-    let pruned = if prune {
-        let clean: Vec<Target> = reports
-            .iter()
-            .filter(|r| r.succeeded())
-            .map(|r| r.target.clone())
-            .collect();
-        let store = super::connect_store(&config).await?;
-        super::prune::prune_targets(&config, &store, &clean, false).await?
-    } else {
-        Vec::new()
-    };
-    if json {
-        let text = if prune {
-            serde_json::to_string_pretty(&serde_json::json!({"runs": reports, "prunes": pruned}))?
+    if !json || !prune {
+        // The run's report first: a prune that cannot run must not hide it.
+        if json {
+            println!("{}", serde_json::to_string_pretty(&reports)?);
         } else {
-            serde_json::to_string_pretty(&reports)?
-        };
-        println!("{text}");
-    } else {
-        print_reports(&reports);
-        if prune {
-            println!();
-            super::prune::print_reports(&pruned);
+            print_reports(&reports);
         }
     }
-    let pruned_ok = pruned.iter().all(|r| r.failures() == 0);
+    let mut pruned_ok = true;
+    if prune {
+        let pruned = prune_clean(&config, &reports).await;
+        pruned_ok = super::prune::exit_code(&pruned) == ExitCode::SUCCESS;
+        if json {
+            let text = serde_json::json!({"runs": reports, "prunes": pruned.reports});
+            println!("{}", serde_json::to_string_pretty(&text)?);
+        } else {
+            println!();
+            super::prune::print_reports(&pruned.reports);
+        }
+    }
     Ok(
         if reports.iter().all(TargetReport::succeeded) && pruned_ok {
             ExitCode::SUCCESS
@@ -70,6 +64,34 @@ pub(super) async fn run(
             ExitCode::from(1)
         },
     )
+}
+
+/// `--prune`: only a target whose every snapshot archived and verified is pruned, never one
+/// whose run failed (its newest archive may not be the one the policy expects). A prune that
+/// cannot run is reported and counted, never hides the run's report.
+async fn prune_clean(config: &Config, reports: &[TargetReport]) -> super::prune::Pruned {
+    let clean: Vec<Target> = reports
+        .iter()
+        .filter(|r| r.succeeded())
+        .map(|r| r.target.clone())
+        .collect();
+    if clean.is_empty() {
+        return super::prune::Pruned {
+            reports: Vec::new(),
+            failed_targets: 0,
+        };
+    }
+    let result = match super::connect_store(config).await {
+        Ok(store) => super::prune::prune_targets(config, &store, &clean, false).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: prune not run: {e}");
+        super::prune::Pruned {
+            reports: Vec::new(),
+            failed_targets: clean.len(),
+        }
+    })
 }
 
 /// `--target` values must name configured targets. A target named twice runs once: two

@@ -30,39 +30,53 @@ pub(super) async fn run(
         )));
     }
     let store = ObjectStore::connect(&config.storage).await;
-    let reports = prune_targets(&config, &store, &targets, dry_run).await?;
+    let pruned = prune_targets(&config, &store, &targets, dry_run).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        println!("{}", serde_json::to_string_pretty(&pruned.reports)?);
     } else {
-        print_reports(&reports);
+        print_reports(&pruned.reports);
     }
-    Ok(exit_code(&reports))
+    Ok(exit_code(&pruned))
 }
 
-/// Prunes each of `targets` that has a policy; the others keep everything.
+/// What the prunes of several targets came to: a report per target that could be pruned, and
+/// how many could not be (each logged at `error`; the others still ran).
+pub(super) struct Pruned {
+    pub reports: Vec<PruneReport>,
+    pub failed_targets: usize,
+}
+
+/// Prunes each of `targets` that has a policy; the others keep everything. A target whose
+/// prune cannot run does not stop the others'.
 pub(super) async fn prune_targets(
     config: &Config,
     store: &ObjectStore,
     targets: &[Target],
     dry_run: bool,
-) -> Result<Vec<PruneReport>, Failure> {
+) -> Result<Pruned, Failure> {
     let journal = Journal::open(&config.journal.path)?;
-    let mut reports = Vec::new();
+    let mut pruned = Pruned {
+        reports: Vec::new(),
+        failed_targets: 0,
+    };
     for target in targets {
         let Some(policy) = config.retention_for(target) else {
             continue;
         };
-        let report = prune(store, &config.storage, &journal, target, policy, dry_run)
-            .await
-            .map_err(|e| Failure::Runtime(format!("prune of {target} failed: {e}")))?;
-        reports.push(report);
+        match prune(store, &config.storage, &journal, target, policy, dry_run).await {
+            Ok(report) => pruned.reports.push(report),
+            Err(e) => {
+                tracing::error!(project = %target.project_id, cluster = %target.cluster, error = %e, "prune failed");
+                pruned.failed_targets += 1;
+            }
+        }
     }
-    Ok(reports)
+    Ok(pruned)
 }
 
-/// 0 when every removal succeeded, 1 otherwise.
-pub(super) fn exit_code(reports: &[PruneReport]) -> ExitCode {
-    if reports.iter().all(|r| r.failures() == 0) {
+/// 0 when every target was pruned and every removal succeeded, 1 otherwise.
+pub(super) fn exit_code(pruned: &Pruned) -> ExitCode {
+    if pruned.failed_targets == 0 && pruned.reports.iter().all(|r| r.failures() == 0) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -103,16 +103,28 @@ pub async fn prune(
 ) -> Result<PruneReport, PruneError> {
     let catalog = Catalog::read(store, storage, std::slice::from_ref(target)).await?;
     let entries: Vec<&CatalogEntry> = catalog.of(target).collect();
-    // An archive the journal already records as pruned is the remainder of a prune cut short:
-    // it is removed whatever the policy says now.
+    // An archive the journal already records as pruned (same key) is the remainder of a prune
+    // cut short: it is removed whatever the policy says now, and takes no place in the policy
+    // (restic applies its rules to the snapshots that still exist).
     let mut pruned_before = std::collections::HashSet::new();
     for row in journal.snapshots(Some(target.clone())).await? {
-        if row.state == SnapshotState::Pruned {
-            pruned_before.insert(row.snapshot_id);
+        if row.state == SnapshotState::Pruned
+            && let Some(key) = row.object_key
+        {
+            pruned_before.insert(key);
         }
     }
-    let times: Vec<_> = entries.iter().map(|e| e.taken_at()).collect();
-    let verdicts = apply(policy, &times);
+    let live: Vec<&CatalogEntry> = entries
+        .iter()
+        .copied()
+        .filter(|e| !pruned_before.contains(&e.manifest.object_key))
+        .collect();
+    let times: Vec<_> = live.iter().map(|e| e.taken_at()).collect();
+    let mut verdicts: std::collections::HashMap<&str, crate::retention::Verdict> = live
+        .iter()
+        .map(|e| e.manifest.object_key.as_str())
+        .zip(apply(policy, &times))
+        .collect();
     let mut report = PruneReport {
         target: target.clone(),
         dry_run,
@@ -120,10 +132,11 @@ pub async fn prune(
         finished: Vec::new(),
         bytes_reclaimed: 0,
     };
-    for (entry, verdict) in entries.iter().zip(verdicts) {
+    for entry in &entries {
         let m = &entry.manifest;
-        let unfinished = pruned_before.contains(&m.snapshot_id);
-        let keep = verdict.keep && !unfinished;
+        let verdict = verdicts.remove(m.object_key.as_str());
+        let unfinished = verdict.is_none();
+        let keep = verdict.as_ref().is_some_and(|v| v.keep);
         let mut item = PruneItem {
             snapshot_id: m.snapshot_id.clone(),
             object_key: m.object_key.clone(),
@@ -131,7 +144,7 @@ pub async fn prune(
             size_bytes: m.size_bytes,
             action: if keep { Action::Keep } else { Action::Remove },
             reasons: if keep {
-                verdict.reasons
+                verdict.map(|v| v.reasons).unwrap_or_default()
             } else if unfinished {
                 vec!["pruned before (finishing)".into()]
             } else {
@@ -155,10 +168,7 @@ pub async fn prune(
         .iter()
         .filter(|p| p.kind == ProblemKind::ManifestWithoutArchive)
     {
-        let Some(id) = &problem.snapshot_id else {
-            continue;
-        };
-        if !pruned_before.contains(id) {
+        if !pruned_before.contains(&problem.key) {
             continue;
         }
         let manifest = crate::keys::manifest_key(&problem.key);

@@ -176,14 +176,23 @@ async fn to_directory(
     progress: &AtomicU64,
 ) -> Result<Checked, RestoreError> {
     let parent = prepare_directory(dir)?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "restore".into());
+    // A new directory is staged beside it and renamed into place; an existing (empty) one,
+    // which may be a mount point of its own file system (or `.`), is staged inside it and the
+    // entries moved up at the end, so the data never lands on the parent's file system.
+    let existing = dir.is_dir();
+    let (stage_in, prefix) = if existing {
+        (dir.to_path_buf(), ".restoring-".to_owned())
+    } else {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "restore".into());
+        (parent.clone(), format!(".{name}.restoring-"))
+    };
     let staging = tempfile::Builder::new()
-        .prefix(&format!(".{name}.restoring-"))
-        .tempdir_in(&parent)
-        .map_err(|e| io_error(&parent, &e))?;
+        .prefix(&prefix)
+        .tempdir_in(&stage_in)
+        .map_err(|e| io_error(&stage_in, &e))?;
     let limit = inflate_limit(entry);
     let (tx, mut ranges) = mpsc::channel::<Vec<Bytes>>(QUEUE);
     // The decoder reads chunk by chunk; a range is handed on as its chunks.
@@ -218,13 +227,19 @@ async fn to_directory(
     let facts = facts?;
     check_facts(entry, &facts)?;
     sync_directories(staging.path())?;
-    // rename(2) replaces an empty directory; the staging directory is the complete restore.
-    let staged = staging.keep();
-    std::fs::rename(&staged, dir).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&staged);
-        io_error(dir, &e)
-    })?;
-    sync_dir(&parent)?;
+    if existing {
+        place::move_entries_up(staging.path(), dir)?;
+        drop(staging);
+        sync_dir(dir)?;
+    } else {
+        // The staging directory is the complete restore: one rename puts it in place.
+        let staged = staging.keep();
+        std::fs::rename(&staged, dir).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&staged);
+            io_error(dir, &e)
+        })?;
+        sync_dir(&parent)?;
+    }
     Ok((Some(facts), sha, size))
 }
 

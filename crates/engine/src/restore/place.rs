@@ -170,6 +170,27 @@ pub(super) fn sync_directories(root: &Path) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// Moves every entry of `staging` (inside `dir`) up into `dir`: renames within one file
+/// system. On failure, what was moved is removed again, so `dir` is left as empty as it was.
+pub(super) fn move_entries_up(staging: &Path, dir: &Path) -> Result<(), RestoreError> {
+    let mut moved = Vec::new();
+    let result = (|| {
+        for item in std::fs::read_dir(staging).map_err(|e| io_error(staging, &e))? {
+            let item = item.map_err(|e| io_error(staging, &e))?;
+            let to = dir.join(item.file_name());
+            std::fs::rename(item.path(), &to).map_err(|e| io_error(&to, &e))?;
+            moved.push(to);
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for path in moved {
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+    result
+}
+
 pub(super) fn sync_dir(dir: &Path) -> Result<(), RestoreError> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
