@@ -206,3 +206,48 @@ async fn prune_removes_exactly_what_the_policy_does_not_keep_and_never_rearchive
         refused.stderr
     );
 }
+
+/// Review finding: an archive a cut-short prune already recorded as pruned is removed, and
+/// takes no place in the policy: after the policy grows, the keepers are counted among the
+/// archives that remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_prune_is_finished_without_costing_a_keeper() {
+    let w = World::new(
+        "prune-resume",
+        atlas_archiver::simulator::scenario(PROJECT, &["orders-flex"], 6, &[4096]),
+    )
+    .await;
+    let config = w.write_config("", "");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let with_policy = |keep_last: u32| {
+        std::fs::write(
+            &config,
+            format!("{base}\n[retention]\nkeep_last = {keep_last}\nmin_keep = 1\n"),
+        )
+        .unwrap();
+    };
+    with_policy(2);
+    let cfg = config.to_string_lossy().into_owned();
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    let mut snaps = w.sim.clusters()[0].snapshots.clone();
+    snaps.sort_by_key(|s| std::cmp::Reverse(s.finished));
+    let ids: Vec<String> = snaps.iter().map(|s| s.id.clone()).collect();
+    // The first removal (the third newest) is recorded, then the process dies before deleting.
+    let crashed = w
+        .run(
+            &["prune", "--config", &cfg],
+            &[("ATLAS_ARCHIVER_CRASH_AT", "prune-recorded")],
+        )
+        .await;
+    assert_ne!(crashed.code, 0);
+    assert_eq!(in_bucket(&w).await.0.len(), 6, "nothing deleted yet");
+    // The policy grows to four: the recorded one goes, and four others stay.
+    with_policy(4);
+    w.run(&["prune", "--config", &cfg], &[])
+        .await
+        .assert_code(0);
+    let (archives, manifests) = in_bucket(&w).await;
+    let expected: BTreeSet<String> = [0, 1, 3, 4].iter().map(|i| ids[*i].clone()).collect();
+    assert_eq!(archives, expected);
+    assert_eq!(manifests, expected);
+}
