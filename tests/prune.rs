@@ -141,6 +141,14 @@ async fn prune_removes_exactly_what_the_policy_does_not_keep_and_never_rearchive
         (39, 40),
         "one archive gone, its manifest left"
     );
+    // verify --all recognises what is left and says the next prune finishes it.
+    let verify = w.run(&["verify", "--config", &cfg, "--all"], &[]).await;
+    verify.assert_code(1);
+    assert!(
+        verify.stdout.contains("left by an interrupted prune"),
+        "{}",
+        verify.stdout
+    );
 
     let done = w.run(&["prune", "--config", &cfg, "--json"], &[]).await;
     done.assert_code(0);

@@ -131,14 +131,26 @@ pub async fn verify(
     if all {
         let listed = store.list_keys(prefix).await?;
         let keys: HashSet<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+        // Archives the retention policy removed: a manifest left beside one is the trace of a
+        // prune cut short between its two deletions.
+        let pruned: HashSet<&str> = rows
+            .iter()
+            .filter(|r| r.state == SnapshotState::Pruned)
+            .filter_map(|r| r.object_key.as_deref())
+            .collect();
         for (key, _) in &listed {
             if let Some(archive) = key.strip_suffix(MANIFEST_SUFFIX) {
                 if !keys.contains(archive) {
+                    let detail = if pruned.contains(archive) {
+                        "a manifest left by an interrupted prune (its archive was pruned): the next `prune` removes it"
+                    } else {
+                        "a manifest whose archive is gone"
+                    };
                     findings.push(Finding {
                         key: key.clone(),
                         snapshot_id: None,
                         verdict: Verdict::Extra,
-                        detail: "a manifest whose archive is gone".into(),
+                        detail: detail.into(),
                     });
                 }
             } else if !known.contains(key) {
