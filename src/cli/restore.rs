@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::Failure;
+use atlas_archiver_engine::config::units::format_bytes;
 use atlas_archiver_engine::config::{Config, Secrets};
 use atlas_archiver_engine::journal::Journal;
 use atlas_archiver_engine::restore::{
@@ -85,7 +86,7 @@ fn print_catalog(catalog: &Catalog, config: &Config, journal: bool) {
                 "  {:<24}  {:<20}  {:>10}  {:>8}  {:<8}  {:<16}  {verdict:<9}  {}",
                 m.snapshot_id,
                 e.taken_at().format("%Y-%m-%d %H:%M:%S"),
-                human_bytes(m.size_bytes),
+                format_bytes(m.size_bytes),
                 m.content
                     .as_ref()
                     .map_or_else(|| "-".to_owned(), |c| c.tar_entries.to_string()),
@@ -164,10 +165,10 @@ pub(super) async fn restore(
         "restoring snapshot {} of {target} ({}, {}) to {} ({} ranged GETs at once, buffers up to {})",
         entry.manifest.snapshot_id,
         entry.manifest.object_key,
-        human_bytes(entry.manifest.size_bytes),
+        format_bytes(entry.manifest.size_bytes),
         destination.path().display(),
         plan.parallel,
-        human_bytes(plan.memory_bound())
+        format_bytes(plan.memory_bound())
     );
     let progress = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -229,8 +230,8 @@ fn print_progress(progress: &AtomicU64, total: u64, started: Instant) {
     };
     eprint!(
         "\r  {} of {} ({percent:.0}%), {rate:.1} MiB/s   ",
-        human_bytes(done),
-        human_bytes(total)
+        format_bytes(done),
+        format_bytes(total)
     );
 }
 
@@ -248,7 +249,7 @@ fn print_next_steps(r: &Restored) {
         m.project_id,
         m.cluster,
         r.destination.display(),
-        human_bytes(r.bytes),
+        format_bytes(r.bytes),
         m.sha256,
         r.seconds,
     );
@@ -287,20 +288,5 @@ fn version_rule(version: Option<&str>) -> String {
         _ => {
             "use a mongod of the cluster's major version, with an equal or higher minor".to_owned()
         }
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }

@@ -36,6 +36,14 @@ impl Target {
     }
 }
 
+/// Whether `(project_id, cluster)` is one of `targets`; an empty list selects every target.
+pub fn selects(targets: &[Target], project_id: &str, cluster: &str) -> bool {
+    targets.is_empty()
+        || targets
+            .iter()
+            .any(|t| t.project_id == project_id && t.cluster == cluster)
+}
+
 /// `^[a-f0-9]{24}$`, as the Atlas API requires for `groupId`.
 pub fn validate_project_id(id: &str) -> Result<(), String> {
     if id.len() == 24 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {

@@ -62,12 +62,7 @@ pub async fn verify(
     all: bool,
 ) -> Result<Vec<Finding>, VerifyError> {
     let rows = journal.snapshots(None).await?;
-    let selected = |project: &str, cluster: &str| {
-        targets.is_empty()
-            || targets
-                .iter()
-                .any(|t| t.project_id == project && t.cluster == cluster)
-    };
+    let selected = |project: &str, cluster: &str| crate::target::selects(targets, project, cluster);
     let mut findings = Vec::new();
     let mut known: HashSet<String> = HashSet::new();
     for row in rows

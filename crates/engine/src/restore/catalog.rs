@@ -13,7 +13,7 @@ use crate::journal::{Journal, JournalError, SnapshotState};
 use crate::keys::{MANIFEST_SUFFIX, manifest_key, target_prefix};
 use crate::pipeline::manifest::Manifest;
 use crate::store::{ObjectStore, StoreError};
-use crate::target::Target;
+use crate::target::{Target, selects};
 
 /// Manifests read at once.
 const MANIFEST_READS: usize = 16;
@@ -130,12 +130,6 @@ impl Catalog {
             .iter()
             .map(|o| (o.key.as_str(), (o.size, o.etag.as_deref())))
             .collect();
-        let selected = |project: &str, cluster: &str| {
-            targets.is_empty()
-                || targets
-                    .iter()
-                    .any(|t| t.project_id == project && t.cluster == cluster)
-        };
         // Owned keys: a future that borrows from the listing inside a stream is not `Send`
         // for every lifetime (the daemon runs this in a spawned task).
         let manifest_keys: Vec<String> = listed
@@ -171,7 +165,7 @@ impl Catalog {
                 continue;
             };
             described.insert(manifest.object_key.clone());
-            if !selected(&manifest.project_id, &manifest.cluster) {
+            if !selects(targets, &manifest.project_id, &manifest.cluster) {
                 continue;
             }
             let snapshot = Some(manifest.snapshot_id.clone());
@@ -253,12 +247,7 @@ impl Catalog {
         let archived: Vec<_> = rows
             .iter()
             .filter(|r| r.state == SnapshotState::Archived)
-            .filter(|r| {
-                targets.is_empty()
-                    || targets
-                        .iter()
-                        .any(|t| t.project_id == r.project_id && t.cluster == r.cluster)
-            })
+            .filter(|r| selects(targets, &r.project_id, &r.cluster))
             .collect();
         let mut missing = Vec::new();
         for row in &archived {
