@@ -47,6 +47,7 @@ async fn main() -> Result<(), String> {
         max_concurrent_transfers: 1,
         request_timeout: std::time::Duration::from_secs(120),
         validate_archives: false,
+        protection: Default::default(),
     })
     .await;
     let buffer = Bytes::from(vec![

@@ -86,6 +86,7 @@ impl S3Server {
             max_concurrent_transfers: 2,
             request_timeout: std::time::Duration::from_secs(60),
             validate_archives: true,
+            protection: Default::default(),
         })
         .await
     }

@@ -3,8 +3,10 @@
 //! `*_file` keys, systemd credentials) and kept as [`SecretString`] so they never print.
 //! Must not: talk to Atlas, S3 or the journal.
 //! Files: `raw.rs` (the file's keys), `validator.rs` (validation, section by section),
-//! `storage.rs` (the storage section), `render.rs` (`check-config`'s output), `units.rs`.
+//! `storage.rs` (the storage section), `protection.rs` (its Object Lock, storage class and
+//! encryption), `render.rs` (`check-config`'s output), `units.rs`.
 
+mod protection;
 mod raw;
 mod render;
 mod retention;
@@ -23,6 +25,7 @@ use url::Url;
 
 use crate::schedule::Schedule;
 pub use crate::target::Target;
+pub use protection::{CustomerKey, Encryption, LockMode, ObjectLock, Protection};
 use raw::RawConfig;
 use validator::Validator;
 
@@ -278,6 +281,8 @@ pub struct StorageConfig {
     pub request_timeout: Duration,
     /// `storage.validate_archives`.
     pub validate_archives: bool,
+    /// Object Lock, storage class and encryption of what is written.
+    pub protection: Protection,
 }
 
 /// `[journal]`, validated.

@@ -147,6 +147,22 @@ pub struct RawStorage {
     /// length, every tar header, the end-of-archive blocks) and refuse to archive anything else
     /// (default true).
     pub validate_archives: Option<bool>,
+    /// Storage class of the archives (`"STANDARD_IA"`, `"GLACIER_IR"`, `"DEEP_ARCHIVE"`, or a
+    /// store's own name); manifests always use the store's default class. Default: the bucket's.
+    /// `restore` and `verify` of an archive in `GLACIER` or `DEEP_ARCHIVE` need a thaw first.
+    pub storage_class: Option<String>,
+    /// Server-side encryption: `"AES256"` (keys managed by the store) or `"aws:kms"`. Default: the
+    /// bucket's default encryption.
+    pub sse: Option<String>,
+    /// The KMS key for `sse = "aws:kms"` (id, ARN or alias); default the account's `aws/s3` key.
+    pub sse_kms_key_id: Option<String>,
+    /// SSE-C: your own 256-bit key, base64 (`openssl rand -base64 32`). Every archive and manifest
+    /// is encrypted with it, and nothing can be read back without it. Prefer `sse_customer_key_file`.
+    pub sse_customer_key: Option<String>,
+    /// File holding the SSE-C key (relative paths resolve in `$CREDENTIALS_DIRECTORY`).
+    pub sse_customer_key_file: Option<String>,
+    /// `[storage.object_lock]`: lock every archive and manifest (WORM). See README "Immutability".
+    pub object_lock: Option<super::protection::RawObjectLock>,
 }
 
 /// `[schedule]`

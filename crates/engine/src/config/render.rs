@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
+use super::protection::RawObjectLock;
 use super::raw::{
     RawAtlas, RawConfig, RawJournal, RawRetention, RawSchedule, RawServer, RawStorage, RawTarget,
 };
-use super::{AtlasCredentials, ChecksumCalculation, Config, ObjectChecksum, PartSize};
+use super::{AtlasCredentials, ChecksumCalculation, Config, Encryption, ObjectChecksum, PartSize};
 
 /// How secrets appear in the rendered configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,28 @@ impl Config {
             max_concurrent_transfers: u32::try_from(s.max_concurrent_transfers).ok(),
             request_timeout: Some(duration(s.request_timeout)),
             validate_archives: Some(s.validate_archives),
+            storage_class: s.protection.storage_class.clone(),
+            sse: match &s.protection.encryption {
+                Encryption::S3Managed | Encryption::Kms { .. } => {
+                    s.protection.encryption.name().map(str::to_owned)
+                }
+                Encryption::BucketDefault | Encryption::Customer(_) => None,
+            },
+            sse_kms_key_id: match &s.protection.encryption {
+                Encryption::Kms { key_id } => key_id.clone(),
+                _ => None,
+            },
+            sse_customer_key: s
+                .protection
+                .encryption
+                .customer_key()
+                .map(|k| secrets.show(k.secret())),
+            sse_customer_key_file: None,
+            object_lock: s.protection.object_lock.map(|l| RawObjectLock {
+                mode: Some(l.mode.as_str().to_owned()),
+                retain: Some(duration(l.retain)),
+                legal_hold: Some(l.legal_hold),
+            }),
         };
         let sc = &self.schedule;
         let schedule = RawSchedule {

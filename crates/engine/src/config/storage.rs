@@ -1,5 +1,6 @@
 //! Validation of the `[storage]` section: the bucket, the endpoint and its credentials, part
-//! sizes, checksum modes, timeouts and the key template.
+//! sizes, checksum modes, timeouts and the key template (Object Lock, storage class and encryption
+//! are in `protection.rs`).
 //! Must not: talk to S3.
 
 use std::time::Duration;
@@ -121,7 +122,7 @@ impl Validator<'_> {
                 ));
             }
         };
-        let object_checksum = match s.checksum.as_deref() {
+        let mut object_checksum = match s.checksum.as_deref() {
             None | Some("auto") => {
                 if endpoint.is_some() {
                     ObjectChecksum::None
@@ -162,6 +163,7 @@ impl Validator<'_> {
             .unwrap_or_else(|| DEFAULT_KEY_TEMPLATE.to_owned());
         crate::keys::validate_template(&key_template)
             .map_err(|m| self.invalid("storage.key_template", m))?;
+        let protection = self.protection(s, endpoint.as_ref(), &mut object_checksum)?;
         Ok(StorageConfig {
             bucket,
             force_path_style: s.force_path_style.unwrap_or(endpoint.is_some()),
@@ -177,6 +179,7 @@ impl Validator<'_> {
             max_concurrent_transfers: max_concurrent_transfers as usize,
             request_timeout,
             validate_archives: s.validate_archives.unwrap_or(true),
+            protection,
         })
     }
 }

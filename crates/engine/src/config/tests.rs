@@ -551,3 +551,112 @@ fn retention_merges_per_target_and_refuses_empty_policies() {
         assert!(e.contains(key) && e.contains(words), "{table}: {e}");
     }
 }
+
+/// Issue 11: `[storage.object_lock]`, `storage_class` and encryption: what is accepted, what it
+/// implies (a lock forces CRC32C), what `check-config` prints, and what is refused.
+#[test]
+fn protection_settings_validate_and_print() {
+    let c = Case::new();
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    std::fs::write(c.dir.path().join("ssec.key"), format!("{key}\n")).unwrap();
+    let text = GOOD.replace(
+        "[journal]",
+        "storage_class = \"DEEP_ARCHIVE\"\nsse_customer_key_file = \"ssec.key\"\n\n[storage.object_lock]\nmode = \"compliance\"\nretain = \"35d\"\n\n[journal]",
+    );
+    let config = loaded(&c, &text, &[]);
+    let p = &config.storage.protection;
+    assert_eq!(
+        p.object_lock,
+        Some(ObjectLock {
+            mode: LockMode::Compliance,
+            retain: Duration::from_secs(35 * 86_400),
+            legal_hold: false,
+        })
+    );
+    assert_eq!(p.storage_class.as_deref(), Some("DEEP_ARCHIVE"));
+    assert_eq!(
+        p.encryption.customer_key().map(CustomerKey::key_base64),
+        Some(key)
+    );
+    // A lock needs a checksum on every write: "auto" on a custom endpoint becomes CRC32C.
+    assert_eq!(config.storage.object_checksum, ObjectChecksum::Crc32c);
+    let printed = config.redacted_toml().unwrap();
+    assert!(!printed.contains(key), "{printed}");
+    assert!(
+        printed.contains("sse_customer_key = \"***\"")
+            && printed.contains("mode = \"compliance\"")
+            && printed.contains("storage_class = \"DEEP_ARCHIVE\""),
+        "{printed}"
+    );
+    let kms = GOOD.replace(
+        "[journal]",
+        "sse = \"aws:kms\"\nsse_kms_key_id = \"alias/backups\"\n\n[journal]",
+    );
+    assert!(matches!(
+        loaded(&c, &kms, &[]).storage.protection.encryption,
+        Encryption::Kms { key_id: Some(ref k) } if k == "alias/backups"
+    ));
+
+    let lock = "\n[storage.object_lock]\nmode = \"governance\"\nretain = \"35d\"\n";
+    for (storage, key, words) in [
+        (
+            "[storage.object_lock]\nretain = \"35d\"\n",
+            "`storage.object_lock.mode`",
+            "missing",
+        ),
+        (
+            "[storage.object_lock]\nmode = \"strict\"\nretain = \"35d\"\n",
+            "`storage.object_lock.mode`",
+            "\"governance\" or \"compliance\"",
+        ),
+        (
+            "[storage.object_lock]\nmode = \"governance\"\nretain = \"2h\"\n",
+            "`storage.object_lock.retain`",
+            "shorter than a day",
+        ),
+        (
+            &format!("checksum = \"none\"\n{lock}"),
+            "`storage.checksum`",
+            "Object Lock",
+        ),
+        (
+            "storage_class = \"standard-ia\"\n",
+            "`storage.storage_class`",
+            "upper-case",
+        ),
+        (
+            "sse = \"aes\"\n",
+            "`storage.sse`",
+            "\"AES256\" or \"aws:kms\"",
+        ),
+        (
+            "sse_kms_key_id = \"k\"\n",
+            "`storage.sse_kms_key_id`",
+            "not \"aws:kms\"",
+        ),
+        (
+            "sse_customer_key = \"c2hvcnQ=\"\n",
+            "`storage.sse_customer_key`",
+            "32 bytes",
+        ),
+        (
+            &format!("sse = \"AES256\"\nsse_customer_key = \"{key}\"\n"),
+            "`storage.sse`",
+            "choose one",
+        ),
+    ] {
+        let e = c.error(
+            &GOOD.replace("[journal]", &format!("{storage}\n[journal]")),
+            &[],
+        );
+        assert!(e.contains(key) && e.contains(words), "{storage}: {e}");
+    }
+    // SSE-C over plain http to another host would send the key in clear text.
+    let remote = GOOD
+        .replace("http://127.0.0.1:9000", "http://s3.example.net")
+        .replace(
+            "[journal]",
+            &format!("sse_customer_key = \"{key}\"\n\n[journal]"),
+        );
+    assert!(c.error(&remote, &[]).contains("clear text"));
+}
