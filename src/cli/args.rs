@@ -123,6 +123,12 @@ pub enum Command {
         /// Ranged GETs in flight (8 MiB each: memory is about 8 MiB × (N + 4)).
         #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallel: u16,
+        /// An archive in a cold storage class (GLACIER, DEEP_ARCHIVE): ask the store to thaw it (RestoreObject, Standard tier) and wait until it is readable.
+        #[arg(long)]
+        thaw: bool,
+        /// With --thaw: days the thawed copy stays readable.
+        #[arg(long, value_name = "DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
+        thaw_days: u32,
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,

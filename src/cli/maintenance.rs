@@ -28,7 +28,11 @@ pub(super) async fn verify(
     let journal = Journal::open_read_only(&config.journal.path)?;
     let store = ObjectStore::connect(&config.storage).await;
     let findings = verify_archives(&store, &journal, &config.storage.prefix, &targets, all).await?;
-    let bad = findings.iter().filter(|f| f.verdict != Verdict::Ok).count();
+    let bad = findings.iter().filter(|f| f.verdict.is_problem()).count();
+    let cold = findings
+        .iter()
+        .filter(|f| f.verdict == Verdict::Cold)
+        .count();
     if json {
         let text = serde_json::to_string_pretty(&findings)?;
         println!("{text}");
@@ -40,13 +44,19 @@ pub(super) async fn verify(
                 Verdict::ManifestMissing => "NO MANIFEST",
                 Verdict::Mismatch => "MISMATCH",
                 Verdict::Extra => "EXTRA",
+                Verdict::Cold => "cold",
             };
             println!("{label:<12} {}  {}", f.key, f.detail);
         }
+        let cold_note = if cold > 0 {
+            format!(", {cold} in a cold storage class (sizes checked by HEAD only)")
+        } else {
+            String::new()
+        };
         println!(
-            "\n{} checked, {} ok, {bad} with problems",
+            "\n{} checked, {} ok{cold_note}, {bad} with problems",
             findings.len(),
-            findings.len() - bad
+            findings.len() - bad - cold
         );
     }
     Ok(if bad == 0 {

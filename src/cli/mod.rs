@@ -69,6 +69,7 @@ impl Failure {
         match self {
             Self::Config(_) | Self::Usage(_) => 2,
             Self::Restore(e) if e.is_usage() => 2,
+            Self::Daemon(DaemonError::Refused(_)) => 2,
             Self::Journal(_)
             | Self::Atlas(_)
             | Self::Archive(_)
@@ -177,9 +178,12 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
             to,
             archive,
             parallel,
+            thaw,
+            thaw_days,
             json,
         } => {
             let args = restore::RestoreArgs {
+                thaw: thaw.then_some(thaw_days),
                 config: config_path(config.as_deref(), &env),
                 target,
                 snapshot,
@@ -222,7 +226,8 @@ fn check_config(path: &Path, env: &HashMap<String, String>) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
-/// Connects to the bucket and checks that it answers (commands that write to it).
+/// Connects to the bucket and checks that it answers, and that it can lock what is written when
+/// a lock is configured (commands that write to it).
 async fn connect_store(
     config: &Config,
 ) -> Result<atlas_archiver_engine::store::ObjectStore, Failure> {
@@ -232,6 +237,16 @@ async fn connect_store(
             "cannot reach bucket {}: {e}",
             config.storage.bucket
         ))
+    })?;
+    store.check_object_lock().await.map_err(|e| {
+        if e.is_config_problem() {
+            Failure::Usage(format!("config file {}: {e}", config.source.display()))
+        } else {
+            Failure::Runtime(format!(
+                "cannot read the Object Lock configuration of bucket {}: {e}",
+                config.storage.bucket
+            ))
+        }
     })?;
     Ok(store)
 }

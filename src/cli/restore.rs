@@ -21,6 +21,9 @@ use atlas_archiver_engine::restore::{
 use atlas_archiver_engine::store::ObjectStore;
 use atlas_archiver_engine::target::Target;
 
+/// `--thaw`: how often to look whether the thaw is done (thaws take hours).
+const THAW_POLL: Duration = Duration::from_secs(120);
+
 fn parse_targets(args: &[String]) -> Result<Vec<Target>, Failure> {
     args.iter()
         .map(|t| Target::parse(t).map_err(|m| Failure::Usage(format!("--target: {m}"))))
@@ -124,6 +127,8 @@ pub(super) struct RestoreArgs {
     pub to: Option<PathBuf>,
     pub archive: Option<PathBuf>,
     pub parallel: u16,
+    /// `--thaw`, with its `--thaw-days`.
+    pub thaw: Option<u32>,
     pub json: bool,
 }
 
@@ -157,6 +162,11 @@ pub(super) async fn restore(
     let store = ObjectStore::connect(&config.storage).await;
     let catalog = Catalog::read(&store, &config.storage, std::slice::from_ref(&target)).await?;
     let entry = restore::select(&catalog, &target, &selector)?;
+    let thaw = args.thaw.map(|days| restore::ThawPlan {
+        days,
+        poll: THAW_POLL,
+    });
+    restore::make_readable(&store, entry, thaw, |line| eprintln!("{line}")).await?;
     let plan = FetchPlan {
         parallel: usize::from(args.parallel),
         ..FetchPlan::DEFAULT

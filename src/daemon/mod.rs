@@ -42,6 +42,9 @@ pub enum DaemonError {
     /// Could not set something up.
     #[error("{0}")]
     Startup(String),
+    /// The configuration asks for what the store cannot give (exit 2: restarting will not help).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The pipeline as the scheduler's runner; remembers the last failure for STATUS=.
@@ -227,6 +230,20 @@ impl Engine {
         let journal = Journal::open(&config.journal.path).map_err(|e| startup("journal", &e))?;
         let atlas = AtlasClient::new(&config.atlas).map_err(|e| startup("Atlas client", &e))?;
         let store = ObjectStore::connect(&config.storage).await;
+        // A lock the bucket cannot give refuses the start. A store that cannot be asked now
+        // delays nothing: every archive's lock is read back before it counts as archived.
+        match store.check_object_lock().await {
+            Err(e) if e.is_config_problem() => {
+                return Err(DaemonError::Refused(format!(
+                    "config file {}: {e}",
+                    config.source.display()
+                )));
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot check the bucket's Object Lock configuration now; each archive's lock is checked as it is written")
+            }
+            Ok(()) => {}
+        }
         let metrics = Metrics::default();
         for t in &config.targets {
             metrics.register_target(t);

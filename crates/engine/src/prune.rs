@@ -3,8 +3,10 @@
 //! removal is recorded in the journal first (`pruned`: never archived again), then the archive is
 //! deleted, then its manifest; a prune cut short between any two of those is finished by the next
 //! one (a catalog entry or a manifest without its archive whose journal row says `pruned`).
-//! Must not: delete anything the policy keeps, anything outside the catalog of this target, or
-//! anything at all with `dry_run`.
+//! An archive (or manifest) whose Object Lock has not expired is kept and reported "locked until
+//! …", never an error; with a lock configured, deleting removes every version of the key.
+//! Must not: delete anything the policy keeps, anything locked, anything outside the catalog of
+//! this target, or anything at all with `dry_run`.
 
 use serde::Serialize;
 use tracing::{error, info};
@@ -153,10 +155,17 @@ pub async fn prune(
             error: None,
         };
         if !keep {
-            report.bytes_reclaimed += m.size_bytes;
-            if !dry_run && let Err(e) = remove(store, journal, target, entry).await {
-                error!(snapshot = %m.snapshot_id, error = %e, "prune: cannot remove the archive");
-                item.error = Some(e.to_string());
+            match remove(store, journal, target, entry, dry_run).await {
+                Ok(Removal::Removed) => report.bytes_reclaimed += m.size_bytes,
+                Ok(Removal::Locked(lock)) => {
+                    info!(snapshot = %m.snapshot_id, lock = %lock, "prune: the policy removes this archive, but it is locked; kept");
+                    item.action = Action::Keep;
+                    item.reasons = vec![lock];
+                }
+                Err(e) => {
+                    error!(snapshot = %m.snapshot_id, error = %e, "prune: cannot remove the archive");
+                    item.error = Some(e.to_string());
+                }
             }
         }
         report.archives.push(item);
@@ -172,14 +181,24 @@ pub async fn prune(
             continue;
         }
         let manifest = crate::keys::manifest_key(&problem.key);
-        if !dry_run {
-            if let Err(e) = store.delete(&manifest).await {
-                error!(key = %manifest, error = %e, "prune: cannot finish removing a manifest");
-                continue;
+        let finished = async {
+            if let Some(lock) = lock_now(store, &manifest).await? {
+                info!(key = %manifest, lock = %lock, "prune: the manifest of a pruned archive is locked; it goes once the lock expires");
+                return Ok(false);
             }
-            info!(key = %manifest, "prune: finished removing the manifest of a pruned archive");
+            if !dry_run {
+                delete(store, &manifest).await?;
+                info!(key = %manifest, "prune: finished removing the manifest of a pruned archive");
+            }
+            Ok::<_, StoreError>(true)
+        };
+        match finished.await {
+            Ok(true) => report.finished.push(manifest),
+            Ok(false) => {}
+            Err(e) => {
+                error!(key = %manifest, error = %e, "prune: cannot finish removing a manifest")
+            }
         }
-        report.finished.push(manifest);
     }
     Ok(report)
 }
@@ -192,15 +211,54 @@ enum RemoveError {
     Store(#[from] StoreError),
 }
 
-/// Journal first (the intent, and the promise never to archive it again), then the archive,
-/// then the manifest.
+/// What became of an archive the policy removes.
+enum Removal {
+    /// Removed (or, in a dry run, would be).
+    Removed,
+    /// Kept: the archive or its manifest is locked (how, in words).
+    Locked(String),
+}
+
+/// The lock that forbids deleting `key` now, in words; `None` when it may go (or is gone).
+async fn lock_now(store: &ObjectStore, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(store
+        .head(key)
+        .await?
+        .map(|info| info.lock)
+        .filter(|lock| lock.holds_at(chrono::Utc::now()))
+        .map(|lock| lock.describe()))
+}
+
+/// Deletes one of our objects for good. With a lock configured the bucket is versioned, and a
+/// plain DELETE would only hide the bytes behind a delete marker: every version goes. Without
+/// one, a plain DELETE (a versioned bucket's lifecycle rule expires what it leaves).
+async fn delete(store: &ObjectStore, key: &str) -> Result<(), StoreError> {
+    if store.protection().object_lock.is_some() {
+        store.delete_every_version(key).await
+    } else {
+        store.delete(key).await
+    }
+}
+
+/// A lock on the archive or its manifest keeps it (never an error: it goes once the lock
+/// expires). Otherwise journal first (the intent, and the promise never to archive it again),
+/// then the archive, then the manifest. A dry run only looks at the locks.
 async fn remove(
     store: &ObjectStore,
     journal: &Journal,
     target: &Target,
     entry: &CatalogEntry,
-) -> Result<(), RemoveError> {
+    dry_run: bool,
+) -> Result<Removal, RemoveError> {
     let m = &entry.manifest;
+    for key in [&m.object_key, &entry.manifest_key] {
+        if let Some(lock) = lock_now(store, key).await? {
+            return Ok(Removal::Locked(lock));
+        }
+    }
+    if dry_run {
+        return Ok(Removal::Removed);
+    }
     let key = SnapshotKey::new(target, &m.snapshot_id);
     let facts = SnapshotFacts {
         scheduled_at: m.snapshot_scheduled_at,
@@ -217,9 +275,9 @@ async fn remove(
         )
         .await?;
     crate::fault::point("prune-recorded");
-    store.delete(&m.object_key).await?;
+    delete(store, &m.object_key).await?;
     crate::fault::point("prune-archive-deleted");
-    store.delete(&entry.manifest_key).await?;
+    delete(store, &entry.manifest_key).await?;
     info!(snapshot = %m.snapshot_id, key = %m.object_key, "pruned");
-    Ok(())
+    Ok(Removal::Removed)
 }

@@ -64,6 +64,8 @@ pub enum Reason {
     StoreContract,
     /// Two snapshots map to one key (`storage.key_template`).
     KeyCollision,
+    /// A lock is configured but the bucket or the store cannot lock (or did not lock an object).
+    NotLocked,
     /// The journal failed.
     Journal,
     /// Atlas no longer holds the snapshot and it was never archived.
@@ -106,6 +108,7 @@ impl Reason {
             Self::SizeMismatch => "SIZE_MISMATCH",
             Self::StoreContract => "STORE_CONTRACT",
             Self::KeyCollision => "KEY_COLLISION",
+            Self::NotLocked => "NOT_LOCKED",
             Self::Journal => "JOURNAL",
             Self::SnapshotLost => "SNAPSHOT_LOST",
             Self::Stalled => "STALLED",

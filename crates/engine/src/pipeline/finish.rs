@@ -10,7 +10,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use tracing::{info, warn};
 
-use super::manifest::{MANIFEST_FORMAT, Manifest};
+use super::manifest::{MANIFEST_FORMAT, Manifest, ManifestEncryption, ManifestLock};
 use super::transfer::TransferError;
 use super::{ArchiveError, Archiver, SnapshotOutcome, validate};
 use crate::journal::{SnapshotKey, SnapshotRecord, SnapshotState};
@@ -165,6 +165,22 @@ impl Archiver {
             }
             None => None,
         };
+        // Locked once it is known to be a valid archive (an invalid one was deleted above),
+        // before its manifest says it is there: never an unlocked archive reported archived.
+        let archived_at = Utc::now();
+        let lock_until = self.store.lock_until(archived_at);
+        let protection = self.store.protection();
+        let object_lock = match (lock_until, protection.object_lock) {
+            (Some(until), Some(lock)) => {
+                self.store.ensure_locked(object_key, until).await?;
+                Some(ManifestLock {
+                    mode: lock.mode,
+                    retain_until: until,
+                    legal_hold: lock.legal_hold,
+                })
+            }
+            _ => None,
+        };
         let manifest = Manifest {
             format: MANIFEST_FORMAT.to_owned(),
             project_id: key.project_id.clone(),
@@ -179,19 +195,25 @@ impl Archiver {
             crc32c,
             restore_job_id: record.restore_job_id.clone(),
             content: content.clone(),
-            archived_at: Utc::now(),
+            archived_at,
             tool: "atlas-archiver".to_owned(),
             tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            storage_class: head
+                .storage_class
+                .clone()
+                .or_else(|| protection.storage_class.clone()),
+            encryption: ManifestEncryption::of(&protection.encryption),
+            object_lock,
         };
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| ArchiveError::Internal(format!("cannot encode the manifest: {e}")))?;
+        let manifest_key = keys::manifest_key(object_key);
         self.store
-            .put_small(
-                &keys::manifest_key(object_key),
-                Bytes::from(body),
-                "application/json",
-            )
+            .put_manifest(&manifest_key, Bytes::from(body), lock_until)
             .await?;
+        if let Some(until) = lock_until {
+            self.store.ensure_locked(&manifest_key, until).await?;
+        }
         crate::fault::point("after-manifest");
         self.journal.archive(key).await?;
         self.metrics.record_archived(&key.target(), size);

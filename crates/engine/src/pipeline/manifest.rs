@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::validate::ContentFacts;
+use crate::config::{Encryption, LockMode};
 use crate::journal::ArchivedObject;
 
 /// Identifies the manifest format.
@@ -47,6 +48,56 @@ pub struct Manifest {
     pub tool: String,
     /// Version of the tool.
     pub tool_version: String,
+    /// The archive's storage class, when one was set (`GLACIER` and `DEEP_ARCHIVE` archives
+    /// need a thaw before they can be read; the manifest itself is always in the default class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// The server-side encryption asked for (absent: the bucket's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<ManifestEncryption>,
+    /// The Object Lock on the archive and on this manifest (absent: not locked by us).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ManifestLock>,
+}
+
+/// How the archive is encrypted at rest, as far as reading it back needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEncryption {
+    /// `AES256`, `aws:kms` or `SSE-C`.
+    pub sse: String,
+    /// The KMS key named in the config, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// MD5 (base64) of the SSE-C key: which key reads it back, without revealing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_key_md5: Option<String>,
+}
+
+impl ManifestEncryption {
+    /// What the manifest records for `encryption` (`None` for the bucket's default).
+    pub fn of(encryption: &Encryption) -> Option<Self> {
+        let sse = encryption.name()?.to_owned();
+        Some(Self {
+            sse,
+            kms_key_id: match encryption {
+                Encryption::Kms { key_id } => key_id.clone(),
+                _ => None,
+            },
+            customer_key_md5: encryption.customer_key().map(|k| k.md5_base64().to_owned()),
+        })
+    }
+}
+
+/// The lock placed on an archive and its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestLock {
+    /// `governance` or `compliance`.
+    pub mode: LockMode,
+    /// Locked until.
+    pub retain_until: DateTime<Utc>,
+    /// Under a legal hold too.
+    #[serde(default)]
+    pub legal_hold: bool,
 }
 
 impl Manifest {

@@ -27,6 +27,16 @@ pub enum Verdict {
     Mismatch,
     /// In the bucket but not in the journal (reported with `all`).
     Extra,
+    /// In a cold storage class (`GLACIER`, `DEEP_ARCHIVE`) and not thawed: not read, only its
+    /// size checked by HEAD. Not a problem; thaw it (`restore --thaw`) to verify its bytes.
+    Cold,
+}
+
+impl Verdict {
+    /// Whether the finding is a problem (exit 1).
+    pub fn is_problem(&self) -> bool {
+        !matches!(self, Self::Ok | Self::Cold)
+    }
 }
 
 /// One line of the report.
@@ -97,6 +107,21 @@ pub async fn verify(
             ));
             continue;
         };
+        if head.thaw.blocks_reading() {
+            let class = head.storage_class.as_deref().unwrap_or("an archive tier");
+            findings.push(if head.size == manifest.size_bytes && Some(head.size) == row.size_bytes {
+                finding(
+                    Verdict::Cold,
+                    format!("in {class}, not read ({} bytes by HEAD): thaw it to verify its bytes (`atlas-archiver restore --thaw`, or `aws s3api restore-object`)", head.size),
+                )
+            } else {
+                finding(
+                    Verdict::Mismatch,
+                    format!("in {class}: HEAD says {} bytes, journal {:?}, manifest {}", head.size, row.size_bytes, manifest.size_bytes),
+                )
+            });
+            continue;
+        }
         let (size, sha) = read_whole(store, &key).await?;
         let mut problems = Vec::new();
         if size != head.size || Some(size) != row.size_bytes || size != manifest.size_bytes {

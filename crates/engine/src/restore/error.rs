@@ -10,6 +10,30 @@ use crate::store::StoreError;
 /// Why a restore failed. Every variant names what was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The archive is in a cold storage class and no thaw was asked for (or it is not done).
+    #[error("{key} is in storage class {class} and {state}: {hint}")]
+    Cold {
+        /// Object key.
+        key: String,
+        /// Its storage class.
+        class: String,
+        /// "must be thawed before it can be read", "is being thawed".
+        state: &'static str,
+        /// What to do.
+        hint: String,
+    },
+    /// The archive is encrypted with an SSE-C key the configuration does not hold.
+    #[error(
+        "{key} is encrypted with the SSE-C key whose MD5 is {wanted}; {found}: set storage.sse_customer_key_file to that key"
+    )]
+    CustomerKey {
+        /// Object key.
+        key: String,
+        /// The manifest's key MD5.
+        wanted: String,
+        /// What the configuration holds.
+        found: String,
+    },
     /// The bucket.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -113,6 +137,6 @@ pub enum RestoreError {
 impl RestoreError {
     /// Whether the command line was at fault (exit 2), rather than the bucket or the archive.
     pub fn is_usage(&self) -> bool {
-        matches!(self, Self::Destination { .. })
+        matches!(self, Self::Destination { .. } | Self::CustomerKey { .. })
     }
 }

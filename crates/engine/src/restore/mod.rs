@@ -11,6 +11,7 @@ mod error;
 mod extract;
 mod fetch;
 mod place;
+mod thaw;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use fetch::FetchPlan;
 use place::{
     EarlySync, Hashing, io_error, parent_of, prepare_directory, sync_dir, sync_directories,
 };
+pub use thaw::{ThawPlan, make_readable};
 
 /// Ranges queued between the fetch and the consumer.
 const QUEUE: usize = 2;

@@ -18,6 +18,14 @@ pub(crate) enum CodeKind {
     Denied,
     /// The store does not implement the checksum we sent (it is switched off for the process).
     ChecksumRefused,
+    /// The store does not implement the operation at all (`NotImplemented`).
+    Unsupported,
+    /// The bucket has no Object Lock configuration.
+    LockNotConfigured,
+    /// The object is in a cold storage class and must be thawed before it can be read.
+    Cold,
+    /// A thaw of the object is already under way.
+    ThawUnderWay,
     /// The bytes the store received do not match their checksum (transient: retried).
     DigestMismatch,
     /// The store asks us to slow down.
@@ -43,7 +51,11 @@ pub(crate) fn classify(code: &str) -> CodeKind {
         "NoSuchKey" => CodeKind::MissingObject,
         "PreconditionFailed" => CodeKind::Changed,
         "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => CodeKind::Denied,
-        "NotImplemented" | "InvalidRequest" | "InvalidArgument" => CodeKind::ChecksumRefused,
+        "NotImplemented" => CodeKind::Unsupported,
+        "InvalidRequest" | "InvalidArgument" => CodeKind::ChecksumRefused,
+        "ObjectLockConfigurationNotFoundError" => CodeKind::LockNotConfigured,
+        "InvalidObjectState" => CodeKind::Cold,
+        "RestoreAlreadyInProgress" => CodeKind::ThawUnderWay,
         "BadDigest" | "XAmzContentChecksumMismatch" | "InvalidDigest" => CodeKind::DigestMismatch,
         "SlowDown" | "Throttling" | "TooManyRequests" => CodeKind::Throttled,
         "InternalError" | "ServiceUnavailable" | "RequestTimeout" | "503" | "500" => {
@@ -71,6 +83,8 @@ mod tests {
         assert_eq!(classify("NoSuchKey"), CodeKind::MissingObject);
         assert_eq!(classify("PreconditionFailed"), CodeKind::Changed);
         assert_eq!(classify("SomethingNew"), CodeKind::Other);
+        assert_eq!(classify("NotImplemented"), CodeKind::Unsupported);
+        assert_eq!(classify("InvalidObjectState"), CodeKind::Cold);
         assert!(classify_answer(None).is_transient());
         assert!(!classify("AccessDenied").is_transient());
     }

@@ -3,8 +3,58 @@
 //! Must not: know about Atlas or the journal.
 //! Over 500 lines: client setup for every S3 flavour, the error type and the small-object calls; multipart lives in `multipart.rs`.
 
+/// Adds the SSE-C headers to a request when objects are encrypted with our own key: every
+/// request that writes or reads an object's bytes (HEAD included) must carry them.
+macro_rules! with_customer_key {
+    ($request:expr, $key:expr) => {{
+        let request = $request;
+        match $key {
+            Some(k) => request
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(k.key_base64())
+                .sse_customer_key_md5(k.md5_base64()),
+            None => request,
+        }
+    }};
+}
+
+/// Adds what [`Protection`] asks of a write (PutObject, CreateMultipartUpload): encryption,
+/// the storage class (archives only: manifests stay readable without a thaw) and the lock.
+macro_rules! protected_write {
+    ($request:expr, $protection:expr, $lock_until:expr, $archive:expr) => {{
+        let p: &crate::config::Protection = $protection;
+        let mut r = with_customer_key!($request, p.encryption.customer_key());
+        match &p.encryption {
+            crate::config::Encryption::S3Managed => {
+                r = r.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256);
+            }
+            crate::config::Encryption::Kms { key_id } => {
+                r = r
+                    .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                    .set_ssekms_key_id(key_id.clone());
+            }
+            crate::config::Encryption::BucketDefault | crate::config::Encryption::Customer(_) => {}
+        }
+        if $archive && let Some(class) = &p.storage_class {
+            r = r.storage_class(aws_sdk_s3::types::StorageClass::from(class.as_str()));
+        }
+        if let (Some(lock), Some(until)) = (p.object_lock, $lock_until) {
+            r = r
+                .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::from(lock.mode.s3_name()))
+                .object_lock_retain_until_date(crate::store::protect::to_smithy(until));
+            if lock.legal_hold {
+                r = r.object_lock_legal_hold_status(
+                    aws_sdk_s3::types::ObjectLockLegalHoldStatus::On,
+                );
+            }
+        }
+        r
+    }};
+}
+
 mod codes;
 mod multipart;
+mod protect;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +69,13 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use crate::config::{ChecksumCalculation, ObjectChecksum, PartSize, StorageConfig, expose};
+use crate::config::{
+    ChecksumCalculation, CustomerKey, ObjectChecksum, PartSize, Protection, StorageConfig, expose,
+};
 use crate::reason::Reason;
 use codes::{CodeKind, classify};
 pub use multipart::{CompletedPartInfo, MultipartUpload};
+pub use protect::{LockState, Thaw};
 
 /// Longest wait to open a connection to the store.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +116,24 @@ pub enum StoreError {
         /// The part size in use.
         part_size: u64,
     },
+    /// `[storage.object_lock]` is configured, and the bucket or the store cannot lock.
+    #[error("bucket {bucket}: storage.object_lock is configured, but {reason}")]
+    ObjectLockUnavailable {
+        /// The bucket.
+        bucket: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// The store accepted an object but did not lock it as configured.
+    #[error(
+        "S3 object {key} is {found} after it was written and locked: the store does not honour Object Lock as configured"
+    )]
+    NotLocked {
+        /// Key.
+        key: String,
+        /// The lock HEAD reports.
+        found: String,
+    },
     /// What the store holds differs from what we sent.
     #[error("S3 object {key} has {found} bytes after upload, expected {expected}")]
     SizeMismatch {
@@ -82,7 +153,21 @@ impl StoreError {
     /// check doing its job on corrupted bytes, and turning checksums off then would let the next
     /// corruption through (audit M4).
     pub fn is_checksum_refusal(&self) -> bool {
-        self.code_kind() == Some(CodeKind::ChecksumRefused)
+        matches!(
+            self.code_kind(),
+            Some(CodeKind::ChecksumRefused | CodeKind::Unsupported)
+        )
+    }
+
+    /// Whether the error is the configuration's to fix (exit 2 at start): a lock the bucket
+    /// cannot give.
+    pub fn is_config_problem(&self) -> bool {
+        matches!(self, Self::ObjectLockUnavailable { .. })
+    }
+
+    /// Whether the store refused a read because the object is in a cold storage class.
+    pub fn is_cold(&self) -> bool {
+        self.code_kind() == Some(CodeKind::Cold)
     }
 
     /// Whether the store said the bytes it received do not match their checksum: a transient
@@ -122,9 +207,14 @@ impl StoreError {
                         | CodeKind::Denied
                         | CodeKind::MissingObject
                         | CodeKind::Changed
+                        | CodeKind::Cold
+                        | CodeKind::LockNotConfigured
                 )
             ),
-            Self::TooManyParts { .. } | Self::SizeMismatch { .. } => false,
+            Self::TooManyParts { .. }
+            | Self::SizeMismatch { .. }
+            | Self::ObjectLockUnavailable { .. }
+            | Self::NotLocked { .. } => false,
         }
     }
 
@@ -159,6 +249,7 @@ impl StoreError {
             Self::Request { operation, .. } => Reason::S3Request(operation),
             Self::TooManyParts { .. } => Reason::TooManyParts,
             Self::SizeMismatch { .. } => Reason::SizeMismatch,
+            Self::ObjectLockUnavailable { .. } | Self::NotLocked { .. } => Reason::NotLocked,
         }
     }
 }
@@ -223,6 +314,12 @@ pub struct ObjectInfo {
     pub size: u64,
     /// ETag as returned.
     pub etag: Option<String>,
+    /// Storage class, when the store names one (AWS omits it for `STANDARD`).
+    pub storage_class: Option<String>,
+    /// Whether it must be thawed before a GET.
+    pub thaw: Thaw,
+    /// Its Object Lock.
+    pub lock: LockState,
 }
 
 /// One object of a listing.
@@ -245,6 +342,8 @@ pub struct ObjectStore {
     crc32c: Arc<AtomicBool>,
     /// Whether the store is reached over TLS (AWS, or an https endpoint).
     tls: bool,
+    /// Object Lock, storage class and encryption of every write (and SSE-C of every read).
+    protection: Arc<Protection>,
 }
 
 impl ObjectStore {
@@ -306,7 +405,17 @@ impl ObjectStore {
                 .endpoint
                 .as_ref()
                 .is_none_or(|e| e.scheme() == "https"),
+            protection: Arc::new(config.protection.clone()),
         }
+    }
+
+    /// What the store is asked to do to every object written.
+    pub fn protection(&self) -> &Protection {
+        &self.protection
+    }
+
+    fn customer_key(&self) -> Option<&CustomerKey> {
+        self.protection.encryption.customer_key()
     }
 
     /// The bucket name.
@@ -327,38 +436,92 @@ impl ObjectStore {
 
     /// HEAD; `None` when the object does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
+        let request = self.client.head_object().bucket(&self.bucket).key(key);
+        match with_customer_key!(request, self.customer_key())
             .send()
             .await
         {
-            Ok(out) => Ok(Some(ObjectInfo {
-                size: out
-                    .content_length()
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(0),
-                etag: out.e_tag().map(str::to_owned),
-            })),
+            Ok(out) => {
+                let storage_class = out.storage_class().map(|c| c.as_str().to_owned());
+                let thaw = Thaw::from_head(
+                    storage_class.as_deref(),
+                    out.archive_status().is_some(),
+                    out.restore(),
+                );
+                Ok(Some(ObjectInfo {
+                    size: out
+                        .content_length()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(0),
+                    etag: out.e_tag().map(str::to_owned),
+                    storage_class,
+                    thaw,
+                    lock: LockState {
+                        mode: out
+                            .object_lock_mode()
+                            .and_then(|m| crate::config::LockMode::from_s3(m.as_str())),
+                        retain_until: out
+                            .object_lock_retain_until_date()
+                            .and_then(protect::to_chrono),
+                        legal_hold: out.object_lock_legal_hold_status()
+                            == Some(&aws_sdk_s3::types::ObjectLockLegalHoldStatus::On),
+                    },
+                }))
+            }
             Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(None),
             Err(e) => Err(StoreError::from_sdk("HeadObject", key, e)),
         }
     }
 
-    /// Writes a small object in one PUT.
+    /// Writes a small object in one PUT (encrypted as configured, never locked: tests and
+    /// probes; manifests go through [`ObjectStore::put_manifest`]).
     pub async fn put_small(
         &self,
         key: &str,
         body: Bytes,
         content_type: &str,
     ) -> Result<(), StoreError> {
-        self.client
+        self.put_object(key, body, content_type, None).await
+    }
+
+    /// Writes a manifest in one PUT: encrypted and, when configured, locked until `lock_until`.
+    /// It carries its CRC32C whenever checksums are on (always with a lock: AWS refuses lock
+    /// writes without an integrity header).
+    pub async fn put_manifest(
+        &self,
+        key: &str,
+        body: Bytes,
+        lock_until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), StoreError> {
+        self.put_object(key, body, "application/json", lock_until)
+            .await
+    }
+
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        lock_until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), StoreError> {
+        let mut request = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_type(content_type)
+            .content_type(content_type);
+        if self.crc32c.load(Ordering::Relaxed) {
+            request = request.checksum_crc32_c(multipart::b64(crc32c::crc32c(&body)));
+        }
+        if lock_until.is_some() {
+            // Some stores accept only Content-MD5 as the integrity header of a locked write.
+            use base64::Engine as _;
+            use md5::Digest as _;
+            request = request.content_md5(
+                base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body)),
+            );
+        }
+        protected_write!(request, &self.protection, lock_until, false)
             .body(ByteStream::from(body))
             .send()
             .await
@@ -369,11 +532,8 @@ impl ObjectStore {
     /// Reads a small object (a manifest) whole; `None` when it does not exist. An object
     /// larger than [`MAX_SMALL_OBJECT`] is refused unread: whatever it is, it is not ours.
     pub async fn get_small(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
+        let request = self.client.get_object().bucket(&self.bucket).key(key);
+        match with_customer_key!(request, self.customer_key())
             .send()
             .await
         {
@@ -439,13 +599,14 @@ impl ObjectStore {
         if range.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self
+        let request = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
             .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .set_if_match(if_match.map(str::to_owned))
+            .set_if_match(if_match.map(str::to_owned));
+        let out = with_customer_key!(request, self.customer_key())
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("GetObject", key, e))?;
@@ -477,11 +638,8 @@ impl ObjectStore {
 
     /// Opens an object for reading, chunk by chunk.
     pub async fn open_read(&self, key: &str) -> Result<ObjectReader, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
+        let request = self.client.get_object().bucket(&self.bucket).key(key);
+        let out = with_customer_key!(request, self.customer_key())
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("GetObject", key, e))?;
@@ -491,44 +649,61 @@ impl ObjectStore {
         })
     }
 
-    /// Starts a multipart upload, with a full-object CRC32C when configured. A store that refuses
-    /// checksums (400/501 on the checksum headers) gets uploads without them from then on.
+    /// Starts a multipart upload of an archive, with a full-object CRC32C when configured, in
+    /// the configured storage class, encrypted and (when configured) locked from now. A store
+    /// that refuses checksums (400/501 on the checksum headers) gets uploads without them from
+    /// then on, unless a lock needs them.
     pub async fn create_multipart(
         &self,
         key: &str,
         content_type: &str,
     ) -> Result<MultipartUpload, StoreError> {
         let crc = self.crc32c.load(Ordering::Relaxed);
-        let created = match MultipartUpload::create(
-            self.client.clone(),
-            &self.bucket,
-            key,
-            content_type,
-            crc,
-        )
-        .await
-        {
-            Err(e) if crc && e.is_checksum_refusal() => {
-                self.refuse_checksums(&e);
-                MultipartUpload::create(self.client.clone(), &self.bucket, key, content_type, false)
-                    .await
+        let create = |crc: bool| {
+            MultipartUpload::create(
+                self.client.clone(),
+                &self.bucket,
+                key,
+                content_type,
+                crc,
+                &self.protection,
+                self.lock_until(chrono::Utc::now()),
+            )
+        };
+        let created = match create(crc).await {
+            Err(e) if crc && e.is_checksum_refusal() && self.refuse_checksums(&e) => {
+                create(false).await
             }
             other => other,
         };
         created.map(|u| u.on_tls(self.tls))
     }
 
-    /// Called when the store refused checksum headers: later uploads go without them.
-    pub fn refuse_checksums(&self, error: &StoreError) {
+    /// Called when the store refused checksum headers: later uploads go without them, unless a
+    /// lock is configured (lock writes need them; the refusal then stays an error). Returns
+    /// whether checksums are off now.
+    pub fn refuse_checksums(&self, error: &StoreError) -> bool {
+        if self.protection.object_lock.is_some() {
+            tracing::error!(error = %error, "the store refuses S3 checksum headers, which Object Lock writes need; archives cannot be written locked");
+            return false;
+        }
         if self.crc32c.swap(false, Ordering::Relaxed) {
             tracing::warn!(error = %error, "the store refuses S3 checksum headers; continuing without them (SHA-256 and CRC32C are still checked by atlas-archiver; set storage.checksum = \"none\" to skip this probe)");
         }
+        true
     }
 
     /// Reopens an upload by id (to resume it after a crash).
     pub fn existing_multipart(&self, key: &str, upload_id: &str, crc32c: bool) -> MultipartUpload {
-        MultipartUpload::existing(self.client.clone(), &self.bucket, key, upload_id, crc32c)
-            .on_tls(self.tls)
+        MultipartUpload::existing(
+            self.client.clone(),
+            &self.bucket,
+            key,
+            upload_id,
+            crc32c,
+            self.customer_key().cloned(),
+        )
+        .on_tls(self.tls)
     }
 
     /// Aborts an upload by id (after a crash, or when cleaning up).

@@ -13,7 +13,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use tracing::warn;
 
+use chrono::{DateTime, Utc};
+
 use super::StoreError;
+use crate::config::{CustomerKey, Protection};
 use crate::retry::Backoff;
 
 /// The wait between CompleteMultipartUpload attempts (the SDK does not retry it on every
@@ -50,12 +53,14 @@ pub struct MultipartUpload {
     crc32c: bool,
     /// Whether the connection to the store is TLS (see [`MultipartUpload::on_tls`]).
     tls: bool,
+    /// The SSE-C key every part and the completion carry, when objects are encrypted with it.
+    customer_key: Option<CustomerKey>,
 }
 
 /// The slowest upload rate a part is given time for (bytes per second).
 const MIN_PART_THROUGHPUT: u64 = 1 << 20;
 
-fn b64(crc: u32) -> String {
+pub(super) fn b64(crc: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
 }
 
@@ -66,6 +71,8 @@ impl MultipartUpload {
         key: &str,
         content_type: &str,
         crc32c: bool,
+        protection: &Protection,
+        lock_until: Option<DateTime<Utc>>,
     ) -> Result<Self, StoreError> {
         let mut request = client
             .create_multipart_upload()
@@ -77,7 +84,7 @@ impl MultipartUpload {
                 .checksum_algorithm(ChecksumAlgorithm::Crc32C)
                 .checksum_type(ChecksumType::FullObject);
         }
-        let out = request
+        let out = protected_write!(request, protection, lock_until, true)
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("CreateMultipartUpload", key, e))?;
@@ -97,6 +104,7 @@ impl MultipartUpload {
             upload_id,
             crc32c,
             tls: false,
+            customer_key: protection.encryption.customer_key().cloned(),
         })
     }
 
@@ -107,6 +115,7 @@ impl MultipartUpload {
         key: &str,
         upload_id: &str,
         crc32c: bool,
+        customer_key: Option<CustomerKey>,
     ) -> Self {
         Self {
             client,
@@ -115,6 +124,7 @@ impl MultipartUpload {
             upload_id: upload_id.to_owned(),
             crc32c,
             tls: false,
+            customer_key,
         }
     }
 
@@ -159,6 +169,7 @@ impl MultipartUpload {
             .part_number(number)
             .content_length(i64::try_from(size).unwrap_or(i64::MAX))
             .body(ByteStream::from(body));
+        request = with_customer_key!(request, self.customer_key.as_ref());
         if self.crc32c {
             request = request.checksum_crc32_c(b64(crc32c));
         }
@@ -211,13 +222,14 @@ impl MultipartUpload {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let page = self
+            let request = self
                 .client
                 .list_parts()
                 .bucket(&self.bucket)
                 .key(&self.key)
                 .upload_id(&self.upload_id)
-                .set_part_number_marker(marker.clone())
+                .set_part_number_marker(marker.clone());
+            let page = with_customer_key!(request, self.customer_key.as_ref())
                 .send()
                 .await
                 .map_err(|e| StoreError::from_sdk("ListParts", &self.key, e))?;
@@ -278,6 +290,7 @@ impl MultipartUpload {
                 .key(&self.key)
                 .upload_id(&self.upload_id)
                 .multipart_upload(completed.clone());
+            request = with_customer_key!(request, self.customer_key.as_ref());
             if self.crc32c {
                 request = request
                     .checksum_crc32_c(b64(whole_crc32c))
