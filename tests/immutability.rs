@@ -61,12 +61,34 @@ async fn locked_bucket(w: &World, config: &std::path::Path, name: &str) -> Strin
         .send()
         .await
         .unwrap();
+    use_bucket(w, config, &bucket);
+    bucket
+}
+
+/// `restore --latest --archive FILE` of the target, plus `extra`.
+async fn restore_latest(w: &World, cfg: &str, file: &str, extra: &[&str]) -> common::Run {
+    let target = target();
+    let mut args = vec![
+        "restore",
+        "--config",
+        cfg,
+        "--target",
+        &target,
+        "--latest",
+        "--archive",
+        file,
+    ];
+    args.extend_from_slice(extra);
+    w.run(&args, &[]).await
+}
+
+/// Points `config` at `bucket` instead of the server's test bucket.
+fn use_bucket(w: &World, config: &std::path::Path, bucket: &str) {
     let text = std::fs::read_to_string(config).unwrap().replace(
         &format!("bucket = \"{}\"", w.s3.bucket),
         &format!("bucket = \"{bucket}\""),
     );
     std::fs::write(config, text).unwrap();
-    bucket
 }
 
 fn append(config: &std::path::Path, text: &str) {
@@ -213,21 +235,7 @@ async fn locked_cold_encrypted_archives_survive_prune_and_come_back_with_a_thaw(
     );
     let out = w.path("latest.tar.gz");
     let out_s = out.to_string_lossy().into_owned();
-    let cold = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &target(),
-                "--latest",
-                "--archive",
-                &out_s,
-            ],
-            &[],
-        )
-        .await;
+    let cold = restore_latest(&w, &cfg, &out_s, &[]).await;
     cold.assert_code(1);
     assert!(
         cold.stderr.contains("storage class GLACIER") && cold.stderr.contains("--thaw"),
@@ -235,24 +243,7 @@ async fn locked_cold_encrypted_archives_survive_prune_and_come_back_with_a_thaw(
         cold.stderr
     );
     assert!(!out.exists());
-    let thawed = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &target(),
-                "--latest",
-                "--archive",
-                &out_s,
-                "--thaw",
-                "--thaw-days",
-                "2",
-            ],
-            &[],
-        )
-        .await;
+    let thawed = restore_latest(&w, &cfg, &out_s, &["--thaw", "--thaw-days", "2"]).await;
     thawed.assert_code(0);
     assert!(
         thawed
@@ -335,11 +326,7 @@ async fn compliance_locks_with_a_legal_hold_and_unlocked_archives_are_pruned_wit
         "",
         "[storage.object_lock]\nmode = \"compliance\"\nretain = \"2d\"\nlegal_hold = true",
     );
-    let text = std::fs::read_to_string(&config2).unwrap().replace(
-        &format!("bucket = \"{}\"", w2.s3.bucket),
-        &format!("bucket = \"{bucket}\""),
-    );
-    std::fs::write(&config2, text).unwrap();
+    use_bucket(&w2, &config2, &bucket);
     let cfg2 = config2.to_string_lossy().into_owned();
     w2.run(&["once", "--config", &cfg2], &[])
         .await
@@ -429,21 +416,7 @@ async fn customer_keys_write_and_read_back_and_the_wrong_key_is_named() {
     run.assert_no_secrets(&[SSE_C_KEY.to_owned()]);
     let out = w.path("back.tar.gz");
     let out_s = out.to_string_lossy().into_owned();
-    let back = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &target(),
-                "--latest",
-                "--archive",
-                &out_s,
-            ],
-            &[],
-        )
-        .await;
+    let back = restore_latest(&w, &cfg, &out_s, &[]).await;
     back.assert_code(0);
     let list = w.run(&["list", "--config", &cfg, "--json"], &[]).await;
     list.assert_code(0);
@@ -455,21 +428,7 @@ async fn customer_keys_write_and_read_back_and_the_wrong_key_is_named() {
     assert_eq!(catalog["snapshots"][0]["encryption"]["sse"], "SSE-C");
 
     std::fs::write(w.path("ssec_key"), OTHER_KEY).unwrap();
-    let wrong = w
-        .run(
-            &[
-                "restore",
-                "--config",
-                &cfg,
-                "--target",
-                &target(),
-                "--latest",
-                "--archive",
-                &w.path("other.tar.gz").to_string_lossy(),
-            ],
-            &[],
-        )
-        .await;
+    let wrong = restore_latest(&w, &cfg, &w.path("other.tar.gz").to_string_lossy(), &[]).await;
     wrong.assert_code(2);
     assert!(
         wrong.stderr.contains(&md5) && wrong.stderr.contains("sse_customer_key_file"),
