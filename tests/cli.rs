@@ -288,3 +288,67 @@ async fn an_unreachable_bucket_fails_the_run_with_exit_1() {
         );
     }
 }
+
+/// Issue 14: completions for each shell and the manual page, generated from the clap
+/// definitions, so they name every subcommand; bash and zsh accept the scripts' syntax.
+#[tokio::test]
+async fn completions_and_the_manual_page_cover_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let subcommands = [
+        "once",
+        "run",
+        "verify",
+        "list",
+        "restore",
+        "prune",
+        "check-config",
+    ];
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let run = run_binary(&["completions", shell], &[], dir.path()).await;
+        run.assert_code(0);
+        for sub in subcommands {
+            assert!(run.stdout.contains(sub), "{shell} completion lacks {sub}");
+        }
+        assert!(run.stdout.contains("--thaw"), "{shell}: restore's flags");
+        let file = dir.path().join(format!("completion.{shell}"));
+        std::fs::write(&file, &run.stdout).unwrap();
+        let checker = match shell {
+            "bash" => Some("bash"),
+            "zsh" if std::path::Path::new("/usr/bin/zsh").exists() => Some("zsh"),
+            _ => None,
+        };
+        if let Some(program) = checker {
+            let check =
+                common::run_program(program, &["-n", &file.to_string_lossy()], &[], dir.path())
+                    .await;
+            check.assert_code(0);
+        }
+    }
+    let bad = run_binary(&["completions", "tcsh"], &[], dir.path()).await;
+    bad.assert_code(2);
+    let man = run_binary(&["man"], &[], dir.path()).await;
+    man.assert_code(0);
+    assert!(
+        man.stdout.contains(".TH atlas-archiver 1"),
+        "{}",
+        man.stdout
+    );
+    let pages = dir.path().join("man1");
+    std::fs::create_dir(&pages).unwrap();
+    let all = run_binary(&["man", "--dir", &pages.to_string_lossy()], &[], dir.path()).await;
+    all.assert_code(0);
+    for sub in subcommands {
+        // roff escapes '-' as "\-" in the text; file names are plain.
+        assert!(
+            man.stdout.contains(&format!(
+                "atlas\\-archiver\\-{}(1)",
+                sub.replace('-', "\\-")
+            )),
+            "the manual page does not point to {sub}"
+        );
+        let page = std::fs::read_to_string(pages.join(format!("atlas-archiver-{sub}.1"))).unwrap();
+        assert!(page.contains(".TH atlas-archiver-"), "{sub}: {page}");
+    }
+    let restore = std::fs::read_to_string(pages.join("atlas-archiver-restore.1")).unwrap();
+    assert!(restore.contains("thaw"), "{restore}");
+}

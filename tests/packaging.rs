@@ -67,6 +67,24 @@ fn the_systemd_unit_matches_the_binary() {
         minutes > 6,
         "TimeoutStopSec={stop} must exceed the 5m default shutdown_grace plus the 1m abort bound"
     );
+    // A config error (exit 2) is not restarted forever; the clock is set before the first
+    // time-bound signature; every thread the runtime may start fits under TasksMax.
+    assert_eq!(line("RestartPreventExitStatus"), ["2"]);
+    for key in ["After", "Wants"] {
+        let units = line(key).join(" ");
+        assert!(
+            units.contains("network-online.target") && units.contains("time-sync.target"),
+            "{key}={units}"
+        );
+    }
+    let tasks: usize = line("TasksMax").join("").parse().unwrap_or(0);
+    assert!(
+        tasks
+            >= atlas_archiver::cli::MAX_WORKER_THREADS
+                + atlas_archiver::cli::MAX_BLOCKING_THREADS
+                + 8,
+        "TasksMax={tasks} must hold the runtime's threads"
+    );
     // The credentials the example config names are the ones the unit loads.
     for cred in line("LoadCredential") {
         let name = cred.split(':').next().unwrap_or_default().to_owned();
@@ -75,6 +93,20 @@ fn the_systemd_unit_matches_the_binary() {
             "credential {name} is not used by the example config"
         );
     }
+}
+
+/// The project's licence file is the one `Cargo.toml` names, and there is a changelog.
+#[test]
+fn the_license_and_changelog_are_there() {
+    let manifest = read("Cargo.toml");
+    assert!(manifest.contains("license = \"Apache-2.0\""));
+    let license = read("LICENSE");
+    assert!(license.contains("Apache License") && license.contains("Version 2.0, January 2004"));
+    let changelog = read("CHANGELOG.md");
+    assert!(
+        changelog.contains(&format!("## {}", env!("CARGO_PKG_VERSION"))),
+        "{changelog}"
+    );
 }
 
 #[test]

@@ -160,6 +160,18 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Print a shell completion script on stdout (e.g. `atlas-archiver completions bash > /etc/bash_completion.d/atlas-archiver`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout (e.g. `atlas-archiver man | man -l -`), or write one page per subcommand with --dir.
+    Man {
+        /// Write atlas-archiver.1 and atlas-archiver-SUBCOMMAND.1 for every subcommand into this directory (e.g. /usr/local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Serve the built-in Atlas simulator until stopped (to try storage settings without Atlas).
     Simulate {
         /// Address to listen on.

@@ -83,6 +83,12 @@ impl Failure {
     }
 }
 
+/// At most this many tokio worker threads, whatever the host's core count: the work is network
+/// and hashing bound per transfer, and the systemd unit's `TasksMax` must hold every thread.
+pub const MAX_WORKER_THREADS: usize = 8;
+/// At most this many blocking threads (SQLite, files, restore's syncs).
+pub const MAX_BLOCKING_THREADS: usize = 32;
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -97,7 +103,12 @@ pub fn main() -> ExitCode {
             _ => "info",
         }),
     );
+    let workers = std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .min(MAX_WORKER_THREADS);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
     {
@@ -203,6 +214,37 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
             maintenance::rebuild(&path, &env).await
         }
         Command::Demo { dir } => demo::run(dir).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(
+                shell,
+                &mut command,
+                "atlas-archiver",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            let command = <Cli as clap::CommandFactory>::command();
+            if let Some(dir) = dir {
+                clap_mangen::generate_to(command, &dir).map_err(|e| {
+                    Failure::Runtime(format!(
+                        "cannot write the manual pages into {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut page)
+                .map_err(|e| Failure::Runtime(format!("cannot render the manual page: {e}")))?;
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(&page)
+                .map_err(|e| Failure::Runtime(format!("cannot write the manual page: {e}")))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate {
             listen,
             snapshot_size,
