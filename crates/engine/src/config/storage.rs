@@ -27,6 +27,7 @@ impl Validator<'_> {
         let endpoint_text = s
             .endpoint
             .clone()
+            .or_else(|| self.env_var("AWS_ENDPOINT_URL_S3"))
             .or_else(|| self.env_var("AWS_ENDPOINT_URL"));
         let endpoint = match endpoint_text {
             Some(text) => {
@@ -38,6 +39,7 @@ impl Validator<'_> {
             .region
             .clone()
             .or_else(|| self.env_var("AWS_REGION"))
+            .or_else(|| self.env_var("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".to_owned());
         let prefix = s.prefix.clone().unwrap_or_default();
         if prefix.starts_with('/') {

@@ -284,7 +284,7 @@ fn every_mistake_names_the_file_and_the_key() {
 fn schedules_per_target_and_the_server() {
     let c = Case::new();
     let text = format!(
-        "{GOOD}cron = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\n\n[schedule]\ncron = \"0 4 * * *\"\njitter = \"10m\"\n\n[server]\nlisten = \"0.0.0.0:9187\"\ntoken = \"t0k3n\"\n"
+        "{GOOD}cron = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\n\n[schedule]\ncron = \"0 4 * * *\"\njitter = \"10m\"\n\n[server]\nlisten = \"0.0.0.0:9187\"\ntoken = \"t0k3n-t0k3n-t0k3n\"\n"
     );
     let config = loaded(&c, &text, &[]);
     let t = &config.targets[0];
@@ -371,6 +371,43 @@ fn environment_overrides_and_fallbacks() {
     );
     let bad = c.error(GOOD, &[("ATLAS_ARCHIVER__STORAGE__PART_SIZE", "2MiB")]);
     assert!(bad.contains("storage.part_size"), "{bad}");
+    // The S3-specific endpoint variable wins over the general one and gets the same
+    // S3-compatible defaults; AWS_DEFAULT_REGION is the older name of AWS_REGION.
+    let s3_only = loaded(
+        &c,
+        &text,
+        &[
+            ("AWS_ENDPOINT_URL", "http://10.0.0.1:3900"),
+            ("AWS_ENDPOINT_URL_S3", "http://10.0.0.2:9000"),
+            ("AWS_DEFAULT_REGION", "eu-west-3"),
+            ("MONGODB_ATLAS_CLIENT_ID", "mdb_sa_id_env"),
+            ("MONGODB_ATLAS_CLIENT_SECRET", "env-secret"),
+        ],
+    );
+    assert_eq!(
+        s3_only.storage.endpoint.as_ref().map(Url::as_str),
+        Some("http://10.0.0.2:9000/")
+    );
+    assert!(s3_only.storage.force_path_style);
+    assert_eq!(s3_only.storage.object_checksum, ObjectChecksum::None);
+    assert_eq!(s3_only.storage.region, "eu-west-3");
+}
+
+/// Issue 14: a trigger token others can reach must not be guessable.
+#[test]
+fn a_short_token_on_an_exposed_listener_is_refused() {
+    let c = Case::new();
+    let exposed =
+        |token: &str| format!("{GOOD}\n[server]\nlisten = \"0.0.0.0:9187\"\ntoken = \"{token}\"\n");
+    let e = c.error(&exposed("t0k3n"), &[]);
+    assert!(
+        e.contains("`server.token`") && e.contains("16 characters"),
+        "{e}"
+    );
+    assert!(c.load(&exposed("0123456789abcdef0123"), &[]).is_ok());
+    // On loopback only this host can reach it: any token will do.
+    let local = format!("{GOOD}\n[server]\nlisten = \"127.0.0.1:9187\"\ntoken = \"t0k3n\"\n");
+    assert!(c.load(&local, &[]).is_ok());
 }
 
 #[test]

@@ -19,6 +19,9 @@ use super::{
 use crate::schedule::Schedule;
 use crate::target::{Target, validate_cluster_name, validate_project_id};
 
+/// The shortest trigger token accepted on a listener that is not loopback.
+const MIN_TOKEN_CHARS: usize = 16;
+
 pub(super) struct Validator<'a> {
     pub(super) file: String,
     pub(super) dir: PathBuf,
@@ -276,6 +279,16 @@ impl Validator<'_> {
             return Err(self.invalid(
                 "server.token",
                 "required when server.listen is not a loopback address: anyone who can reach it could trigger runs (set token_file)",
+            ));
+        }
+        let exposed = listen.is_some_and(|a| !a.ip().is_loopback());
+        if let Some(t) = &token
+            && exposed
+            && secrecy::ExposeSecret::expose_secret(t).chars().count() < MIN_TOKEN_CHARS
+        {
+            return Err(self.invalid(
+                "server.token",
+                format!("is shorter than {MIN_TOKEN_CHARS} characters, on a listener others can reach: use a random one, e.g. `openssl rand -hex 16`"),
             ));
         }
         Ok(ServerConfig { listen, token })

@@ -33,7 +33,11 @@ pub fn init(format: LogFormat, level: &str) {
             .try_init(),
         LogFormat::Human if under_journald => builder.without_time().with_ansi(false).try_init(),
         LogFormat::Human => builder
-            .with_ansi(std::io::stderr().is_terminal())
+            // https://no-color.org: any non-empty NO_COLOR turns colour off.
+            .with_ansi(
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
             .try_init(),
     };
     // A second init (tests) keeps the first subscriber.
