@@ -10,6 +10,10 @@ RUN cargo build --release --locked \
  && mkdir -p /out/state
 
 FROM gcr.io/distroless/cc-debian12:nonroot
+LABEL org.opencontainers.image.title="atlas-archiver" \
+      org.opencontainers.image.description="Archives MongoDB Atlas backup snapshots into S3-compatible storage, exactly once and verified" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/atlas-archiver/atlas-archiver"
 COPY --from=build /src/target/release/atlas-archiver /usr/local/bin/atlas-archiver
 COPY --from=build --chown=65532:65532 /out/state /var/lib/atlas-archiver
 ENV ATLAS_ARCHIVER_CONFIG=/etc/atlas-archiver/config.toml
@@ -17,5 +21,8 @@ VOLUME ["/var/lib/atlas-archiver"]
 # /healthz, /readyz, /metrics (set [server] listen = "0.0.0.0:9187" and a token_file in the config).
 EXPOSE 9187
 USER 65532:65532
+# No shell in the image: the binary asks its own /healthz (at [server] listen).
+HEALTHCHECK --interval=60s --timeout=15s --start-period=2m --retries=3 \
+  CMD ["/usr/local/bin/atlas-archiver", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/atlas-archiver"]
 CMD ["run", "--log-format", "json"]

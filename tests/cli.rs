@@ -352,3 +352,78 @@ async fn completions_and_the_manual_page_cover_every_subcommand() {
     let restore = std::fs::read_to_string(pages.join("atlas-archiver-restore.1")).unwrap();
     assert!(restore.contains("thaw"), "{restore}");
 }
+
+/// Serves one HTTP answer with `status` on loopback; returns the URL of its /healthz.
+fn one_answer(status: &'static str) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let body = "watchdog: idle\n";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/healthz")
+}
+
+/// Issue 14: `healthcheck`, the container's HEALTHCHECK, asks /healthz over real HTTP: 200 is
+/// healthy (0), anything else or no answer is not (1), and it says which.
+#[tokio::test]
+async fn healthcheck_asks_the_daemon_and_exits_by_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = run_binary(
+        &["healthcheck", "--url", &one_answer("200 OK")],
+        &[],
+        dir.path(),
+    )
+    .await;
+    ok.assert_code(0);
+    assert!(ok.stdout.starts_with("healthy"), "{}", ok.stdout);
+    let bad = run_binary(
+        &[
+            "healthcheck",
+            "--url",
+            &one_answer("503 Service Unavailable"),
+        ],
+        &[],
+        dir.path(),
+    )
+    .await;
+    bad.assert_code(1);
+    assert!(
+        bad.stdout.contains("503") && bad.stdout.contains("watchdog: idle"),
+        "{}",
+        bad.stdout
+    );
+    // Nothing listening there (the port of a listener just closed).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gone = run_binary(
+        &["healthcheck", "--url", &format!("http://{closed}/healthz")],
+        &[],
+        dir.path(),
+    )
+    .await;
+    gone.assert_code(1);
+    assert!(gone.stdout.contains("did not answer"), "{}", gone.stdout);
+    // From the config: [server] listen "" serves nothing, which is a config error.
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, format!("{CONFIG}\n[server]\nlisten = \"\"\n")).unwrap();
+    let off = run_binary(
+        &["healthcheck", "--config", &cfg.to_string_lossy()],
+        &[],
+        dir.path(),
+    )
+    .await;
+    off.assert_code(2);
+    assert!(off.stderr.contains("server.listen"), "{}", off.stderr);
+}

@@ -139,6 +139,27 @@ fn the_dockerfile_matches_the_binary() {
         )
     );
     assert!(directive("USER").starts_with("65532"), "non-root");
+    // A HEALTHCHECK in exec form (distroless has no shell) that the binary accepts, OCI labels,
+    // and a .dockerignore that keeps build output and state out of the context.
+    let health = docker
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("CMD [\"/usr/local/bin/atlas-archiver\", \"healthcheck\"")
+        })
+        .unwrap_or_else(|| panic!("no exec-form HEALTHCHECK calling the binary"));
+    assert!(docker.contains("HEALTHCHECK"), "{health}");
+    assert_cli_accepts(&["healthcheck", "--url", "http://127.0.0.1:9187/healthz"]);
+    for label in ["title", "licenses", "source"] {
+        assert!(
+            docker.contains(&format!("org.opencontainers.image.{label}=")),
+            "missing OCI label {label}"
+        );
+    }
+    assert!(docker.contains("org.opencontainers.image.licenses=\"Apache-2.0\""));
+    let ignore = read(".dockerignore");
+    assert!(ignore.lines().any(|l| l.trim() == "target/"), "{ignore}");
+    assert!(ignore.lines().any(|l| l.trim() == ".git/"), "{ignore}");
 }
 
 /// The lines of a `key: |` block scalar in a YAML file.

@@ -160,6 +160,15 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Ask the running daemon whether it is healthy (its /healthz), for a container HEALTHCHECK: exit 0 when it is, 1 when not or unreachable.
+    Healthcheck {
+        /// Config file whose [server] listen address to ask [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Ask this URL instead (e.g. http://127.0.0.1:9187/healthz).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Print a shell completion script on stdout (e.g. `atlas-archiver completions bash > /etc/bash_completion.d/atlas-archiver`).
     Completions {
         /// The shell.

@@ -1,4 +1,4 @@
-//! `verify` and `journal rebuild`.
+//! `verify`, `journal rebuild` and `healthcheck`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -86,4 +86,58 @@ pub(super) async fn rebuild(
         report.skipped
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `healthcheck`: GET the daemon's `/healthz` (at `[server] listen`, or `url`) within 10 s.
+pub(super) async fn healthcheck(
+    path: &Path,
+    env: &HashMap<String, String>,
+    url: Option<String>,
+) -> Result<ExitCode, Failure> {
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let config = Config::load(path, env, Secrets::Skip)?;
+            let Some(listen) = config.server.listen else {
+                return Err(Failure::Usage(format!(
+                    "config file {}: `server.listen` is \"\": the daemon serves no /healthz to ask",
+                    path.display()
+                )));
+            };
+            // A wildcard listener is asked on loopback.
+            let ip = if listen.ip().is_unspecified() {
+                if listen.is_ipv4() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+                }
+            } else {
+                listen.ip()
+            };
+            format!(
+                "http://{}/healthz",
+                std::net::SocketAddr::new(ip, listen.port())
+            )
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| Failure::Runtime(format!("cannot build an HTTP client: {e}")))?;
+    match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => {
+            println!("healthy: {url} answered {}", r.status());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(r) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            println!("unhealthy: {url} answered {status}: {}", body.trim());
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            println!("unhealthy: {url} did not answer: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }

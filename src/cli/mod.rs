@@ -214,6 +214,10 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
             maintenance::rebuild(&path, &env).await
         }
         Command::Demo { dir } => demo::run(dir).await,
+        Command::Healthcheck { config, url } => {
+            let path = config_path(config.as_deref(), &env);
+            maintenance::healthcheck(&path, &env, url).await
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(
