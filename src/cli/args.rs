@@ -58,6 +58,9 @@ pub enum Command {
         /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Also try it: authenticate to Atlas and list each target's snapshots; probe each bucket action the config needs (an object and a multipart upload under the prefix, removed again); print a table of checks (exit 0 only when every needed check passes, 1 otherwise).
+        #[arg(long)]
+        online: bool,
     },
     /// Show what the journal knows: per target, each snapshot's state, size, SHA-256, key and last error.
     Status {

@@ -6,6 +6,7 @@ mod args;
 mod demo;
 mod maintenance;
 mod once;
+mod preflight;
 mod prune;
 mod restore;
 mod status;
@@ -155,9 +156,16 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
             crate::daemon::run(config, once::wait_for_signal).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, online } => {
             let path = config_path(config.as_deref(), &env);
-            check_config(&path, &env)
+            if online {
+                let config = Config::load(&path, &env, Secrets::Load)?;
+                check_journal_writable(&config)?;
+                println!("# {} is valid; trying it:\n", path.display());
+                preflight::run(&config).await
+            } else {
+                check_config(&path, &env)
+            }
         }
         Command::Status { config, json } => {
             let path = config_path(config.as_deref(), &env);
