@@ -232,3 +232,35 @@ fn the_kubernetes_manifest_matches_the_binary() {
     );
     assert!(yaml.contains("runAsNonRoot: true"));
 }
+
+/// `docs/iam-policy.json` is valid JSON and grants exactly the S3 actions of the README's
+/// Permissions table, scoped to a bucket and a prefix, and never the governance bypass.
+#[test]
+fn the_iam_policy_matches_the_readme() {
+    let policy: serde_json::Value = serde_json::from_str(&read("docs/iam-policy.json")).unwrap();
+    let mut granted = std::collections::BTreeSet::new();
+    for statement in policy["Statement"].as_array().unwrap() {
+        let resource = statement["Resource"].as_str().unwrap();
+        assert!(resource.starts_with("arn:aws:s3:::BUCKET"), "{resource}");
+        for action in statement["Action"].as_array().unwrap() {
+            granted.insert(action.as_str().unwrap().to_owned());
+        }
+    }
+    let readme = read("README.md");
+    let table = readme
+        .split("## Permissions (IAM actions)")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut listed = std::collections::BTreeSet::new();
+    for line in table.lines().filter(|l| l.starts_with("| `s3:")) {
+        let first = line.split('|').nth(1).unwrap();
+        for action in first.split('`').filter(|w| w.starts_with("s3:")) {
+            listed.insert(action.to_owned());
+        }
+    }
+    assert_eq!(granted, listed, "docs/iam-policy.json vs the README table");
+    assert!(!granted.contains("s3:BypassGovernanceRetention"));
+}
