@@ -427,3 +427,43 @@ async fn healthcheck_asks_the_daemon_and_exits_by_its_answer() {
     off.assert_code(2);
     assert!(off.stderr.contains("server.listen"), "{}", off.stderr);
 }
+
+/// Issue 14: under systemd's journal (JOURNAL_STREAM set) every stderr line opens with its syslog
+/// priority, so `journalctl -p err` shows the failure; without it, no prefix.
+#[tokio::test]
+async fn under_the_journal_each_line_carries_its_priority() {
+    let dir = scratch(&CONFIG.replace("[atlas]", "[atlas]\nbase_url = \"http://127.0.0.1:9\""));
+    let journal = run_binary(
+        &["once", "--config", "config.toml"],
+        &[("JOURNAL_STREAM", "8:12345")],
+        dir.path(),
+    )
+    .await;
+    journal.assert_code(1);
+    let lines: Vec<&str> = journal.stderr.lines().collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let priority = line
+            .strip_prefix('<')
+            .and_then(|l| l.split_once('>'))
+            .and_then(|(n, _)| n.parse::<u8>().ok());
+        assert!(
+            priority.is_some_and(|p| p <= 7),
+            "no priority: {line}\n{}",
+            journal.stderr
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<3>error: cannot reach bucket")),
+        "{}",
+        journal.stderr
+    );
+    let plain = run_binary(&["once", "--config", "config.toml"], &[], dir.path()).await;
+    assert!(
+        plain.stderr.lines().all(|l| !l.starts_with('<')),
+        "{}",
+        plain.stderr
+    );
+}

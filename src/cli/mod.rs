@@ -115,7 +115,10 @@ pub fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!(
+                "{}",
+                telemetry::error_line(&format!("error: cannot start the async runtime: {e}"))
+            );
             return ExitCode::from(1);
         }
     };
@@ -124,7 +127,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("error: {failure}");
+            eprintln!("{}", telemetry::error_line(&format!("error: {failure}")));
             ExitCode::from(failure.exit_code())
         }
     }

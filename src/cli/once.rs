@@ -86,7 +86,10 @@ async fn prune_clean(config: &Config, reports: &[TargetReport]) -> super::prune:
         Err(e) => Err(e),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("error: prune not run: {e}");
+        eprintln!(
+            "{}",
+            atlas_archiver_engine::telemetry::error_line(&format!("error: prune not run: {e}"))
+        );
         super::prune::Pruned {
             reports: Vec::new(),
             failed_targets: clean.len(),
