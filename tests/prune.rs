@@ -259,3 +259,84 @@ async fn an_interrupted_prune_is_finished_without_costing_a_keeper() {
     assert_eq!(archives, expected);
     assert_eq!(manifests, expected);
 }
+
+/// Issue 14: `once --dry-run` says what a run would do with each listed snapshot (and, with
+/// `--prune`, what the policy would remove now) and downloads and writes nothing: no download
+/// job, no journal file, no object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_dry_run_plans_without_downloading_or_writing() {
+    let mut clusters = atlas_archiver::simulator::scenario(PROJECT, &["orders-flex"], 4, &[3000]);
+    clusters[0].snapshots[3].status = "QUEUED".into();
+    let w = World::new("dry-run", clusters).await;
+    let config = w.write_config("", "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[retention]\nkeep_last = 1\nmin_keep = 1\n");
+    std::fs::write(&config, text).unwrap();
+    let cfg = config.to_string_lossy().into_owned();
+    let ids: Vec<String> = w.sim.clusters()[0]
+        .snapshots
+        .iter()
+        .map(|s| s.id.clone())
+        .collect();
+    let action = |plan: &serde_json::Value, id: &str| -> String {
+        plan["plans"][0]["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["snapshot_id"] == id)
+            .map(|s| s["action"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{id} not in {plan}"))
+    };
+
+    let fresh = w
+        .run(&["once", "--config", &cfg, "--dry-run", "--json"], &[])
+        .await;
+    fresh.assert_code(0);
+    let plan = parse_json(&fresh.stdout);
+    for id in &ids[..3] {
+        assert_eq!(action(&plan, id), "archive", "{}", fresh.stdout);
+    }
+    assert_eq!(action(&plan, &ids[3]), "not_completed");
+    assert!(
+        !w.path("state/journal.sqlite").exists(),
+        "a dry run creates no journal"
+    );
+    assert!(w.keys().await.is_empty());
+    let seen = w.sim.observed();
+    assert_eq!((seen.download_requests, seen.snapshot_downloads), (0, 0));
+
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    let keys = w.keys().await;
+    let again = w
+        .run(&["once", "--config", &cfg, "--dry-run", "--prune"], &[])
+        .await;
+    again.assert_code(0);
+    assert_eq!(
+        again.stdout.matches("  archived  ").count(),
+        3,
+        "{}",
+        again.stdout
+    );
+    assert!(again.stdout.contains("0 to download"), "{}", again.stdout);
+    let with_prune = w
+        .run(
+            &["once", "--config", &cfg, "--dry-run", "--prune", "--json"],
+            &[],
+        )
+        .await;
+    with_prune.assert_code(0);
+    let plan = parse_json(&with_prune.stdout);
+    let removed = plan["prunes"][0]["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "remove")
+        .count();
+    assert_eq!(removed, 2, "{}", with_prune.stdout);
+    assert_eq!(w.keys().await, keys, "a dry run deletes nothing");
+    assert_eq!(
+        w.sim.observed().download_requests,
+        3,
+        "only the real run asked for downloads"
+    );
+}

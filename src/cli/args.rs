@@ -46,6 +46,9 @@ pub enum Command {
         /// Then apply the retention policy to each target whose snapshots all archived and verified (as `prune` does).
         #[arg(long)]
         prune: bool,
+        /// Print what a run would do with each listed snapshot (archive, resume, already archived, pruned, not completed), and with --prune what the policy would remove now; download and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run as a service: archive on the configured schedule until SIGTERM (systemd Type=notify, /healthz, /readyz, /metrics).
     Run {

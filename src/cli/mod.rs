@@ -140,9 +140,14 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
             targets,
             json,
             prune,
+            dry_run,
         } => {
             let path = config_path(config.as_deref(), &env);
-            once::run(&path, &env, &targets, json, prune).await
+            if dry_run {
+                once::dry_run(&path, &env, &targets, json, prune).await
+            } else {
+                once::run(&path, &env, &targets, json, prune).await
+            }
         }
         Command::Prune {
             config,

@@ -1,4 +1,5 @@
-//! `once`: archive every target's new snapshots, print a summary, exit 0 or 1.
+//! `once`: archive every target's new snapshots, print a summary, exit 0 or 1; `once --dry-run`:
+//! what it would do.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,9 +12,11 @@ use atlas_archiver_engine::atlas::AtlasClient;
 use atlas_archiver_engine::config::units::format_bytes;
 use atlas_archiver_engine::config::{Config, Secrets};
 use atlas_archiver_engine::journal::Journal;
+use atlas_archiver_engine::pipeline::plan::{self, PlannedAction};
 use atlas_archiver_engine::pipeline::{
     Archiver, PipelineSettings, Shutdown, SnapshotOutcome, TargetReport,
 };
+use atlas_archiver_engine::store::ObjectStore;
 use atlas_archiver_engine::target::Target;
 use atlas_archiver_engine::telemetry::Metrics;
 
@@ -64,6 +67,78 @@ pub(super) async fn run(
             ExitCode::from(1)
         },
     )
+}
+
+/// `once --dry-run`: what a run would do with each listed snapshot, from Atlas's listing and the
+/// journal (read only, if there is one); with `--prune`, what the policy would remove from the
+/// bucket as it is now. Nothing is downloaded or written.
+pub(super) async fn dry_run(
+    path: &Path,
+    env: &HashMap<String, String>,
+    target_args: &[String],
+    json: bool,
+    prune: bool,
+) -> Result<ExitCode, Failure> {
+    let config = Config::load(path, env, Secrets::Load)?;
+    let targets = select_targets(&config, target_args)?;
+    let atlas = AtlasClient::new(&config.atlas)?;
+    let journal = if config.journal.path.exists() {
+        Some(Journal::open_read_only(&config.journal.path)?)
+    } else {
+        None
+    };
+    let mut plans = Vec::new();
+    for target in &targets {
+        plans.push(plan::plan(&atlas, journal.as_ref(), target).await);
+    }
+    let pruned = if prune {
+        let store = ObjectStore::connect(&config.storage).await;
+        Some(super::prune::prune_targets(&config, &store, &targets, true).await?)
+    } else {
+        None
+    };
+    if json {
+        let prunes = pruned.as_ref().map(|p| &p.reports);
+        let text = serde_json::json!({"dry_run": true, "plans": plans, "prunes": prunes});
+        println!("{}", serde_json::to_string_pretty(&text)?);
+    } else {
+        for p in &plans {
+            println!("{} (dry run: nothing downloaded or written)", p.target);
+            if let Some(e) = &p.error {
+                println!("  FAILED: {e}");
+            }
+            for s in &p.snapshots {
+                let action = match s.action {
+                    PlannedAction::Archive => "archive",
+                    PlannedAction::Resume => "resume",
+                    PlannedAction::AlreadyArchived => "archived",
+                    PlannedAction::Pruned => "pruned",
+                    PlannedAction::NotCompleted => "waiting",
+                    PlannedAction::Skipped => "skipped",
+                };
+                let finished = s.finished_at.map_or_else(
+                    || "-".to_owned(),
+                    |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+                );
+                println!(
+                    "  {action:<9} {}  {:<10} {finished}",
+                    s.snapshot_id, s.status
+                );
+            }
+            println!("  {} to download", p.to_archive());
+        }
+        if let Some(pruned) = &pruned {
+            println!();
+            super::prune::print_reports(&pruned.reports);
+        }
+    }
+    let failed = plans.iter().any(|p| p.error.is_some())
+        || pruned.is_some_and(|p| super::prune::exit_code(&p) != ExitCode::SUCCESS);
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `--prune`: only a target whose every snapshot archived and verified is pruned, never one

@@ -54,7 +54,18 @@ pub(super) async fn prune_targets(
     targets: &[Target],
     dry_run: bool,
 ) -> Result<Pruned, Failure> {
-    let journal = Journal::open(&config.journal.path)?;
+    // A dry run writes nothing, the journal included: it reads the journal there is, or an
+    // empty one of its own when there is none yet.
+    let scratch;
+    let journal = if !dry_run {
+        Journal::open(&config.journal.path)?
+    } else if config.journal.path.exists() {
+        Journal::open_read_only(&config.journal.path)?
+    } else {
+        scratch = tempfile::tempdir()
+            .map_err(|e| Failure::Runtime(format!("cannot create a scratch directory: {e}")))?;
+        Journal::open(&scratch.path().join("journal.sqlite"))?
+    };
     let mut pruned = Pruned {
         reports: Vec::new(),
         failed_targets: 0,

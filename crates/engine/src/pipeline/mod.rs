@@ -23,6 +23,7 @@ mod job;
 pub(crate) mod manifest;
 mod orphans;
 mod outcome;
+pub mod plan;
 pub mod rebuild;
 mod run;
 pub(crate) mod transfer;

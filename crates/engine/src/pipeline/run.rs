@@ -114,24 +114,22 @@ impl Archiver {
             };
             info!(count = listed.len(), "listed snapshots");
             for snapshot in &listed {
-                let Some(id) = snapshot.id.clone() else { continue };
-                // Ids become parts of object keys and URL paths: take only what the contract
-                // allows (`^[a-f0-9]{24}$`), never a path (audit L18).
-                if !is_object_id(&id) {
-                    warn!(snapshot = %id.escape_debug().to_string(), "Atlas listed a snapshot id that is not 24 lowercase hex digits; skipping it");
-                    continue;
-                }
-                match snapshot.phase() {
-                    Phase::Completed => {}
-                    Phase::Unknown(s) => {
-                        warn!(snapshot = %id, status = %s, "snapshot has a status this version does not know; skipping it for now");
+                let id = match Listed::of(snapshot) {
+                    Listed::Completed(id) => id,
+                    Listed::NoId => continue,
+                    Listed::BadId(id) => {
+                        warn!(snapshot = %id.escape_debug().to_string(), "Atlas listed a snapshot id that is not 24 lowercase hex digits; skipping it");
                         continue;
                     }
-                    other => {
-                        info!(snapshot = %id, status = other.as_str(), "snapshot not completed yet; a later run takes it");
+                    Listed::UnknownStatus { id, status } => {
+                        warn!(snapshot = %id, status = %status, "snapshot has a status this version does not know; skipping it for now");
                         continue;
                     }
-                }
+                    Listed::NotCompleted { id, status } => {
+                        info!(snapshot = %id, status = %status, "snapshot not completed yet; a later run takes it");
+                        continue;
+                    }
+                };
                 if self.shutdown.drain.is_cancelled() {
                     info!("shutting down: the remaining snapshots wait for the next run");
                     break;
@@ -281,5 +279,53 @@ impl Archiver {
             });
         }
         Ok(lost)
+    }
+}
+
+/// What a run makes of one listed snapshot, before the journal is asked: the one filter that
+/// `run` and the dry run (`plan`) share.
+pub(super) enum Listed {
+    /// Completed, with an id the contract allows: to archive (unless the journal has it).
+    Completed(String),
+    /// Not completed yet: a later run takes it.
+    NotCompleted {
+        /// Snapshot id.
+        id: String,
+        /// Its status.
+        status: String,
+    },
+    /// A status this version does not know: skipped for now.
+    UnknownStatus {
+        /// Snapshot id.
+        id: String,
+        /// Its status.
+        status: String,
+    },
+    /// Ids become parts of object keys and URL paths: only what the contract allows
+    /// (`^[a-f0-9]{24}$`), never a path (audit L18).
+    BadId(String),
+    /// No id at all.
+    NoId,
+}
+
+impl Listed {
+    pub(super) fn of(snapshot: &Snapshot) -> Self {
+        let Some(id) = snapshot.id.clone() else {
+            return Self::NoId;
+        };
+        if !is_object_id(&id) {
+            return Self::BadId(id);
+        }
+        match snapshot.phase() {
+            Phase::Completed => Self::Completed(id),
+            Phase::Unknown(status) => Self::UnknownStatus {
+                id,
+                status: status.to_owned(),
+            },
+            other => Self::NotCompleted {
+                id,
+                status: other.as_str().to_owned(),
+            },
+        }
     }
 }
