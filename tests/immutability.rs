@@ -46,9 +46,17 @@ fn raw(s3: &S3Server) -> aws_sdk_s3::Client {
     )
 }
 
-/// Whether the server under test implements Object Lock (moto does; Garage and s3s-fs do not).
-fn locks(s3: &S3Server) -> bool {
-    s3.name == "moto"
+/// Whether the server under test lacks Object Lock (moto has it; Garage and s3s-fs do not): the
+/// test is then skipped, saying so (the refusal test covers those servers).
+fn skip_without_locks(w: &World) -> bool {
+    let skip = w.s3.name != "moto";
+    if skip {
+        eprintln!(
+            "skipped on {}: it does not implement Object Lock (the refusal test covers it)",
+            w.s3.name
+        );
+    }
+    skip
 }
 
 /// A new bucket with Object Lock enabled; the config's bucket replaced by it.
@@ -104,11 +112,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locked_cold_encrypted_archives_survive_prune_and_come_back_with_a_thaw() {
     let w = World::new("lock", three()).await;
-    if !locks(&w.s3) {
-        eprintln!(
-            "skipped on {}: it does not implement Object Lock (the refusal test covers it)",
-            w.s3.name
-        );
+    if skip_without_locks(&w) {
         return;
     }
     let config = w.write_config(
@@ -264,11 +268,7 @@ async fn locked_cold_encrypted_archives_survive_prune_and_come_back_with_a_thaw(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compliance_locks_with_a_legal_hold_and_unlocked_archives_are_pruned_with_every_version() {
     let w = World::new("compliance", three()).await;
-    if !locks(&w.s3) {
-        eprintln!(
-            "skipped on {}: it does not implement Object Lock (the refusal test covers it)",
-            w.s3.name
-        );
+    if skip_without_locks(&w) {
         return;
     }
     // Archived before a lock was configured: versions without a lock.

@@ -39,6 +39,24 @@ fn forty() -> Vec<SimCluster> {
     }]
 }
 
+/// The test's config with `retention` (TOML lines) as its `[retention]` table; its path.
+fn config_with_retention(w: &World, retention: &str) -> String {
+    let config = w.write_config("", "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[retention]\n{retention}"));
+    std::fs::write(&config, text).unwrap();
+    config.to_string_lossy().into_owned()
+}
+
+/// The simulated cluster's snapshot ids, oldest first.
+fn snapshot_ids(w: &World) -> Vec<String> {
+    w.sim.clusters()[0]
+        .snapshots
+        .iter()
+        .map(|s| s.id.clone())
+        .collect()
+}
+
 /// Archive ids under the prefix (`….tar.gz`) and manifest ids (`….tar.gz.manifest.json`).
 async fn in_bucket(w: &World) -> (BTreeSet<String>, BTreeSet<String>) {
     let keys = w.keys().await;
@@ -67,18 +85,10 @@ async fn in_bucket(w: &World) -> (BTreeSet<String>, BTreeSet<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_removes_exactly_what_the_policy_does_not_keep_and_never_rearchives_it() {
     let w = World::new("prune", forty()).await;
-    let config = w.write_config("", "");
     // keep_last 5 keeps indexes 35-39; keep_yearly 2 keeps the newest of 2026 (39) and of 2025
     // (11, on 2025-12-31), and its two counts are then spent: 6 kept, 34 removed.
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("\n[retention]\nkeep_last = 5\nkeep_yearly = 2\nmin_keep = 3\n");
-    std::fs::write(&config, text).unwrap();
-    let cfg = config.to_string_lossy().into_owned();
-    let ids: Vec<String> = w.sim.clusters()[0]
-        .snapshots
-        .iter()
-        .map(|s| s.id.clone())
-        .collect();
+    let cfg = config_with_retention(&w, "keep_last = 5\nkeep_yearly = 2\nmin_keep = 3\n");
+    let ids = snapshot_ids(&w);
     let expected_kept: BTreeSet<String> = [11, 35, 36, 37, 38, 39]
         .iter()
         .map(|i| ids[*i].clone())
@@ -268,16 +278,8 @@ async fn once_dry_run_plans_without_downloading_or_writing() {
     let mut clusters = atlas_archiver::simulator::scenario(PROJECT, &["orders-flex"], 4, &[3000]);
     clusters[0].snapshots[3].status = "QUEUED".into();
     let w = World::new("dry-run", clusters).await;
-    let config = w.write_config("", "");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("\n[retention]\nkeep_last = 1\nmin_keep = 1\n");
-    std::fs::write(&config, text).unwrap();
-    let cfg = config.to_string_lossy().into_owned();
-    let ids: Vec<String> = w.sim.clusters()[0]
-        .snapshots
-        .iter()
-        .map(|s| s.id.clone())
-        .collect();
+    let cfg = config_with_retention(&w, "keep_last = 1\nmin_keep = 1\n");
+    let ids = snapshot_ids(&w);
     let action = |plan: &serde_json::Value, id: &str| -> String {
         plan["plans"][0]["snapshots"]
             .as_array()
