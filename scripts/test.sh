@@ -14,6 +14,9 @@ command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq cur
 echo "== systemd unit sandboxing"
 scripts/check-systemd-unit.sh
 
+echo "== Kubernetes manifests (kubernetes-validate --strict; rendered with kubectl kustomize when present)"
+scripts/check-kubernetes.sh
+
 # The test builds carry the fault-injection points the reliability suite needs; release builds
 # (`cargo build --release`) never do.
 FEATURES=(--features fault-injection)

@@ -175,9 +175,9 @@ fn block_scalar(yaml: &str, key: &str) -> String {
 }
 
 #[test]
-fn the_kubernetes_manifest_matches_the_binary() {
-    let yaml = read("deploy/kubernetes/sidecar.yaml");
-    let config_text = block_scalar(&yaml, "config.toml");
+fn the_kubernetes_manifests_match_the_binary() {
+    let common = read("deploy/kubernetes/base/common.yaml");
+    let config_text = block_scalar(&common, "config.toml");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, &config_text).unwrap();
@@ -187,33 +187,10 @@ fn the_kubernetes_manifest_matches_the_binary() {
         .server
         .listen
         .map(|a| a.port())
-        .unwrap_or_else(|| panic!("the sidecar needs its listener"));
+        .unwrap_or_else(|| panic!("the archiver needs its listener"));
     assert_eq!(
         config.journal.path,
         Path::new("/var/lib/atlas-archiver/journal.sqlite")
-    );
-    for probe in ["/healthz", "/readyz"] {
-        assert!(
-            yaml.contains(&format!("path: {probe}\n              port: {port}")),
-            "{probe} probe on port {port}"
-        );
-    }
-    let args_line = yaml
-        .lines()
-        .find(|l| l.trim_start().starts_with("args:"))
-        .unwrap_or_default();
-    let args: Vec<String> =
-        serde_json::from_str(args_line.trim_start().trim_start_matches("args:").trim()).unwrap();
-    assert_cli_accepts(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let config_arg = args
-        .iter()
-        .skip_while(|a| *a != "--config")
-        .nth(1)
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        yaml.contains("mountPath: /etc/atlas-archiver")
-            && config_arg == "/etc/atlas-archiver/config.toml"
     );
     // Every secret file the config names is a key of the mounted Secret.
     for line in config_text.lines().filter(|l| l.contains("_file = ")) {
@@ -222,15 +199,66 @@ fn the_kubernetes_manifest_matches_the_binary() {
             .strip_prefix("/run/secrets/atlas-archiver/")
             .unwrap_or_else(|| panic!("{file} is not in the secret mount"));
         assert!(
-            yaml.contains(&format!("  {key}: ")),
+            common.contains(&format!("  {key}: ")),
             "the Secret has no key {key}"
         );
     }
+    for kind in ["sidecar", "standalone"] {
+        let yaml = read(&format!("deploy/kubernetes/{kind}/deployment.yaml"));
+        let kustomization = read(&format!("deploy/kubernetes/{kind}/kustomization.yaml"));
+        assert!(
+            kustomization.contains("- ../base") && kustomization.contains("- deployment.yaml"),
+            "{kind}: {kustomization}"
+        );
+        for probe in ["livenessProbe", "startupProbe"] {
+            let at = yaml
+                .find(&format!("{probe}:"))
+                .unwrap_or_else(|| panic!("{kind}: no {probe}"));
+            assert!(
+                yaml[at..].contains(&format!("path: /healthz\n              port: {port}")),
+                "{kind}: {probe} on /healthz:{port}"
+            );
+        }
+        let args_line = yaml
+            .lines()
+            .find(|l| l.trim_start().starts_with("args:"))
+            .unwrap_or_default();
+        let args: Vec<String> =
+            serde_json::from_str(args_line.trim_start().trim_start_matches("args:").trim())
+                .unwrap();
+        assert_cli_accepts(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let config_arg = args
+            .iter()
+            .skip_while(|a| *a != "--config")
+            .nth(1)
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(config_arg, "/etc/atlas-archiver/config.toml", "{kind}");
+        for needed in [
+            "mountPath: /etc/atlas-archiver",
+            "mountPath: /run/secrets/atlas-archiver",
+            "mountPath: /var/lib/atlas-archiver",
+            "runAsNonRoot: true",
+            "type: RuntimeDefault",
+            "readOnlyRootFilesystem: true",
+            "type: Recreate",
+            "replicas: 1",
+        ] {
+            assert!(yaml.contains(needed), "{kind}: no {needed}");
+        }
+    }
+    // The sidecar is a native one, and its readiness must not gate the application's pod.
+    let sidecar = read("deploy/kubernetes/sidecar/deployment.yaml");
+    let init = sidecar
+        .split("initContainers:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n      containers:").next())
+        .unwrap_or_else(|| panic!("the archiver is not an init container"));
+    assert!(init.contains("name: atlas-archiver") && init.contains("restartPolicy: Always"));
     assert!(
-        yaml.contains("mountPath: /run/secrets/atlas-archiver")
-            && yaml.contains("mountPath: /var/lib/atlas-archiver")
+        !sidecar.contains("readinessProbe"),
+        "no readiness probe in the application's pod"
     );
-    assert!(yaml.contains("runAsNonRoot: true"));
 }
 
 /// `docs/iam-policy.json` is valid JSON and grants exactly the S3 actions of the README's
