@@ -697,3 +697,48 @@ fn protection_settings_validate_and_print() {
         );
     assert!(c.error(&remote, &[]).contains("clear text"));
 }
+
+/// Issue 14: the shipped example is the complete reference: every key of every table of the
+/// loader (`raw.rs`, `protection.rs`) appears in it as `key =` (commented where optional), and
+/// every table as its header, so the two cannot drift apart.
+#[test]
+fn the_example_config_names_every_key() {
+    let example = include_str!("../../../../config/atlas-archiver.example.toml");
+    let sources = [include_str!("raw.rs"), include_str!("protection.rs")];
+    let mut in_raw_struct = false;
+    let mut checked = 0;
+    for line in sources.iter().flat_map(|s| s.lines()) {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("pub struct ") {
+            in_raw_struct = rest.starts_with("Raw");
+            continue;
+        }
+        if line == "}" {
+            in_raw_struct = false;
+        }
+        let Some((name, ty)) = line
+            .strip_prefix("pub ")
+            .and_then(|l| l.split_once(": "))
+            .filter(|_| in_raw_struct)
+        else {
+            continue;
+        };
+        let wanted = match (name, ty.contains("Raw")) {
+            ("targets", _) => "[[target]]".to_owned(),
+            ("object_lock", _) => "[storage.object_lock]".to_owned(),
+            (table, true) if table != "retention" => format!("[{table}]"),
+            ("retention", _) => "[retention]".to_owned(),
+            (key, false) => format!("{key} ="),
+            _ => unreachable!(),
+        };
+        assert!(
+            example.contains(&wanted),
+            "config/atlas-archiver.example.toml does not name `{wanted}` ({name}: {ty})"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked > 60,
+        "only {checked} keys found in the loader's sources"
+    );
+}
