@@ -38,3 +38,12 @@ cargo test --locked "${FEATURES[@]}" --test e2e --test restore --test prune --te
 
 echo "== short benchmark (1 GiB through atlas-archiver into Garage; fails only if the object is wrong)"
 QUICK=1 bench/run.sh
+
+echo "== release tarball (scripts/release.sh: its SHA256SUMS checked, the packaged binary run)"
+dist=$(mktemp -d)
+scripts/release.sh "$dist"
+(cd "$dist" && sha256sum -c SHA256SUMS)
+tar -xzf "$dist"/atlas-archiver-*.tar.gz -C "$dist"
+"$dist"/atlas-archiver-*/atlas-archiver --version
+bash -n "$dist"/atlas-archiver-*/completions/atlas-archiver.bash
+rm -rf "$dist"
