@@ -99,6 +99,21 @@ fn use_bucket(w: &World, config: &std::path::Path, bucket: &str) {
     std::fs::write(config, text).unwrap();
 }
 
+/// One page of the keys under `prefix` (these tests write a handful).
+async fn list_prefix(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output {
+    client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn append(config: &std::path::Path, text: &str) {
     let mut all = std::fs::read_to_string(config).unwrap();
     all.push_str(text);
@@ -129,13 +144,7 @@ async fn locked_cold_encrypted_archives_survive_prune_and_come_back_with_a_thaw(
 
     // Every archive and manifest is locked as configured, read back from the store.
     let client = raw(&w.s3);
-    let listed = client
-        .list_objects_v2()
-        .bucket(&bucket)
-        .prefix(&w.prefix)
-        .send()
-        .await
-        .unwrap();
+    let listed = list_prefix(&client, &bucket, &w.prefix).await;
     let keys: Vec<String> = listed
         .contents()
         .iter()
@@ -215,13 +224,7 @@ async fn locked_cold_encrypted_archives_survive_prune_and_come_back_with_a_thaw(
         .count();
     assert_eq!(locked, 2, "{}", prune.stdout);
     assert_eq!(report[0]["bytes_reclaimed"], 0);
-    let listed = client
-        .list_objects_v2()
-        .bucket(&bucket)
-        .prefix(&w.prefix)
-        .send()
-        .await
-        .unwrap();
+    let listed = list_prefix(&client, &bucket, &w.prefix).await;
     assert_eq!(listed.contents().len(), 6, "nothing locked was deleted");
 
     // Cold archives: verify checks sizes by HEAD and says so; restore needs --thaw.
@@ -331,13 +334,7 @@ async fn compliance_locks_with_a_legal_hold_and_unlocked_archives_are_pruned_wit
     w2.run(&["once", "--config", &cfg2], &[])
         .await
         .assert_code(0);
-    let listed = client
-        .list_objects_v2()
-        .bucket(&bucket)
-        .prefix(&w2.prefix)
-        .send()
-        .await
-        .unwrap();
+    let listed = list_prefix(&client, &bucket, &w2.prefix).await;
     assert_eq!(listed.contents().len(), 2);
     for o in listed.contents() {
         let head = client

@@ -193,7 +193,7 @@ async fn object_probe(config: &Config, store: &ObjectStore, probe: &str, table: 
         store.get_small(probe).await.map(|b| b == Some(body)),
         |same| {
             if *same {
-                "HEAD and GET give the bytes written".to_owned()
+                "GET gives the bytes written".to_owned()
             } else {
                 "the store answered other bytes".to_owned()
             }

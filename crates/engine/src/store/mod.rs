@@ -1,7 +1,10 @@
 //! S3-compatible object store through `aws-sdk-s3`: client setup for AWS and other stores, small
-//! objects (manifests), HEAD, and multipart uploads ([`multipart`]). Part sizing lives here too.
+//! objects (manifests), HEAD, reads, listings and deletes. Multipart uploads are in
+//! [`multipart`], the error type in `error.rs`, locks, thaws and versions in `protect.rs`, what
+//! S3 codes mean in `codes.rs`. Part sizing lives here too.
 //! Must not: know about Atlas or the journal.
-//! Over 500 lines: client setup for every S3 flavour, the error type and the small-object calls; multipart lives in `multipart.rs`.
+//! Over 500 lines: client setup for every S3 flavour and every small-object, read, listing and
+//! delete call, each with its SSE-C headers.
 
 /// Adds the SSE-C headers to a request when objects are encrypted with our own key: every
 /// request that writes or reads an object's bytes (HEAD included) must carry them.
@@ -53,6 +56,7 @@ macro_rules! protected_write {
 }
 
 mod codes;
+mod error;
 mod multipart;
 mod protect;
 
@@ -65,15 +69,15 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use crate::config::{
     ChecksumCalculation, CustomerKey, ObjectChecksum, PartSize, Protection, StorageConfig, expose,
 };
-use crate::reason::Reason;
-use codes::{CodeKind, classify};
+
+pub use error::StoreError;
 pub use multipart::{CompletedPartInfo, MultipartUpload};
 pub use protect::{LockState, Thaw};
 
@@ -92,196 +96,6 @@ const AUTO_MIN_PART: u64 = 8 << 20;
 /// beyond a Flex cluster's 5 GB, at 64 MiB of part buffers per transfer (32 MiB parts made
 /// 256 MiB at two transfers: a sidecar's whole limit, audit L16).
 const AUTO_UNKNOWN_LENGTH_PART: u64 = 16 << 20;
-
-/// An object store failure, naming the operation and key.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store answered with an error (or could not be reached).
-    #[error("S3 {operation} of {key} failed: {message}")]
-    Request {
-        /// Which S3 operation.
-        operation: &'static str,
-        /// Object key (or bucket).
-        key: String,
-        /// S3 error code, if the store gave one (`NoSuchBucket`, `SlowDown`, …).
-        code: Option<String>,
-        /// Full error text.
-        message: String,
-    },
-    /// The snapshot is too large for the chosen part size.
-    #[error(
-        "the snapshot needs more than {MAX_PARTS} parts of {part_size} bytes; set storage.part_size to a larger value (up to 5GiB)"
-    )]
-    TooManyParts {
-        /// The part size in use.
-        part_size: u64,
-    },
-    /// `[storage.object_lock]` is configured, and the bucket or the store cannot lock.
-    #[error("bucket {bucket}: storage.object_lock is configured, but {reason}")]
-    ObjectLockUnavailable {
-        /// The bucket.
-        bucket: String,
-        /// Why, and what to do.
-        reason: String,
-    },
-    /// The store accepted an object but did not lock it as configured.
-    #[error(
-        "S3 object {key} is {found} after it was written and locked: the store does not honour Object Lock as configured"
-    )]
-    NotLocked {
-        /// Key.
-        key: String,
-        /// The lock HEAD reports.
-        found: String,
-    },
-    /// What the store holds differs from what we sent.
-    #[error("S3 object {key} has {found} bytes after upload, expected {expected}")]
-    SizeMismatch {
-        /// Key.
-        key: String,
-        /// Bytes we streamed.
-        expected: u64,
-        /// Bytes HEAD reports.
-        found: u64,
-    },
-}
-
-impl StoreError {
-    /// Whether the store refused S3 checksum headers (some S3-compatible stores do): it says it
-    /// does not implement them, or that the request is invalid. A digest *mismatch*
-    /// (`BadDigest`, `XAmzContentChecksumMismatch`, `InvalidDigest`) is not a refusal: it is the
-    /// check doing its job on corrupted bytes, and turning checksums off then would let the next
-    /// corruption through (audit M4).
-    pub fn is_checksum_refusal(&self) -> bool {
-        matches!(
-            self.code_kind(),
-            Some(CodeKind::ChecksumRefused | CodeKind::Unsupported)
-        )
-    }
-
-    /// Whether the error is the configuration's to fix (exit 2 at start): a lock the bucket
-    /// cannot give.
-    pub fn is_config_problem(&self) -> bool {
-        matches!(self, Self::ObjectLockUnavailable { .. })
-    }
-
-    /// Whether the store refused a read because the object is in a cold storage class.
-    pub fn is_cold(&self) -> bool {
-        self.code_kind() == Some(CodeKind::Cold)
-    }
-
-    /// Whether the store said the bytes it received do not match their checksum: a transient
-    /// integrity failure, retried with checksums still on.
-    pub fn is_digest_mismatch(&self) -> bool {
-        self.code_kind() == Some(CodeKind::DigestMismatch)
-    }
-
-    /// Whether the store said the multipart upload does not exist.
-    pub fn is_missing_upload(&self) -> bool {
-        self.code_kind() == Some(CodeKind::MissingUpload)
-    }
-
-    /// Whether the object changed under a conditional read (`If-Match` failed): someone
-    /// overwrote it while it was being read.
-    pub fn is_object_changed(&self) -> bool {
-        self.code_kind() == Some(CodeKind::Changed)
-    }
-
-    fn code_kind(&self) -> Option<CodeKind> {
-        match self {
-            Self::Request {
-                code: Some(code), ..
-            } => Some(classify(code)),
-            _ => None,
-        }
-    }
-
-    /// Whether trying again may help: everything but missing buckets, refused credentials, and
-    /// problems of our own making (part count, size).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::Request { .. } => !matches!(
-                self.code_kind(),
-                Some(
-                    CodeKind::MissingBucket
-                        | CodeKind::Denied
-                        | CodeKind::MissingObject
-                        | CodeKind::Changed
-                        | CodeKind::Cold
-                        | CodeKind::LockNotConfigured
-                )
-            ),
-            Self::TooManyParts { .. }
-            | Self::SizeMismatch { .. }
-            | Self::ObjectLockUnavailable { .. }
-            | Self::NotLocked { .. } => false,
-        }
-    }
-
-    pub(crate) fn from_sdk<E, R>(operation: &'static str, key: &str, error: SdkError<E, R>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
-    {
-        let code = error.code().map(str::to_owned);
-        let mut message = readable(&error);
-        match code.as_deref().map(classify) {
-            Some(CodeKind::MissingBucket) => {
-                message.push_str(" (create the bucket, or fix storage.bucket)");
-            }
-            Some(CodeKind::Denied) => {
-                message.push_str(" (check the storage credentials and the bucket policy)");
-            }
-            _ => {}
-        }
-        Self::Request {
-            operation,
-            key: key.to_owned(),
-            code,
-            message,
-        }
-    }
-
-    /// A short reason for journal rows and metrics.
-    pub fn reason(&self) -> Reason {
-        match self {
-            Self::Request { code: Some(c), .. } => Reason::S3Code(c.clone()),
-            Self::Request { operation, .. } => Reason::S3Request(operation),
-            Self::TooManyParts { .. } => Reason::TooManyParts,
-            Self::SizeMismatch { .. } => Reason::SizeMismatch,
-            Self::ObjectLockUnavailable { .. } | Self::NotLocked { .. } => Reason::NotLocked,
-        }
-    }
-}
-
-/// One readable line for an SDK error: the store's code and message for a service error, the
-/// error chain joined with `: ` otherwise; never the SDK's `Debug` dump of the raw response.
-fn readable<E, R>(error: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    if let SdkError::ServiceError(service) = error {
-        let e = service.err();
-        return match (e.code(), e.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.to_owned(),
-            (None, Some(message)) => message.to_owned(),
-            (None, None) => e.to_string(),
-        };
-    }
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
 
 /// An object being read, chunk by chunk.
 pub struct ObjectReader {

@@ -177,18 +177,17 @@ impl ObjectStore {
         let Some(lock) = self.protection.object_lock else {
             return Ok(LockState::default());
         };
-        let satisfied = |s: &LockState| {
-            let mode_ok = s.mode == Some(lock.mode) || s.mode == Some(LockMode::Compliance);
-            mode_ok
+        // A compliance lock is at least as strong as a governance one.
+        let retention_ok = |s: &LockState| {
+            (s.mode == Some(lock.mode) || s.mode == Some(LockMode::Compliance))
                 && s.retain_until.is_some_and(|t| t >= until)
-                && (s.legal_hold || !lock.legal_hold)
         };
+        let satisfied = |s: &LockState| retention_ok(s) && (s.legal_hold || !lock.legal_hold);
         let found = self.head_lock(key).await?;
         if satisfied(&found) {
             return Ok(found);
         }
-        let mode_ok = found.mode == Some(lock.mode) || found.mode == Some(LockMode::Compliance);
-        if !(mode_ok && found.retain_until.is_some_and(|t| t >= until)) {
+        if !retention_ok(&found) {
             // Never weaken an existing compliance lock: a governance request on it is refused.
             let mode = match found.mode {
                 Some(LockMode::Compliance) => LockMode::Compliance,
