@@ -32,7 +32,7 @@ async fn main() -> Result<(), String> {
     let store = ObjectStore::connect(&StorageConfig {
         bucket: args[2].clone(),
         endpoint: Some(args[1].parse().map_err(|e| format!("{e}"))?),
-        region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        region: std::env::var("AWS_REGION").ok(),
         prefix: String::new(),
         force_path_style: true,
         static_credentials: Some((

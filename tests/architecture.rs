@@ -16,6 +16,7 @@ const FOUNDATION: &[&str] = &[
     "schedule",
     "target",
     "watchdog",
+    "progress",
     "retention",
 ];
 /// Leaves: each talks to one outside thing and imports no other leaf.

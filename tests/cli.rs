@@ -467,3 +467,34 @@ async fn under_the_journal_each_line_carries_its_priority() {
         plain.stderr
     );
 }
+
+/// Issue 14: `--log-level` wins over `RUST_LOG` (the harness sets `RUST_LOG=atlas_archiver=debug`
+/// for every run); without the flag, `RUST_LOG` wins over the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_level_flag_wins_over_rust_log() {
+    let w = common::World::new(
+        "log-level",
+        atlas_archiver::simulator::scenario(
+            "5f0a1b2c3d4e5f60718293a7",
+            &["logs-flex"],
+            1,
+            &[200_000],
+        ),
+    )
+    .await;
+    let config = w.write_config("", "");
+    let cfg = config.to_string_lossy().into_owned();
+    let chatty = |stderr: &str| {
+        stderr
+            .lines()
+            .any(|l| l.contains(" DEBUG ") || l.contains(" INFO "))
+    };
+    let by_flag = w
+        .run(&["once", "--config", &cfg, "--log-level", "error"], &[])
+        .await;
+    by_flag.assert_code(0);
+    assert!(!chatty(&by_flag.stderr), "{}", by_flag.stderr);
+    let by_env = w.run(&["once", "--config", &cfg], &[]).await;
+    by_env.assert_code(0);
+    assert!(chatty(&by_env.stderr), "{}", by_env.stderr);
+}

@@ -114,3 +114,71 @@ async fn wrong_secrets_fail_the_checks_that_need_them_and_say_what_to_fix() {
         "not-the-atlas-secret".to_owned(),
     ]);
 }
+
+/// Issue 14: with no `storage.region`, `AWS_REGION` or `AWS_DEFAULT_REGION`, the region is the
+/// AWS profile's (as the AWS CLI takes it), and an explicit one still wins over the profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_region_comes_from_the_aws_profile_unless_one_is_given() {
+    let w = World::new(
+        "preflight-region",
+        scenario(PROJECT, &["orders-flex"], 1, &[1000]),
+    )
+    .await;
+    let config = w.write_config("", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("region = \"us-east-1\"\n"), "{text}");
+    std::fs::write(&config, text.replace("region = \"us-east-1\"\n", "")).unwrap();
+    let cfg = config.to_string_lossy().into_owned();
+    // The test stores sign for us-east-1; the profile names it, and a second profile names
+    // another region, so the source and the value can both be seen.
+    let aws = w.path("aws-config");
+    std::fs::write(
+        &aws,
+        "[default]\nregion = us-east-1\n\n[profile elsewhere]\nregion = eu-archive-9\n",
+    )
+    .unwrap();
+    let aws = aws.to_string_lossy().into_owned();
+    let args = ["check-config", "--config", &cfg, "--online"];
+
+    let from_profile = w.run(&args, &[("AWS_CONFIG_FILE", &aws)]).await;
+    from_profile.assert_code(0);
+    assert!(
+        row(&from_profile.stdout, "region").contains("us-east-1 (from the AWS profile)"),
+        "{}",
+        from_profile.stdout
+    );
+    let other = w
+        .run(
+            &args,
+            &[("AWS_CONFIG_FILE", &aws), ("AWS_PROFILE", "elsewhere")],
+        )
+        .await;
+    assert!(
+        row(&other.stdout, "region").contains("eu-archive-9 (from the AWS profile)"),
+        "{}",
+        other.stdout
+    );
+    let explicit = w
+        .run(
+            &args,
+            &[
+                ("AWS_CONFIG_FILE", &aws),
+                ("AWS_PROFILE", "elsewhere"),
+                ("AWS_REGION", "us-east-1"),
+            ],
+        )
+        .await;
+    explicit.assert_code(0);
+    assert!(
+        row(&explicit.stdout, "region").contains("us-east-1 (from storage.region, AWS_REGION"),
+        "{}",
+        explicit.stdout
+    );
+    let none = w.run(&args, &[("AWS_CONFIG_FILE", "/nonexistent")]).await;
+    none.assert_code(0);
+    assert!(
+        row(&none.stdout, "region").contains("us-east-1 (from the default)"),
+        "{}",
+        none.stdout
+    );
+}

@@ -12,7 +12,7 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormatArg::Human, global = true)]
     pub log_format: LogFormatArg,
-    /// Log level for atlas-archiver's own messages: error, warn, info, debug [default: info; warn for demo]. RUST_LOG overrides it.
+    /// Log level for atlas-archiver's own messages: error, warn, info, debug [default: info; warn for demo]. It wins over RUST_LOG, which wins over the default.
     #[arg(long, global = true)]
     pub log_level: Option<String>,
     /// What to do.
@@ -21,7 +21,7 @@ pub struct Cli {
 }
 
 /// `--log-format`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormatArg {
     /// Human-readable.
     Human,

@@ -103,7 +103,7 @@ path = "journal.sqlite"
     println!("\nfirst run: archive every completed snapshot");
     let shutdown = atlas_archiver_engine::pipeline::Shutdown::default();
     spawn_signal_handler(shutdown.clone());
-    let reports = execute(&config, &config.targets, "demo", shutdown.clone()).await?;
+    let reports = execute(&config, &config.targets, "demo", shutdown.clone(), None).await?;
     print_reports(&reports);
 
     let mut all_good = reports
@@ -139,7 +139,7 @@ path = "journal.sqlite"
     }
 
     println!("\nsecond run: nothing is downloaded twice");
-    let again = execute(&config, &config.targets, "demo", shutdown).await?;
+    let again = execute(&config, &config.targets, "demo", shutdown, None).await?;
     let already: usize = again
         .iter()
         .flat_map(|r| r.snapshots.iter())

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use super::Failure;
 use super::once::select_targets;
+use super::progress::Display;
 use atlas_archiver_engine::config::{Config, Secrets};
 use atlas_archiver_engine::journal::Journal;
 use atlas_archiver_engine::pipeline::rebuild::rebuild as rebuild_journal;
 use atlas_archiver_engine::pipeline::verify::{Verdict, verify as verify_archives};
+use atlas_archiver_engine::progress::Board;
 use atlas_archiver_engine::store::ObjectStore;
 
 pub(super) async fn verify(
@@ -18,6 +20,7 @@ pub(super) async fn verify(
     target_args: &[String],
     all: bool,
     json: bool,
+    display: Option<&Display>,
 ) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Load)?;
     let targets = if target_args.is_empty() {
@@ -27,7 +30,19 @@ pub(super) async fn verify(
     };
     let journal = Journal::open_read_only(&config.journal.path)?;
     let store = ObjectStore::connect(&config.storage).await;
-    let findings = verify_archives(&store, &journal, &config.storage.prefix, &targets, all).await?;
+    let board = Board::default();
+    let watch = display.map(|d| d.watch(board.clone()));
+    let findings = verify_archives(
+        &store,
+        &journal,
+        &config.storage.prefix,
+        &targets,
+        all,
+        &board,
+    )
+    .await;
+    drop(watch);
+    let findings = findings?;
     let bad = findings.iter().filter(|f| f.verdict.is_problem()).count();
     let cold = findings
         .iter()

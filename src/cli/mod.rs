@@ -7,6 +7,7 @@ mod demo;
 mod maintenance;
 mod once;
 mod preflight;
+mod progress;
 mod prune;
 mod restore;
 mod status;
@@ -16,6 +17,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::daemon::DaemonError;
 use args::{Cli, Command, JournalAction, LogFormatArg};
@@ -23,7 +25,7 @@ use atlas_archiver_engine::atlas::AtlasError;
 use atlas_archiver_engine::config::{Config, ConfigError, Secrets, config_path};
 use atlas_archiver_engine::journal::JournalError;
 use atlas_archiver_engine::pipeline::ArchiveError;
-use atlas_archiver_engine::telemetry::{self, LogFormat};
+use atlas_archiver_engine::telemetry::{self, Level, LogFormat};
 
 /// A failure at the edge. The exit code follows from its kind ([`Failure::exit_code`]), never
 /// from the call site: 2 for usage and configuration, 1 for work that failed.
@@ -93,16 +95,29 @@ pub const MAX_BLOCKING_THREADS: usize = 32;
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let shows_transfers = matches!(
+        cli.command,
+        Command::Once { dry_run: false, .. } | Command::Verify { .. } | Command::Restore { .. }
+    );
+    let display = (shows_transfers && cli.log_format == LogFormatArg::Human)
+        .then(progress::Display::for_terminal)
+        .flatten();
     telemetry::init(
         match cli.log_format {
             LogFormatArg::Human => LogFormat::Human,
             LogFormatArg::Json => LogFormat::Json,
         },
-        cli.log_level.as_deref().unwrap_or(match cli.command {
-            // The demo tells its story on stdout; routine progress would bury it.
-            Command::Demo { .. } => "warn",
-            _ => "info",
-        }),
+        cli.log_level.as_deref().map_or_else(
+            || {
+                Level::Default(match cli.command {
+                    // The demo tells its story on stdout; routine progress would bury it.
+                    Command::Demo { .. } => "warn",
+                    _ => "info",
+                })
+            },
+            Level::Given,
+        ),
+        display.as_ref().map(|d| BoxMakeWriter::new(d.log_writer())),
     );
     let workers = std::thread::available_parallelism()
         .map_or(2, std::num::NonZeroUsize::get)
@@ -123,7 +138,7 @@ pub fn main() -> ExitCode {
         }
     };
     let env: HashMap<String, String> = std::env::vars().collect();
-    let result = runtime.block_on(dispatch(cli.command, env));
+    let result = runtime.block_on(dispatch(cli.command, env, display.as_ref()));
     match result {
         Ok(code) => code,
         Err(failure) => {
@@ -133,7 +148,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<ExitCode, Failure> {
+async fn dispatch(
+    command: Command,
+    env: HashMap<String, String>,
+    display: Option<&progress::Display>,
+) -> Result<ExitCode, Failure> {
     match command {
         Command::Once {
             config,
@@ -146,7 +165,7 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
             if dry_run {
                 once::dry_run(&path, &env, &targets, json, prune).await
             } else {
-                once::run(&path, &env, &targets, json, prune).await
+                once::run(&path, &env, &targets, json, prune, display).await
             }
         }
         Command::Prune {
@@ -186,7 +205,7 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
             json,
         } => {
             let path = config_path(config.as_deref(), &env);
-            maintenance::verify(&path, &env, &targets, all, json).await
+            maintenance::verify(&path, &env, &targets, all, json, display).await
         }
         Command::List {
             config,
@@ -221,7 +240,7 @@ async fn dispatch(command: Command, env: HashMap<String, String>) -> Result<Exit
                 parallel,
                 json,
             };
-            restore::restore(args, &env).await
+            restore::restore(args, &env, display).await
         }
         Command::Journal {
             action: JournalAction::Rebuild { config },

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use tracing::warn;
 
 use super::Failure;
+use super::progress::Display;
 use atlas_archiver_engine::atlas::AtlasClient;
 use atlas_archiver_engine::config::units::format_bytes;
 use atlas_archiver_engine::config::{Config, Secrets};
@@ -26,6 +27,7 @@ pub(super) async fn run(
     target_args: &[String],
     json: bool,
     prune: bool,
+    display: Option<&Display>,
 ) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Load)?;
     let targets = select_targets(&config, target_args)?;
@@ -37,7 +39,7 @@ pub(super) async fn run(
     }
     let shutdown = Shutdown::default();
     spawn_signal_handler(shutdown.clone());
-    let reports = execute(&config, &targets, "once", shutdown).await?;
+    let reports = execute(&config, &targets, "once", shutdown, display).await?;
     // Only a target whose every snapshot archived and verified is pruned: never after a
     // failure, when the newest archive may not be the one the policy expects.
     if !json || !prune {
@@ -211,6 +213,7 @@ pub(super) async fn execute(
     targets: &[Target],
     kind: &str,
     shutdown: Shutdown,
+    display: Option<&Display>,
 ) -> Result<Vec<TargetReport>, Failure> {
     let journal = Journal::open(&config.journal.path)?;
     let atlas = AtlasClient::new(&config.atlas)?;
@@ -224,6 +227,7 @@ pub(super) async fn execute(
         Metrics::default(),
     )?;
     archiver.abort_orphan_uploads().await?;
+    let _watch = display.map(|d| d.watch(archiver.progress().clone()));
     archiver
         .run(kind, targets)
         .await

@@ -132,6 +132,12 @@ async fn atlas_checks(config: &Config, table: &mut Table) {
 async fn bucket_checks(config: &Config, table: &mut Table) {
     let s = &config.storage;
     let store = ObjectStore::connect(s).await;
+    let region = store.region();
+    table.add(
+        "region",
+        Outcome::Pass,
+        format!("{} (from {})", region.region, region.source),
+    );
     if table
         .result(
             "bucket reachable (HeadBucket)",

@@ -2,19 +2,18 @@
 //! Atlas credentials, no `[[target]]` needed) and read the journal only when it exists.
 
 use std::collections::HashMap;
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::Failure;
+use super::progress::Display;
 use atlas_archiver_engine::config::units::format_bytes;
 use atlas_archiver_engine::config::{Config, Secrets};
 use atlas_archiver_engine::journal::Journal;
+use atlas_archiver_engine::progress::Board;
 use atlas_archiver_engine::restore::{
     self, Catalog, CatalogEntry, Destination, FetchPlan, Restored, Selector,
 };
@@ -136,6 +135,7 @@ pub(super) struct RestoreArgs {
 pub(super) async fn restore(
     args: RestoreArgs,
     env: &HashMap<String, String>,
+    display: Option<&Display>,
 ) -> Result<ExitCode, Failure> {
     let target =
         Target::parse(&args.target).map_err(|m| Failure::Usage(format!("--target: {m}")))?;
@@ -180,18 +180,15 @@ pub(super) async fn restore(
         plan.parallel,
         format_bytes(plan.memory_bound())
     );
-    let progress = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let total = entry.manifest.size_bytes;
-    let ticker = std::io::stderr()
-        .is_terminal()
-        .then(|| spawn_progress(progress.clone(), total, started));
-    let result = restore::restore(&store, entry, &destination, plan, &progress).await;
-    if let Some(t) = ticker {
-        t.abort();
-        print_progress(&progress, total, started);
-        eprintln!();
-    }
+    let board = Board::default();
+    let ticket = board.start(
+        format!("{target} {}", entry.manifest.snapshot_id),
+        Some(entry.manifest.size_bytes),
+        0,
+    );
+    let watch = display.map(|d| d.watch(board.clone()));
+    let result = restore::restore(&store, entry, &destination, plan, ticket.counter()).await;
+    drop(watch);
     let restored = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&restored)?);
@@ -214,35 +211,6 @@ fn parse_before(text: &str) -> Result<DateTime<Utc>, Failure> {
     Err(Failure::Usage(format!(
         "--before: `{text}` is neither an RFC 3339 time (2026-11-20T06:00:00Z) nor a date (2026-11-20)"
     )))
-}
-
-/// The progress line: at once, every half second, and (by the caller) once more at the end.
-fn spawn_progress(
-    progress: Arc<AtomicU64>,
-    total: u64,
-    started: Instant,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            print_progress(&progress, total, started);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-}
-
-fn print_progress(progress: &AtomicU64, total: u64, started: Instant) {
-    let done = progress.load(Ordering::Relaxed);
-    let rate = restore::mib_per_second(done, started.elapsed());
-    let percent = if total == 0 {
-        100.0
-    } else {
-        done as f64 * 100.0 / total as f64
-    };
-    eprint!(
-        "\r  {} of {} ({percent:.0}%), {rate:.1} MiB/s   ",
-        format_bytes(done),
-        format_bytes(total)
-    );
 }
 
 fn print_next_steps(r: &Restored) {

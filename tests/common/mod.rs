@@ -71,7 +71,7 @@ impl S3Server {
                     .parse()
                     .unwrap_or_else(|e| panic!("endpoint: {e}")),
             ),
-            region: "us-east-1".into(),
+            region: Some("us-east-1".into()),
             prefix: String::new(),
             force_path_style: true,
             static_credentials: Some((

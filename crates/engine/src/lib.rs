@@ -20,6 +20,7 @@
 //! - [`schedule`], [`target`]: cron in time zones; a target and its names' rules.
 //! - [`telemetry`]: logging setup and the metrics registry.
 //! - [`watchdog`]: the run watchdog (no progress for `schedule.stall_timeout` cancels the work).
+//! - [`progress`]: the board of transfers in flight (bytes, total, rate) that a display reads.
 //! - [`retention`]: the retention rules (restic's `forget` semantics), pure; [`prune`] applies
 //!   them to a target's archives in the bucket (journal first, then archive, then manifest).
 //! - `reason`, `retry`, `keys`, `fault`: the private foundation (failure reasons, the backoff
@@ -35,6 +36,7 @@ pub(crate) mod fault;
 pub mod journal;
 pub(crate) mod keys;
 pub mod pipeline;
+pub mod progress;
 pub mod prune;
 pub(crate) mod reason;
 pub mod restore;

@@ -257,8 +257,9 @@ pub struct StorageConfig {
     pub bucket: String,
     /// Custom endpoint (non-AWS), if any.
     pub endpoint: Option<Url>,
-    /// Region.
-    pub region: String,
+    /// Region, when the config or `AWS_REGION`/`AWS_DEFAULT_REGION` names one; otherwise the
+    /// store takes the AWS profile's region, then `us-east-1` ([`crate::store::ObjectStore::connect`]).
+    pub region: Option<String>,
     /// Key prefix.
     pub prefix: String,
     /// Path-style addressing.

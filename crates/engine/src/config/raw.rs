@@ -113,7 +113,9 @@ pub struct RawStorage {
     pub bucket: Option<String>,
     /// Endpoint of a non-AWS store (`https://s3.example.net`); falls back to `AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`. Omit for AWS S3.
     pub endpoint: Option<String>,
-    /// Region; falls back to `AWS_REGION`, then `AWS_DEFAULT_REGION`, then `us-east-1`.
+    /// Region; falls back to `AWS_REGION`, then `AWS_DEFAULT_REGION`, then the region of the AWS
+    /// profile (`AWS_PROFILE`, else `default`, in `AWS_CONFIG_FILE` or `~/.aws/config`), then
+    /// `us-east-1`.
     pub region: Option<String>,
     /// Key prefix for every object, e.g. `atlas/` (default empty).
     pub prefix: Option<String>,

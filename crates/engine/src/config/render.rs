@@ -84,7 +84,7 @@ impl Config {
         let storage = RawStorage {
             bucket: Some(s.bucket.clone()),
             endpoint: s.endpoint.as_ref().map(ToString::to_string),
-            region: Some(s.region.clone()),
+            region: s.region.clone(),
             prefix: Some(s.prefix.clone()),
             force_path_style: Some(s.force_path_style),
             access_key_id: s.static_credentials.as_ref().map(|(id, _)| id.clone()),

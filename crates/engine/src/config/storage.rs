@@ -39,8 +39,7 @@ impl Validator<'_> {
             .region
             .clone()
             .or_else(|| self.env_var("AWS_REGION"))
-            .or_else(|| self.env_var("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-east-1".to_owned());
+            .or_else(|| self.env_var("AWS_DEFAULT_REGION"));
         let prefix = s.prefix.clone().unwrap_or_default();
         if prefix.starts_with('/') {
             return Err(self.invalid(

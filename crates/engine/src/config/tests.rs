@@ -343,7 +343,7 @@ fn environment_overrides_and_fallbacks() {
     assert_eq!(config.storage.bucket, "other-bucket");
     assert_eq!(config.storage.parts_in_flight, 5);
     assert_eq!(config.atlas.poll_interval, Duration::from_secs(2));
-    assert_eq!(config.storage.region, "garage");
+    assert_eq!(config.storage.region.as_deref(), Some("garage"));
     assert_eq!(
         config.storage.endpoint.as_ref().map(Url::as_str),
         Some("http://10.0.0.1:3900/")
@@ -390,7 +390,7 @@ fn environment_overrides_and_fallbacks() {
     );
     assert!(s3_only.storage.force_path_style);
     assert_eq!(s3_only.storage.object_checksum, ObjectChecksum::None);
-    assert_eq!(s3_only.storage.region, "eu-west-3");
+    assert_eq!(s3_only.storage.region.as_deref(), Some("eu-west-3"));
 }
 
 /// Issue 14: a trigger token others can reach must not be guessable.

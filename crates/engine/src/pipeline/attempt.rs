@@ -184,6 +184,11 @@ impl Archiver {
         };
         let started = std::time::Instant::now();
         let resumed_from = resume.as_ref().map_or(0, |r| r.offset);
+        let ticket = self.progress.start(
+            format!("{}/{} {}", key.project_id, key.cluster, key.snapshot_id),
+            source.total_length,
+            resumed_from,
+        );
         let outcome = transfer::pump(
             source,
             &upload,
@@ -195,8 +200,10 @@ impl Archiver {
             &self.shutdown.abort,
             &log,
             resume,
+            &ticket,
         )
         .await;
+        drop(ticket);
         let outcome = match outcome {
             Err(TransferError::Store(e)) if upload.verifies_crc32c() && e.is_checksum_refusal() => {
                 self.store.refuse_checksums(&e);

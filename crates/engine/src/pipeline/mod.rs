@@ -222,6 +222,8 @@ pub struct Archiver {
     transfers: Arc<Semaphore>,
     /// Cancels a snapshot's work that makes no progress (`schedule.stall_timeout`).
     watchdog: Watchdog,
+    /// The transfers in flight, for a progress display.
+    progress: crate::progress::Board,
 }
 
 impl Archiver {
@@ -246,6 +248,7 @@ impl Archiver {
             metrics,
             transfers,
             watchdog: Watchdog::default(),
+            progress: crate::progress::Board::default(),
         })
     }
 
@@ -267,6 +270,11 @@ impl Archiver {
     /// The run watchdog, for `/healthz`: which snapshot's work has been idle longest.
     pub fn watchdog(&self) -> &Watchdog {
         &self.watchdog
+    }
+
+    /// The transfers in flight and their bytes, for a progress display.
+    pub fn progress(&self) -> &crate::progress::Board {
+        &self.progress
     }
 
     /// Runs a wait until it ends or shutdown begins (drain or abort), whichever comes first.

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use super::digest::ResumableSha256;
 use super::validate::{self, ContentError, ContentFacts, Validator};
 use crate::journal::PartRecord;
+use crate::progress::Ticket;
 use crate::reason::Reason;
 use crate::store::{CompletedPartInfo, MAX_PARTS, MultipartUpload, StoreError};
 
@@ -437,6 +438,7 @@ pub async fn pump(
     cancel: &CancellationToken,
     log: &dyn PartLog,
     resume: Option<ResumePoint>,
+    progress: &Ticket,
 ) -> Result<TransferOutcome, TransferError> {
     // A resumed stream starts mid-archive, where no validator can pick it up: the pipeline
     // validates the completed object instead.
@@ -444,7 +446,7 @@ pub async fn pump(
     let mut state = PumpState::new(options.part_size, options.parts_in_flight.max(1), resume);
     state.validator = validator;
     let result = tokio::select! {
-        r = state.run(&mut source, upload, log) => r,
+        r = state.run(&mut source, upload, log, progress) => r,
         () = cancel.cancelled() => Err(TransferError::Cancelled),
     };
     match result {
@@ -519,6 +521,7 @@ impl PumpState {
         source: &mut Source,
         upload: &MultipartUpload,
         log: &dyn PartLog,
+        progress: &Ticket,
     ) -> Result<TransferOutcome, TransferError> {
         while let Some(chunk) = source.chunk().await.map_err(|e| TransferError::Download {
             kind: if e.is_timeout() {
@@ -556,6 +559,7 @@ impl PumpState {
             }
             crate::fault::bytes(self.bytes);
             crate::watchdog::touch();
+            progress.add(chunk.len() as u64);
             // Journal parts as soon as they land, not only when a slot is needed: the journal's
             // record is what a resume after a crash can start from.
             while let Some(joined) = self.in_flight.try_join_next() {

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use super::manifest::Manifest;
 use crate::journal::{Journal, JournalError, SnapshotState};
 use crate::keys::{MANIFEST_SUFFIX, manifest_key};
+use crate::progress::{Board, Ticket};
 use crate::store::{ObjectStore, StoreError};
 use crate::target::Target;
 
@@ -70,6 +71,7 @@ pub async fn verify(
     prefix: &str,
     targets: &[Target],
     all: bool,
+    progress: &Board,
 ) -> Result<Vec<Finding>, VerifyError> {
     let rows = journal.snapshots(None).await?;
     let selected = |project: &str, cluster: &str| crate::target::selects(targets, project, cluster);
@@ -122,7 +124,9 @@ pub async fn verify(
             });
             continue;
         }
-        let (size, sha) = read_whole(store, &key).await?;
+        let ticket = progress.start(key.clone(), Some(head.size), 0);
+        let (size, sha) = read_whole(store, &key, &ticket).await?;
+        drop(ticket);
         let mut problems = Vec::new();
         if size != head.size || Some(size) != row.size_bytes || size != manifest.size_bytes {
             problems.push(format!(
@@ -186,8 +190,17 @@ pub async fn verify(
     Ok(findings)
 }
 
-async fn read_whole(store: &ObjectStore, key: &str) -> Result<(u64, String), StoreError> {
+async fn read_whole(
+    store: &ObjectStore,
+    key: &str,
+    progress: &Ticket,
+) -> Result<(u64, String), StoreError> {
     let mut hasher = Sha256::new();
-    let size = store.read_chunks(key, |chunk| hasher.update(chunk)).await?;
+    let size = store
+        .read_chunks(key, |chunk| {
+            hasher.update(chunk);
+            progress.add(chunk.len() as u64);
+        })
+        .await?;
     Ok((size, hex::encode(hasher.finalize())))
 }

@@ -64,6 +64,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use aws_config::meta::region::ProvideRegion;
+use aws_config::profile::ProfileFileRegionProvider;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
@@ -158,13 +160,47 @@ pub struct ObjectStore {
     tls: bool,
     /// Object Lock, storage class and encryption of every write (and SSE-C of every read).
     protection: Arc<Protection>,
+    region: Arc<ResolvedRegion>,
+}
+
+/// The region of the store's requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedRegion {
+    /// The region.
+    pub region: Region,
+    /// Where it came from, for the preflight: "storage.region or AWS_REGION", ...
+    pub source: &'static str,
+}
+
+/// The configured region (`storage.region`, `AWS_REGION`, `AWS_DEFAULT_REGION`), else the AWS
+/// profile's (`AWS_PROFILE` or `default`, in `AWS_CONFIG_FILE` or `~/.aws/config`), else
+/// `us-east-1`. Like the AWS CLI, never the instance metadata: off EC2 that lookup would stall
+/// every start on a connect timeout.
+async fn resolve_region(configured: Option<&str>) -> ResolvedRegion {
+    if let Some(r) = configured {
+        return ResolvedRegion {
+            region: Region::new(r.to_owned()),
+            source: "storage.region, AWS_REGION or AWS_DEFAULT_REGION",
+        };
+    }
+    match ProfileFileRegionProvider::new().region().await {
+        Some(region) => ResolvedRegion {
+            region,
+            source: "the AWS profile",
+        },
+        None => ResolvedRegion {
+            region: Region::new("us-east-1"),
+            source: "the default",
+        },
+    }
 }
 
 impl ObjectStore {
     /// Builds the client. Credentials come from the config or the standard AWS chain.
     pub async fn connect(config: &StorageConfig) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::v2026_01_12())
-            .region(Region::new(config.region.clone()));
+        let region = resolve_region(config.region.as_deref()).await;
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::v2026_01_12()).region(region.region.clone());
         if let Some((id, secret)) = &config.static_credentials {
             loader = loader.credentials_provider(Credentials::new(
                 id.clone(),
@@ -220,7 +256,13 @@ impl ObjectStore {
                 .as_ref()
                 .is_none_or(|e| e.scheme() == "https"),
             protection: Arc::new(config.protection.clone()),
+            region: Arc::new(region),
         }
+    }
+
+    /// The region requests are signed for, and where it came from.
+    pub fn region(&self) -> &ResolvedRegion {
+        &self.region
     }
 
     /// What the store is asked to do to every object written.

@@ -8,6 +8,7 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -19,14 +20,27 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `level` is used when `RUST_LOG` is unset.
-pub fn init(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,atlas_archiver={level}")));
+/// The level of our own log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level<'a> {
+    /// Given on the command line (`--log-level`): wins over `RUST_LOG`.
+    Given(&'a str),
+    /// The command's default: `RUST_LOG`, when set, wins over it.
+    Default(&'a str),
+}
+
+/// Installs the global subscriber. Lines go to `writer` when given (a terminal's progress
+/// display, which lifts its bars for each line), else to stderr.
+pub fn init(format: LogFormat, level: Level<'_>, writer: Option<BoxMakeWriter>) {
+    let ours = |level: &str| EnvFilter::new(format!("warn,atlas_archiver={level}"));
+    let filter = match level {
+        Level::Given(level) => ours(level),
+        Level::Default(level) => EnvFilter::try_from_default_env().unwrap_or_else(|_| ours(level)),
+    };
     let under_journald = under_journald();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer.unwrap_or_else(|| BoxMakeWriter::new(std::io::stderr)));
     let result = match format {
         LogFormat::Json => builder
             .json()
