@@ -16,6 +16,12 @@ done
 echo "== systemd unit sandboxing"
 scripts/check-systemd-unit.sh
 
+echo "== alert rules (promtool check rules; promtool test rules: a firing and a quiet case per rule)"
+command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
+promtool check rules deploy/prometheus/alerts.yaml
+(cd deploy/prometheus && promtool test rules alerts.test.yaml)
+python3 -m json.tool deploy/grafana/atlas-archiver.json >/dev/null
+
 echo "== Kubernetes manifests (kubernetes-validate --strict; rendered with kubectl kustomize when present)"
 scripts/check-kubernetes.sh
 

@@ -557,3 +557,244 @@ async fn the_daemon_prunes_a_target_after_a_clean_run() {
     let (code, _, _) = finish(child, Duration::from_secs(30)).await;
     assert_eq!(code, 0);
 }
+
+/// The sample names `/metrics` can ever carry: from its `# TYPE` lines, with the suffixes
+/// each type's samples take (`_total` for counters, `_bucket`, `_sum` and `_count` for
+/// histograms); with `families`, the bare family names too (as the README's table names them).
+fn exposed_names(text: &str, families: bool) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        if families {
+            names.insert(name.to_owned());
+        }
+        match kind {
+            "counter" => {
+                names.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Every `atlas_archiver_*` name in `text`.
+fn named_metrics(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("atlas_archiver_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Issue 13: from its first scrape the daemon has a series for every configured target (a
+/// target that never succeeded included, with 0 for "never" and the time since it is looked
+/// after), the recovery point and the LOST count from the journal, and its build; and every
+/// metric that the shipped alert rules, their tests, the Grafana dashboard and the README's
+/// table name is one the daemon exports, so none of them drifts from the code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_start_from_the_journal_and_cover_every_name_the_kit_uses() {
+    let w = World::new(
+        "daemon-kit",
+        scenario(PROJECT, &["one-flex", "two-flex"], 2, &[1 << 20]),
+    )
+    .await;
+    let gone = w.sim.clusters()[1].snapshots[0].id.clone();
+    w.sim.set_faults(|f| {
+        f.vanished.insert(gone.clone());
+    });
+    let once = w.write_config("", "").to_string_lossy().into_owned();
+    // two-flex loses a snapshot; one-flex archives both of its own.
+    w.run(&["once", "--config", &once], &[])
+        .await
+        .assert_code(1);
+    let newest_one = w.sim.clusters()[0]
+        .snapshots
+        .iter()
+        .map(|s| s.finished.timestamp())
+        .max()
+        .unwrap() as f64;
+
+    let port = free_port();
+    let config = daemon_config(&w, port, "5s", "");
+    // A yearly schedule, and a third target that has never run: nothing runs while we look.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "cron = \"*/2 * * * * *\"",
+        "cron = \"0 0 0 1 1 *\"\nrun_on_first_start = false",
+    ) + &format!("\n[[target]]\nproject_id = \"{PROJECT}\"\ncluster = \"new-flex\"\n");
+    std::fs::write(&config, text).unwrap();
+    let notify = NotifySocket::new(w.dir.path());
+    let child = spawn_run(&w, &config, &notify);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut page = String::new();
+    wait_for("/metrics", Duration::from_secs(30), async || {
+        page = match http.get(format!("{base}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        page.contains("# EOF")
+    })
+    .await;
+    let started = chrono::Utc::now().timestamp() as f64;
+    let l = |c: &str| format!("{{project=\"{PROJECT}\",cluster=\"{c}\"}}");
+    let m = |name: &str, c: &str| metric(&page, &format!("{name}{}", l(c)));
+    assert_eq!(
+        m(
+            "atlas_archiver_newest_archived_snapshot_timestamp_seconds",
+            "one-flex"
+        ),
+        Some(newest_one),
+        "{page}"
+    );
+    assert!(
+        m("atlas_archiver_last_success_timestamp_seconds", "one-flex").is_some_and(|t| t > 0.0),
+        "{page}"
+    );
+    assert_eq!(
+        m("atlas_archiver_snapshots_lost_total", "two-flex"),
+        Some(1.0)
+    );
+    assert_eq!(
+        m("atlas_archiver_snapshots_lost_total", "one-flex"),
+        Some(0.0)
+    );
+    // Never run: every series there, 0 for "never", looked after since this start.
+    assert_eq!(
+        m("atlas_archiver_last_success_timestamp_seconds", "new-flex"),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        m(
+            "atlas_archiver_newest_archived_snapshot_timestamp_seconds",
+            "new-flex"
+        ),
+        Some(0.0)
+    );
+    let since = m(
+        "atlas_archiver_target_watched_since_timestamp_seconds",
+        "new-flex",
+    )
+    .unwrap();
+    assert!((started - since).abs() < 120.0, "{since} vs {started}");
+    // two-flex ran before: it is looked after since that run, not since this start.
+    let since_two = m(
+        "atlas_archiver_target_watched_since_timestamp_seconds",
+        "two-flex",
+    )
+    .unwrap();
+    assert!(since_two <= since, "{since_two} > {since}");
+    assert!(
+        page.contains(&format!(
+            "atlas_archiver_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{page}"
+    );
+
+    assert_eq!(
+        m("atlas_archiver_last_run_status", "two-flex"),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        m("atlas_archiver_last_archive_size_bytes", "one-flex"),
+        Some(f64::from(1u32 << 20))
+    );
+    signal(&child, "-TERM");
+    let (code, stderr, _) = finish(child, Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "{stderr}");
+
+    // A second daemon that runs every two seconds, prunes and meets a failing job: every family
+    // has a series, so its names can all be checked.
+    let failing = atlas_archiver::simulator::SimSnapshot {
+        id: "6a6f78e0fa11fa11fa110001".into(),
+        size: 1 << 20,
+        status: "COMPLETED".into(),
+        scheduled: chrono::Utc::now(),
+        finished: chrono::Utc::now(),
+    };
+    w.sim.add_snapshot(PROJECT, "two-flex", failing.clone());
+    w.sim.set_faults(|f| {
+        f.fail_jobs_for.insert(failing.id.clone());
+    });
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "cron = \"0 0 0 1 1 *\"\nrun_on_first_start = false",
+        "cron = \"*/2 * * * * *\"",
+    ) + "\n[retention]\nkeep_last = 1\nmin_keep = 1\n";
+    std::fs::write(&config, text).unwrap();
+    let child = spawn_run(&w, &config, &notify);
+    wait_for(
+        "every family in /metrics",
+        Duration::from_secs(90),
+        async || {
+            page = match http.get(format!("{base}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            page.contains("atlas_archiver_archive_failures_total{")
+                && metric(
+                    &page,
+                    &format!("atlas_archiver_archives_kept{}", l("one-flex")),
+                ) == Some(1.0)
+        },
+    )
+    .await;
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let readme_table: String = read("README.md")
+        .lines()
+        .filter(|l| l.starts_with("| `atlas_archiver_"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    // Queries must name the samples exactly; the README's table may name a family.
+    let samples = exposed_names(&page, false);
+    let with_families = exposed_names(&page, true);
+    for (file, text, exposed) in [
+        (
+            "deploy/prometheus/alerts.yaml",
+            read("deploy/prometheus/alerts.yaml"),
+            &samples,
+        ),
+        (
+            "deploy/prometheus/alerts.test.yaml",
+            read("deploy/prometheus/alerts.test.yaml"),
+            &samples,
+        ),
+        (
+            "deploy/grafana/atlas-archiver.json",
+            read("deploy/grafana/atlas-archiver.json"),
+            &samples,
+        ),
+        ("README.md (metrics table)", readme_table, &with_families),
+    ] {
+        let named = named_metrics(&text);
+        assert!(!named.is_empty(), "{file} names no metric");
+        let missing: Vec<&String> = named.iter().filter(|n| !exposed.contains(*n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} names metrics the daemon does not export: {missing:?}\nexported: {exposed:?}"
+        );
+    }
+    signal(&child, "-TERM");
+    let (code, stderr, _) = finish(child, Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -22,6 +22,7 @@ use crate::server::{self, ServerState, Trigger};
 use atlas_archiver_engine::atlas::AtlasClient;
 use atlas_archiver_engine::config::Config;
 use atlas_archiver_engine::journal::{Journal, TargetHistory};
+use atlas_archiver_engine::pipeline::facts::target_facts;
 use atlas_archiver_engine::pipeline::{Archiver, PipelineSettings, Shutdown};
 use atlas_archiver_engine::store::ObjectStore;
 use atlas_archiver_engine::target::Target;
@@ -244,18 +245,16 @@ impl Engine {
             }
             Ok(()) => {}
         }
-        let metrics = Metrics::default();
-        for t in &config.targets {
-            metrics.register_target(t);
-        }
         let history = journal
             .target_history()
             .await
             .map_err(|e| startup("journal", &e))?;
-        for h in &history {
-            if let Some(at) = h.last_success_at {
-                metrics.restore_last_success(&h.target, at.timestamp_millis() as f64 / 1000.0);
-            }
+        let metrics = Metrics::default();
+        for (target, facts) in target_facts(&journal, &history, &config.targets, Utc::now())
+            .await
+            .map_err(|e| startup("journal", &e))?
+        {
+            metrics.register_target(&target, &facts);
         }
         let shutdown = Shutdown::default();
         let archiver = Archiver::new(

@@ -81,8 +81,9 @@ impl Journal {
         let target = target.clone();
         self.with(move |c, p| {
             c.execute(
-                "INSERT INTO target_runs (project_id, cluster, last_started_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (project_id, cluster) DO UPDATE SET last_started_at = excluded.last_started_at",
+                "INSERT INTO target_runs (project_id, cluster, last_started_at, first_started_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (project_id, cluster) DO UPDATE SET last_started_at = excluded.last_started_at,
+                    first_started_at = COALESCE(first_started_at, excluded.first_started_at)",
                 params![target.project_id, target.cluster, at.to_rfc3339()],
             )
             .map_err(|e| sql_error(p, &e))?;
@@ -121,7 +122,7 @@ impl Journal {
     /// Each target's last run, as recorded.
     pub async fn target_history(&self) -> Result<Vec<TargetHistory>, JournalError> {
         self.with(|c, p| {
-            query_all(c, p, "SELECT project_id, cluster, last_started_at, last_success_at, last_status, last_finished_at FROM target_runs", [], |r| {
+            query_all(c, p, "SELECT project_id, cluster, last_started_at, last_success_at, last_status, last_finished_at, first_started_at FROM target_runs", [], |r| {
                     Ok(TargetHistory {
                         target: Target {
                             project_id: r.get(0)?,
@@ -131,6 +132,7 @@ impl Journal {
                         last_success_at: parse_time(r.get(3)?),
                         last_status: r.get(4)?,
                         last_finished_at: parse_time(r.get(5)?),
+                        first_started_at: parse_time(r.get(6)?),
                     })
                 })
         })
@@ -151,6 +153,8 @@ pub struct TargetHistory {
     pub last_success_at: Option<DateTime<Utc>>,
     /// `ok` or `failed`.
     pub last_status: Option<String>,
+    /// When its first run started.
+    pub first_started_at: Option<DateTime<Utc>>,
 }
 
 /// One row of `runs`.

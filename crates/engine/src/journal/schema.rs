@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use super::{JournalError, sql_error};
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Migrations; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: [&str; 5] = [
+pub(super) const MIGRATIONS: [&str; 6] = [
     r"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -159,6 +159,12 @@ INSERT INTO snapshots_v5 SELECT project_id, cluster, snapshot_id, state, schedul
     archived_at, updated_at, part_size, source_etag, source_length, upload_crc32c, upload_job_id FROM snapshots;
 DROP TABLE snapshots;
 ALTER TABLE snapshots_v5 RENAME TO snapshots;
+",
+    // 5 → 6: when each target's first run started, where an alert on "never succeeded" counts
+    // from. Journals from before know only the last start: the best they can say.
+    r"
+ALTER TABLE target_runs ADD COLUMN first_started_at TEXT;
+UPDATE target_runs SET first_started_at = last_started_at;
 ",
 ];
 

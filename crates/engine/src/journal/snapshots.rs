@@ -167,6 +167,13 @@ pub struct SnapshotRecord {
 }
 
 impl SnapshotRecord {
+    /// Unix time Atlas took the snapshot (its finish time, else its scheduled time).
+    pub fn taken_unix(&self) -> Option<f64> {
+        self.finished_at
+            .or(self.scheduled_at)
+            .map(|t| t.timestamp_millis() as f64 / 1000.0)
+    }
+
     /// Its key.
     pub fn key(&self) -> SnapshotKey {
         SnapshotKey {

@@ -1,5 +1,7 @@
 use super::*;
 use crate::reason::Reason;
+use crate::target::Target;
+use chrono::{DateTime, Utc};
 
 fn key(id: &str) -> SnapshotKey {
     SnapshotKey {
@@ -441,4 +443,59 @@ async fn a_version_4_journal_migrates_and_pruned_is_final() {
         .await
         .unwrap();
     assert_eq!(r.state, SnapshotState::Pruned);
+}
+
+/// Issue 13: a version-5 journal migrates to 6 taking each target's last start as its first;
+/// from then on the first start stays the first, whatever runs follow.
+#[tokio::test]
+async fn a_version_5_journal_migrates_and_the_first_start_stays_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute(
+            "INSERT INTO target_runs (project_id, cluster, last_started_at) VALUES ('32b6e34b3d91647abb20e7b8', 'orders-flex', '2026-11-01T00:00:00+00:00')",
+            [],
+        )
+        .unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    let first = |h: &[TargetHistory], cluster: &str| {
+        h.iter()
+            .find(|t| t.target.cluster == cluster)
+            .and_then(|t| t.first_started_at)
+            .map(|t| t.to_rfc3339())
+    };
+    let history = j.target_history().await.unwrap();
+    assert_eq!(
+        first(&history, "orders-flex").as_deref(),
+        Some("2026-11-01T00:00:00+00:00")
+    );
+    let t = |cluster: &str| Target {
+        project_id: "32b6e34b3d91647abb20e7b8".into(),
+        cluster: cluster.into(),
+    };
+    let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    j.target_started(&t("orders-flex"), at("2026-12-01T00:00:00Z"))
+        .await
+        .unwrap();
+    j.target_started(&t("new-flex"), at("2026-12-02T00:00:00Z"))
+        .await
+        .unwrap();
+    j.target_started(&t("new-flex"), at("2026-12-03T00:00:00Z"))
+        .await
+        .unwrap();
+    let history = j.target_history().await.unwrap();
+    assert_eq!(
+        first(&history, "orders-flex").as_deref(),
+        Some("2026-11-01T00:00:00+00:00")
+    );
+    assert_eq!(
+        first(&history, "new-flex").as_deref(),
+        Some("2026-12-02T00:00:00+00:00")
+    );
 }

@@ -181,6 +181,7 @@ impl Archiver {
             journal: &self.journal,
             key,
             upload_id: upload.upload_id(),
+            metrics: &self.metrics,
         };
         let started = std::time::Instant::now();
         let resumed_from = resume.as_ref().map_or(0, |r| r.offset);

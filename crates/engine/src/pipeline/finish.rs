@@ -86,7 +86,8 @@ impl Archiver {
         if let Some(e) = self.abort_recorded_upload(key, object_key).await? {
             return Err(e.into());
         }
-        self.journal
+        let record = self
+            .journal
             .adopt(
                 key,
                 manifest.archived_object(),
@@ -94,7 +95,11 @@ impl Archiver {
             )
             .await?;
         info!(key = %object_key, "already in the bucket with a matching manifest; recorded without a new download");
-        self.metrics.record_archived(&key.target(), 0);
+        self.metrics.record_archived(
+            &key.target(),
+            record.taken_unix(),
+            record.size_bytes.unwrap_or_default(),
+        );
         Ok(Some(SnapshotOutcome::Adopted {
             snapshot_id: key.snapshot_id.clone(),
             object_key: object_key.to_owned(),
@@ -215,8 +220,9 @@ impl Archiver {
             self.store.ensure_locked(&manifest_key, until).await?;
         }
         crate::fault::point("after-manifest");
-        self.journal.archive(key).await?;
-        self.metrics.record_archived(&key.target(), size);
+        let record = self.journal.archive(key).await?;
+        self.metrics
+            .record_archived(&key.target(), record.taken_unix(), size);
         Ok(SnapshotOutcome::Archived {
             snapshot_id: key.snapshot_id.clone(),
             object_key: object_key.to_owned(),

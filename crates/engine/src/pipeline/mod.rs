@@ -7,7 +7,8 @@
 //! One file per step: `run.rs` (a run, a target's run, LOST detection), `attempt.rs` (the
 //! attempts of one snapshot), `job.rs` (the download job), `upload.rs` (start, resume, abort
 //! the multipart upload), `finish.rs` (HEAD, validation, manifest, adoption), `orphans.rs`
-//! (start-up cleanup); `transfer.rs` pumps bytes, `validate.rs` checks them, `verify.rs` and
+//! (start-up cleanup), `facts.rs` (what the journal says of each target at start, for the
+//! metrics); `transfer.rs` pumps bytes, `validate.rs` checks them, `verify.rs` and
 //! `rebuild.rs` serve the maintenance commands.
 //!
 //! Cancel-safe points (in the manner of garage's `Worker`): a drain stops the run between
@@ -18,6 +19,7 @@
 
 mod attempt;
 pub(crate) mod digest;
+pub mod facts;
 mod finish;
 mod job;
 pub(crate) mod manifest;

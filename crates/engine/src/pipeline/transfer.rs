@@ -400,6 +400,10 @@ pub struct ResumePoint {
 pub trait PartLog: Send + Sync {
     /// Records the part durably.
     async fn part_done(&self, part: PartRecord) -> Result<(), String>;
+
+    /// The store accepted a part of `bytes` (every part, the last one too, which
+    /// [`PartLog::part_done`] does not see).
+    fn uploaded(&self, _bytes: u64) {}
 }
 
 /// What a finished transfer measured.
@@ -660,6 +664,7 @@ impl PumpState {
                 });
             }
         };
+        log.uploaded(part.info.size);
         if !part.sha256_state.is_empty() {
             log.part_done(PartRecord {
                 number: part.info.number,

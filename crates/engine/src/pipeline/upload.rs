@@ -187,6 +187,7 @@ pub(super) struct JournalParts<'a> {
     pub(super) journal: &'a Journal,
     pub(super) key: &'a SnapshotKey,
     pub(super) upload_id: &'a str,
+    pub(super) metrics: &'a Metrics,
 }
 
 #[async_trait::async_trait]
@@ -196,6 +197,10 @@ impl transfer::PartLog for JournalParts<'_> {
             .record_part(self.key, self.upload_id, part)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    fn uploaded(&self, bytes: u64) {
+        self.metrics.record_uploaded(bytes);
     }
 }
 

@@ -48,6 +48,23 @@ impl From<&Target> for TargetLabels {
     }
 }
 
+/// What the journal knows of a target when the daemon starts (see [`Metrics::register_target`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetFacts {
+    /// Unix time of its last run that archived everything.
+    pub last_success: Option<f64>,
+    /// Unix time Atlas took its newest archived snapshot.
+    pub newest_archived: Option<f64>,
+    /// The size of that snapshot's archive.
+    pub newest_archive_size: Option<u64>,
+    /// Whether its last run archived everything, when it has run.
+    pub last_run_ok: Option<bool>,
+    /// Snapshots of it recorded as lost.
+    pub lost: u64,
+    /// Unix time its first run started, else this process's start.
+    pub watched_since: f64,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     project: String,
@@ -73,6 +90,15 @@ struct Inner {
     bytes_uploaded: Counter,
     transfers_in_flight: Gauge,
     run_duration: Histogram,
+    newest_archived: Family<TargetLabels, FloatGauge>,
+    archive_size: Family<TargetLabels, Gauge>,
+    watched_since: Family<TargetLabels, FloatGauge>,
+    build_info: Family<BuildLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
 }
 
 impl Default for Inner {
@@ -94,13 +120,42 @@ impl Default for Inner {
             bytes_uploaded: Counter::default(),
             transfers_in_flight: Gauge::default(),
             run_duration: Histogram::new(DURATION_BUCKETS),
+            newest_archived: Family::default(),
+            archive_size: Family::default(),
+            watched_since: Family::default(),
+            build_info: Family::default(),
         };
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
         // Counters are registered without `_total`: the encoder appends it, so the exported
         // names are the ones documented in the README.
         registry.register(
             "atlas_archiver_last_success_timestamp_seconds",
-            "Unix time of the last run of a target that archived every snapshot.",
+            "Unix time of the last run of a target that archived every snapshot; 0 when none has.",
             m.last_success.clone(),
+        );
+        registry.register(
+            "atlas_archiver_newest_archived_snapshot_timestamp_seconds",
+            "Unix time Atlas took the newest snapshot of the target that is archived (the recovery point); 0 when none is.",
+            m.newest_archived.clone(),
+        );
+        registry.register(
+            "atlas_archiver_last_archive_size_bytes",
+            "Size of the target's archive written last (or adopted from the bucket).",
+            m.archive_size.clone(),
+        );
+        registry.register(
+            "atlas_archiver_target_watched_since_timestamp_seconds",
+            "Unix time the target's first run started (from the journal), else this process's start: where \"no success for 26 h\" counts from for a target that never succeeded.",
+            m.watched_since.clone(),
+        );
+        registry.register(
+            "atlas_archiver_build_info",
+            "Always 1; the version label says which build runs.",
+            m.build_info.clone(),
         );
         registry.register(
             "atlas_archiver_last_run_status",
@@ -124,7 +179,7 @@ impl Default for Inner {
         );
         registry.register(
             "atlas_archiver_bytes_uploaded",
-            "Snapshot bytes uploaded to the store.",
+            "Snapshot bytes the store accepted, counted part by part as they land.",
             m.bytes_uploaded.clone(),
         );
         registry.register(
@@ -193,25 +248,60 @@ fn tame(reason: &str) -> String {
 }
 
 impl Metrics {
-    /// Makes every target visible from the start (zero counters, unknown status).
-    pub fn register_target(&self, target: &Target) {
+    /// Makes every target visible from the start: zero counters, `0` for "never" in the
+    /// timestamps, and the facts the journal holds (`history`), so that an alert survives a
+    /// restart and fires for a target that never succeeded.
+    pub fn register_target(&self, target: &Target, history: &TargetFacts) {
         let labels = TargetLabels::from(target);
         drop(self.inner.archived.get_or_create(&labels));
-        drop(self.inner.lost.get_or_create(&labels));
-    }
-
-    /// Restores the last success time from the journal after a restart, so that an alert on
-    /// "no success for 26 hours" survives restarts.
-    pub fn restore_last_success(&self, target: &Target, unix_seconds: f64) {
+        self.inner.lost.get_or_create(&labels).inc_by(history.lost);
+        drop(self.inner.prune_failures.get_or_create(&labels));
+        let at = |t: Option<f64>| t.unwrap_or(0.0);
         self.inner
             .last_success
-            .get_or_create(&target.into())
-            .set(unix_seconds);
+            .get_or_create(&labels)
+            .set(at(history.last_success));
+        self.inner
+            .newest_archived
+            .get_or_create(&labels)
+            .set(at(history.newest_archived));
+        self.inner
+            .watched_since
+            .get_or_create(&labels)
+            .set(history.watched_since);
+        if let Some(size) = history.newest_archive_size {
+            self.inner
+                .archive_size
+                .get_or_create(&labels)
+                .set(i64::try_from(size).unwrap_or(i64::MAX));
+        }
+        if let Some(ok) = history.last_run_ok {
+            self.inner
+                .last_status
+                .get_or_create(&labels)
+                .set(i64::from(ok));
+        }
     }
 
-    /// A snapshot was archived (`bytes` were uploaded for it; 0 when adopted).
-    pub fn record_archived(&self, target: &Target, bytes: u64) {
-        self.inner.archived.get_or_create(&target.into()).inc();
+    /// A snapshot Atlas took at `taken_unix` was archived (or adopted from the bucket) as an
+    /// object of `size` bytes.
+    pub fn record_archived(&self, target: &Target, taken_unix: Option<f64>, size: u64) {
+        let labels = TargetLabels::from(target);
+        self.inner.archived.get_or_create(&labels).inc();
+        self.inner
+            .archive_size
+            .get_or_create(&labels)
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
+        if let Some(taken) = taken_unix {
+            let newest = self.inner.newest_archived.get_or_create(&labels);
+            if taken > newest.get() {
+                newest.set(taken);
+            }
+        }
+    }
+
+    /// The store accepted `bytes` more of a snapshot (one part).
+    pub fn record_uploaded(&self, bytes: u64) {
         self.inner.bytes_uploaded.inc_by(bytes);
     }
 
@@ -320,6 +410,8 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    const L: &str = "project=\"32b6e34b3d91647abb20e7b8\",cluster=\"orders-flex\"";
+
     #[test]
     fn renders_every_family_with_labels() {
         let m = Metrics::default();
@@ -327,15 +419,45 @@ mod tests {
             project_id: "32b6e34b3d91647abb20e7b8".into(),
             cluster: "orders-flex".into(),
         };
-        m.register_target(&t);
-        m.record_archived(&t, 1000);
+        m.register_target(
+            &t,
+            &TargetFacts {
+                lost: 2,
+                watched_since: 1_600_000_000.0,
+                ..TargetFacts::default()
+            },
+        );
+        let fresh = m.render();
+        for line in [
+            format!("atlas_archiver_last_success_timestamp_seconds{{{L}}} 0.0"),
+            format!("atlas_archiver_newest_archived_snapshot_timestamp_seconds{{{L}}} 0.0"),
+            format!("atlas_archiver_snapshots_lost_total{{{L}}} 2"),
+            format!("atlas_archiver_target_watched_since_timestamp_seconds{{{L}}} 1600000000.0"),
+            format!(
+                "atlas_archiver_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ] {
+            assert!(
+                fresh.lines().any(|x| x == line),
+                "missing {line:?} in\n{fresh}"
+            );
+        }
+        m.record_archived(&t, Some(1_699_990_000.0), 5000);
+        m.record_archived(&t, Some(1_699_900_000.0), 4000);
+        m.record_uploaded(600);
+        m.record_uploaded(400);
         m.record_failure(&t, &Reason::AtlasCode("S3_Slow\"Down\n{x}".into()));
         m.record_run(&t, RunStatus::Success, 12.5, 1_700_000_000.0);
         m.record_next_run(&t, 1_700_003_600.0);
         let text = m.render();
-        let l = "project=\"32b6e34b3d91647abb20e7b8\",cluster=\"orders-flex\"";
+        let l = L;
         for line in [
-            format!("atlas_archiver_snapshots_archived_total{{{l}}} 1"),
+            format!(
+                "atlas_archiver_newest_archived_snapshot_timestamp_seconds{{{l}}} 1699990000.0"
+            ),
+            format!("atlas_archiver_snapshots_archived_total{{{l}}} 2"),
+            format!("atlas_archiver_last_archive_size_bytes{{{l}}} 4000"),
             format!("atlas_archiver_archive_failures_total{{{l},reason=\"S3_SlowDownx\"}} 1"),
             format!("atlas_archiver_last_run_status{{{l}}} 1"),
             format!("atlas_archiver_last_success_timestamp_seconds{{{l}}} 1700000000.0"),

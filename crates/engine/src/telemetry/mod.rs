@@ -109,4 +109,4 @@ where
 }
 
 mod metrics;
-pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, RunStatus};
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, RunStatus, TargetFacts};
