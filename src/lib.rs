@@ -11,11 +11,13 @@
 //! - `daemon`: `run`, the long-lived service: the scheduling loop, systemd notifications and
 //!   the shutdown sequence; the only module that knows the scheduler triggers the pipeline.
 //! - `server`: the daemon's HTTP endpoints (health, readiness, metrics, run trigger).
+//! - `alerts`: telling a person: the `[[notify]]` channels and the `[heartbeat]` of `run`.
 //!
-//! Dependencies point one way: `cli → daemon → server`, and all three → the engine; only `cli`
+//! Dependencies point one way: `cli → daemon → {server, alerts}`, and all → the engine; only `cli`
 //! (for `demo` and `simulate`) reaches the simulator. The engine's and the simulator's modules
 //! are re-exported here for the integration tests and the examples.
 
+pub(crate) mod alerts;
 pub mod cli;
 pub(crate) mod daemon;
 pub(crate) mod server;

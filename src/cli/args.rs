@@ -175,6 +175,12 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
+    /// Send one test message to each [[notify]] channel now, and say what each answered: exit 0 when all took it.
+    NotifyTest {
+        /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Print a shell completion script on stdout (e.g. `atlas-archiver completions bash > /etc/bash_completion.d/atlas-archiver`).
     Completions {
         /// The shell.

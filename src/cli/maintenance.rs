@@ -1,4 +1,4 @@
-//! `verify`, `journal rebuild` and `healthcheck`.
+//! `verify`, `journal rebuild`, `healthcheck` and `notify-test`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -155,4 +155,37 @@ pub(super) async fn healthcheck(
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// `notify-test`: a test message to each channel, sent now (one try each).
+pub(super) async fn notify_test(
+    path: &Path,
+    env: &HashMap<String, String>,
+) -> Result<ExitCode, Failure> {
+    let config = Config::load(path, env, Secrets::Load)?;
+    if config.notify.channels.is_empty() {
+        return Err(Failure::Usage(format!(
+            "config file {} has no [[notify]] channel to test",
+            config.source.display()
+        )));
+    }
+    let results = crate::alerts::test_channels(&config.notify).await;
+    let mut failed = 0;
+    for (channel, result) in &results {
+        match result {
+            Ok(()) => println!("ok      {channel}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {channel}: {e}");
+            }
+        }
+    }
+    if config.notify.heartbeat.is_some() {
+        println!("(the heartbeat is not pinged: a test ping would tell it a run succeeded)");
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -253,6 +253,10 @@ async fn dispatch(
             let path = config_path(config.as_deref(), &env);
             maintenance::healthcheck(&path, &env, url).await
         }
+        Command::NotifyTest { config } => {
+            let path = config_path(config.as_deref(), &env);
+            maintenance::notify_test(&path, &env).await
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(

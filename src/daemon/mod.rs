@@ -1,5 +1,6 @@
 //! `run`: the long-lived service. Wires the journal, clients and pipeline to the scheduling loop
-//! ([`scheduler`]), the HTTP endpoints (`server`) and systemd ([`notify`]); owns the shutdown
+//! ([`scheduler`]), the HTTP endpoints (`server`), systemd ([`notify`]) and the people to tell
+//! (`alerts`); owns the shutdown
 //! sequence: stop scheduling, let transfers finish within `shutdown_grace`, then abort what
 //! remains cleanly (a second signal aborts at once).
 //! Must not: archive anything itself (that is `pipeline`).
@@ -18,6 +19,8 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::alerts::Alerts;
+use crate::alerts::deliver::RetryPolicy;
 use crate::server::{self, ServerState, Trigger};
 use atlas_archiver_engine::atlas::AtlasClient;
 use atlas_archiver_engine::config::Config;
@@ -34,6 +37,8 @@ use scheduler::{Control, LoopSettings, SystemClock, TargetRunner, TriggerError};
 const LOOP_SLICE: Duration = Duration::from_secs(1);
 /// `/healthz` fails when the loop has not gone round for this long.
 const HEARTBEAT_BOUND: Duration = Duration::from_secs(60);
+/// At shutdown, how long the notifications still being sent may take.
+const NOTIFY_FLUSH_BOUND: Duration = Duration::from_secs(5);
 /// After the grace period, how long aborting the remaining transfers may take.
 const ABORT_BOUND: Duration = Duration::from_secs(60);
 
@@ -53,6 +58,7 @@ struct ArchiverRunner {
     archiver: Archiver,
     config: Arc<Config>,
     last_failure: Arc<Mutex<Option<String>>>,
+    alerts: Alerts,
 }
 
 impl ArchiverRunner {
@@ -102,8 +108,11 @@ impl ArchiverRunner {
 #[async_trait]
 impl TargetRunner for ArchiverRunner {
     async fn run_target(&self, target: Target) -> bool {
+        self.alerts.run_started();
         let report = self.archiver.archive_target(&target).await;
-        let ok = report.succeeded() && self.prune(&target).await;
+        let pruned = !report.succeeded() || self.prune(&target).await;
+        self.alerts.run_finished(&report, !pruned);
+        let ok = report.succeeded() && pruned;
         if !ok && let Ok(mut slot) = self.last_failure.lock() {
             *slot = Some(format!(
                 "{target} at {}",
@@ -143,11 +152,17 @@ where
     let engine = Engine::start(&config).await?;
     let last_failure = Arc::new(Mutex::new(None));
     let watchdog = engine.archiver.watchdog().clone();
+    let alerts = Alerts::new(
+        config.notify.clone(),
+        &engine.history,
+        RetryPolicy::default(),
+    );
     let control = Control::new(
         Arc::new(ArchiverRunner {
             archiver: engine.archiver,
             config: Arc::new(config.clone()),
             last_failure: Arc::clone(&last_failure),
+            alerts: alerts.clone(),
         }),
         Arc::new(SystemClock),
         config.targets.clone(),
@@ -204,6 +219,8 @@ where
             "transfers did not stop within {ABORT_BOUND:?}; exiting anyway (the next start resumes or cleans up their uploads)"
         );
     }
+    // The last run's messages are worth a few seconds; not more.
+    alerts.flush(NOTIFY_FLUSH_BOUND).await;
     server_stop.cancel();
     if let Some(task) = server_task {
         let _ = task.await;

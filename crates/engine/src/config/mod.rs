@@ -6,6 +6,7 @@
 //! `storage.rs` (the storage section), `protection.rs` (its Object Lock, storage class and
 //! encryption), `render.rs` (`check-config`'s output), `units.rs`.
 
+mod notify;
 mod protection;
 mod raw;
 mod render;
@@ -25,6 +26,7 @@ use url::Url;
 
 use crate::schedule::Schedule;
 pub use crate::target::Target;
+pub use notify::{Channel, ChannelKind, EventKind, NotifyConfig, SecretUrl};
 pub use protection::{CustomerKey, Encryption, LockMode, ObjectLock, Protection};
 use raw::RawConfig;
 use validator::Validator;
@@ -85,6 +87,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[retention]` and the targets' own: which archives `prune` keeps.
     pub retention: RetentionConfig,
+    /// `[heartbeat]` and `[[notify]]` (empty unless secrets are loaded).
+    pub notify: NotifyConfig,
 }
 
 /// Retention, validated: the default policy (none: keep everything) and the targets' own.

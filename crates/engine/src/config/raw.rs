@@ -27,6 +27,11 @@ pub struct RawConfig {
     pub targets: Vec<RawTarget>,
     /// `[retention]`: which archives `prune` keeps (absent: keep everything).
     pub retention: Option<RawRetention>,
+    /// `[heartbeat]`: a dead-man's switch pinged by `run` (absent: none).
+    pub heartbeat: Option<super::notify::RawHeartbeat>,
+    /// `[[notify]]`: channels told about failures, recoveries and LOST snapshots by `run`.
+    #[serde(default, rename = "notify")]
+    pub notify: Vec<super::notify::RawNotify>,
 }
 
 /// `[retention]`, and a target's `retention = { … }` (its keys override the table's).

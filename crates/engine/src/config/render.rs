@@ -5,11 +5,15 @@
 
 use std::time::Duration;
 
+use super::notify::{RawHeartbeat, RawNotify};
 use super::protection::RawObjectLock;
 use super::raw::{
     RawAtlas, RawConfig, RawJournal, RawRetention, RawSchedule, RawServer, RawStorage, RawTarget,
 };
-use super::{AtlasCredentials, ChecksumCalculation, Config, Encryption, ObjectChecksum, PartSize};
+use super::{
+    AtlasCredentials, ChannelKind, ChecksumCalculation, Config, Encryption, ObjectChecksum,
+    PartSize,
+};
 
 /// How secrets appear in the rendered configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +189,31 @@ impl Config {
             server,
             targets,
             retention: self.retention.default.as_ref().map(policy),
+            heartbeat: self.notify.heartbeat.as_ref().map(|u| RawHeartbeat {
+                url: Some(secrets.show(&u.0)),
+                url_file: None,
+            }),
+            notify: self
+                .notify
+                .channels
+                .iter()
+                .map(|c| RawNotify {
+                    kind: Some(
+                        match c.kind {
+                            ChannelKind::Webhook => "webhook",
+                            ChannelKind::Slack => "slack",
+                            ChannelKind::Teams => "teams",
+                        }
+                        .to_owned(),
+                    ),
+                    url: Some(secrets.show(&c.url.0)),
+                    url_file: None,
+                    on: Some(c.events.iter().map(|e| e.name().to_owned()).collect()),
+                    signing_key: c.signing_key.as_ref().map(|k| secrets.show(k)),
+                    signing_key_file: None,
+                    never_succeeded_after: Some(c.never_succeeded_after),
+                })
+                .collect(),
         }
     }
 }

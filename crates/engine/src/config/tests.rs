@@ -704,7 +704,11 @@ fn protection_settings_validate_and_print() {
 #[test]
 fn the_example_config_names_every_key() {
     let example = include_str!("../../../../config/atlas-archiver.example.toml");
-    let sources = [include_str!("raw.rs"), include_str!("protection.rs")];
+    let sources = [
+        include_str!("raw.rs"),
+        include_str!("protection.rs"),
+        include_str!("notify.rs"),
+    ];
     let mut in_raw_struct = false;
     let mut checked = 0;
     for line in sources.iter().flat_map(|s| s.lines()) {
@@ -741,4 +745,65 @@ fn the_example_config_names_every_key() {
         checked > 60,
         "only {checked} keys found in the loader's sources"
     );
+}
+
+/// Issue 13: `[heartbeat]` and `[[notify]]` load with their defaults; a channel that cannot
+/// work is refused naming its key, and a URL (a credential) never appears in the error.
+#[test]
+fn notification_channels_load_and_mistakes_name_the_key() {
+    let c = Case::new();
+    let text = format!(
+        "{GOOD}\n[heartbeat]\nurl = \"https://hc-ping.com/abc-uuid\"\n\n[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T0/B0/secretpart\"\n"
+    );
+    let config = loaded(&c, &text, &[]);
+    let channel = &config.notify.channels[0];
+    assert_eq!(channel.kind, ChannelKind::Slack);
+    assert_eq!(channel.events, EventKind::ALL.to_vec());
+    assert_eq!(channel.never_succeeded_after, 3);
+    assert_eq!(channel.url.redacted(), "https://hooks.slack.com/…");
+    assert!(!format!("{config:?}").contains("secretpart"));
+    assert!(!config.redacted_toml().unwrap().contains("secretpart"));
+    assert!(config.notify.heartbeat.is_some());
+    for (table, key, says) in [
+        (
+            "kind = \"email\"\nurl = \"https://x.example/h\"",
+            "notify[0].kind",
+            "not supported yet",
+        ),
+        (
+            "kind = \"pager\"\nurl = \"https://x.example/h\"",
+            "notify[0].kind",
+            "not a channel",
+        ),
+        (
+            "kind = \"slack\"\nurl = \"http://hooks.example.com/secretpart\"",
+            "notify[0].url",
+            "plain HTTP",
+        ),
+        (
+            "kind = \"slack\"\nurl = \"not a url secretpart\"",
+            "notify[0].url",
+            "not an http(s) URL",
+        ),
+        ("kind = \"slack\"", "notify[0].url", "missing"),
+        (
+            "kind = \"webhook\"\nurl = \"https://x.example/h\"\non = [\"failures\"]",
+            "notify[0].on",
+            "never_succeeded",
+        ),
+        (
+            "kind = \"teams\"\nurl = \"https://x.example/h\"\nsigning_key = \"k\"",
+            "notify[0].signing_key",
+            "only a \"webhook\"",
+        ),
+        (
+            "kind = \"webhook\"\nurl = \"https://x.example/h\"\nnever_succeeded_after = 0",
+            "notify[0].never_succeeded_after",
+            "at least 1",
+        ),
+    ] {
+        let e = c.error(&format!("{GOOD}\n[[notify]]\n{table}\n"), &[]);
+        assert!(e.contains(key) && e.contains(says), "{table}: {e}");
+        assert!(!e.contains("secretpart"), "{e}");
+    }
 }

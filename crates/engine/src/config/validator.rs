@@ -192,8 +192,14 @@ impl Validator<'_> {
         }
         let server = self.server(&raw.server)?;
         let retention = self.retention(raw.retention.as_ref(), &raw.targets, &targets)?;
+        let notify = if self.secrets.atlas() {
+            self.notify(raw.heartbeat.as_ref(), &raw.notify)?
+        } else {
+            crate::config::NotifyConfig::default()
+        };
         Ok(Config {
             retention,
+            notify,
             source: path.to_path_buf(),
             atlas,
             storage,
@@ -302,13 +308,7 @@ impl Validator<'_> {
         let base_url = parse_http_url(&base_text).map_err(|m| self.invalid("atlas.base_url", m))?;
         // Plain HTTP would carry the client secret and bearer tokens in clear; it is for a
         // simulator on this host only (audit L10).
-        let loopback = match base_url.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(d)) => d == "localhost",
-            None => false,
-        };
-        if base_url.scheme() == "http" && !loopback {
+        if base_url.scheme() == "http" && !is_loopback(&base_url) {
             return Err(self.invalid(
                 "atlas.base_url",
                 format!("`{base_text}` is plain HTTP to another host, which would send the Atlas credentials in clear; use https:// (http:// is accepted for 127.0.0.1, ::1 and localhost only)"),
@@ -448,6 +448,17 @@ impl Validator<'_> {
             client_id,
             client_secret,
         })
+    }
+}
+
+/// Whether `url` points at this host (127.0.0.0/8, ::1, `localhost`): the only place plain
+/// HTTP may carry a secret.
+pub(super) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
     }
 }
 

@@ -24,6 +24,7 @@ use crate::journal::PartRecord;
 use crate::progress::Ticket;
 use crate::reason::Reason;
 use crate::store::{CompletedPartInfo, MAX_PARTS, MultipartUpload, StoreError};
+use crate::telemetry::error_chain;
 
 /// A snapshot download URL. It is a bearer secret: its path and query never print.
 #[derive(Clone)]
@@ -681,18 +682,6 @@ impl PumpState {
         self.done.push(part.info);
         Ok(())
     }
-}
-
-/// `error: source: source` in one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -109,4 +109,16 @@ where
 }
 
 mod metrics;
+/// An error and its sources in one line, joined with `: ` (how warn and error lines show one).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, RunStatus, TargetFacts};

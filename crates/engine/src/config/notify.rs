@@ -1,0 +1,266 @@
+//! `[heartbeat]` and `[[notify]]`: where the daemon tells a person how its runs go. The raw
+//! tables (their doc comments are the reference, as in `raw.rs`) and their validation: each
+//! URL is a secret (a webhook URL is a credential), HTTPS unless it points at this host, and the
+//! events are from the known list.
+//! Must not: send anything (that is the binary's `alerts`).
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::ConfigError;
+use super::validator::{Validator, is_loopback, parse_http_url};
+
+/// `[heartbeat]`: a dead-man's switch, healthchecks.io-style.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeartbeat {
+    /// Ping URL (a secret): `{url}/start` when a run begins, `{url}` when every target's latest run succeeded, `{url}/fail` otherwise.
+    pub url: Option<String>,
+    /// File holding the ping URL.
+    pub url_file: Option<String>,
+}
+
+/// `[[notify]]`: one channel that hears about failures and recoveries.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// `"webhook"` (a versioned JSON body, optionally signed), `"slack"` or `"teams"` (their incoming webhooks).
+    pub kind: Option<String>,
+    /// The webhook URL (a secret: whoever has it can post to the channel).
+    pub url: Option<String>,
+    /// File holding the webhook URL.
+    pub url_file: Option<String>,
+    /// Events to send (default: all): "failure", "recovered", "lost", "never_succeeded", "prune_failed".
+    pub on: Option<Vec<String>>,
+    /// `webhook` only: key for `X-Atlas-Archiver-Signature: sha256=<HMAC-SHA256 of the body>`.
+    pub signing_key: Option<String>,
+    /// File holding the signing key.
+    pub signing_key_file: Option<String>,
+    /// Runs without a success after which a target that never succeeded is reported (default 3).
+    pub never_succeeded_after: Option<u32>,
+}
+
+/// What a channel can be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A target's run failed after succeeding (or at its first run).
+    Failure,
+    /// A failing target's run succeeded again.
+    Recovered,
+    /// Atlas deleted a snapshot before it was archived.
+    Lost,
+    /// A target has not succeeded in its first runs.
+    NeverSucceeded,
+    /// A prune could not remove what it meant to.
+    PruneFailed,
+}
+
+impl EventKind {
+    /// Every event, in the order the docs list them.
+    pub const ALL: [Self; 5] = [
+        Self::Failure,
+        Self::Recovered,
+        Self::Lost,
+        Self::NeverSucceeded,
+        Self::PruneFailed,
+    ];
+
+    /// The name used in `on = [...]` and in the webhook body.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Failure => "failure",
+            Self::Recovered => "recovered",
+            Self::Lost => "lost",
+            Self::NeverSucceeded => "never_succeeded",
+            Self::PruneFailed => "prune_failed",
+        }
+    }
+}
+
+/// How a channel's messages are shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// Our documented JSON body (`docs/notifications.md`).
+    Webhook,
+    /// A Slack incoming webhook (`{"text": …}`).
+    Slack,
+    /// A Microsoft Teams workflow webhook (an Adaptive Card).
+    Teams,
+}
+
+/// A URL that is a secret: only its scheme and host ever print.
+#[derive(Clone)]
+pub struct SecretUrl(pub(super) SecretString);
+
+impl SecretUrl {
+    /// Wraps a URL that is a secret.
+    pub fn new(url: String) -> Self {
+        Self(SecretString::from(url))
+    }
+
+    /// The whole URL, for the request only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// `https://host` — what logs and errors may show.
+    pub fn redacted(&self) -> String {
+        Url::parse(self.expose()).map_or_else(
+            |_| "<url>".to_owned(),
+            |u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("?")),
+        )
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// One validated `[[notify]]`.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    /// Message shape.
+    pub kind: ChannelKind,
+    /// Where to POST.
+    pub url: SecretUrl,
+    /// What it hears about.
+    pub events: Vec<EventKind>,
+    /// Webhook signing key.
+    pub signing_key: Option<SecretString>,
+    /// See [`RawNotify::never_succeeded_after`].
+    pub never_succeeded_after: u32,
+}
+
+/// `[heartbeat]` and `[[notify]]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyConfig {
+    /// The dead-man's switch.
+    pub heartbeat: Option<SecretUrl>,
+    /// The channels.
+    pub channels: Vec<Channel>,
+}
+
+impl Validator<'_> {
+    pub(super) fn notify(
+        &self,
+        heartbeat: Option<&RawHeartbeat>,
+        channels: &[RawNotify],
+    ) -> Result<NotifyConfig, ConfigError> {
+        let heartbeat = match heartbeat {
+            Some(h) => {
+                Some(self.secret_url("heartbeat.url", h.url.as_ref(), h.url_file.as_ref())?)
+            }
+            None => None,
+        };
+        let mut out = Vec::new();
+        for (i, raw) in channels.iter().enumerate() {
+            let key = |k: &str| format!("notify[{i}].{k}");
+            let kind = match raw.kind.as_deref() {
+                Some("webhook") => ChannelKind::Webhook,
+                Some("slack") => ChannelKind::Slack,
+                Some("teams") => ChannelKind::Teams,
+                Some("email") => {
+                    return Err(self.invalid(
+                        &key("kind"),
+                        "\"email\" is not supported yet: use \"webhook\", \"slack\" or \"teams\" (an email gateway can take the webhook)",
+                    ));
+                }
+                Some(other) => {
+                    return Err(self.invalid(
+                        &key("kind"),
+                        format!(
+                            "`{other}` is not a channel: use \"webhook\", \"slack\" or \"teams\""
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(
+                        self.invalid(&key("kind"), "missing: \"webhook\", \"slack\" or \"teams\"")
+                    );
+                }
+            };
+            let url = self.secret_url(&key("url"), raw.url.as_ref(), raw.url_file.as_ref())?;
+            let events = match &raw.on {
+                None => EventKind::ALL.to_vec(),
+                Some(names) => {
+                    let mut events = Vec::new();
+                    for name in names {
+                        let event = EventKind::ALL
+                            .into_iter()
+                            .find(|e| e.name() == name)
+                            .ok_or_else(|| {
+                                let known: Vec<&str> =
+                                    EventKind::ALL.iter().map(|e| e.name()).collect();
+                                self.invalid(
+                                    &key("on"),
+                                    format!(
+                                        "`{name}` is not an event: use any of {}",
+                                        known.join(", ")
+                                    ),
+                                )
+                            })?;
+                        events.push(event);
+                    }
+                    events
+                }
+            };
+            let signing_key = self.secret(
+                &key("signing_key"),
+                raw.signing_key.as_ref(),
+                raw.signing_key_file.as_ref(),
+                None,
+            )?;
+            if signing_key.is_some() && kind != ChannelKind::Webhook {
+                return Err(self.invalid(
+                    &key("signing_key"),
+                    "only a \"webhook\" channel is signed (Slack and Teams do not check signatures)",
+                ));
+            }
+            let never_succeeded_after = raw.never_succeeded_after.unwrap_or(3);
+            if never_succeeded_after == 0 {
+                return Err(self.invalid(&key("never_succeeded_after"), "must be at least 1"));
+            }
+            out.push(Channel {
+                kind,
+                url,
+                events,
+                signing_key,
+                never_succeeded_after,
+            });
+        }
+        Ok(NotifyConfig {
+            heartbeat,
+            channels: out,
+        })
+    }
+
+    /// A URL secret: `https://`, or `http://` to this host only (it is a credential).
+    fn secret_url(
+        &self,
+        key: &str,
+        value: Option<&String>,
+        file: Option<&String>,
+    ) -> Result<SecretUrl, ConfigError> {
+        let Some(secret) = self.secret(key, value, file, None)? else {
+            return Err(self.invalid(key, format!("missing: set `{key}_file` (or `{key}`)")));
+        };
+        let url = parse_http_url(secret.expose_secret().trim()).map_err(|_| {
+            self.invalid(
+                key,
+                "is not an http(s) URL (the value is not shown: it is a secret)",
+            )
+        })?;
+        if url.scheme() == "http" && !is_loopback(&url) {
+            return Err(self.invalid(
+                key,
+                format!("plain HTTP to {}: the URL is a credential; use https:// (http:// is accepted for this host only)", url.host_str().unwrap_or("?")),
+            ));
+        }
+        Ok(SecretUrl(SecretString::from(url.to_string())))
+    }
+}
