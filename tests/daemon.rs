@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atlas_archiver::simulator::scenario;
-use common::{World, parse_json};
+use common::{World, free_port, parse_json, spawn_daemon};
 
 const PROJECT: &str = "5f0a1b2c3d4e5f60718293a4";
 
@@ -60,13 +60,6 @@ impl NotifySocket {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
     let started = Instant::now();
     while started.elapsed() < timeout {
@@ -79,18 +72,11 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() ->
 }
 
 fn spawn_run(w: &World, config: &str, notify: &NotifySocket) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"))
-        .args(["run", "--config", config])
-        .current_dir(w.dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "atlas_archiver=debug")
-        .env("NOTIFY_SOCKET", &notify.path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"))
+    spawn_daemon(
+        w,
+        config,
+        &[("NOTIFY_SOCKET", &notify.path.to_string_lossy())],
+    )
 }
 
 fn signal(child: &tokio::process::Child, sig: &str) {

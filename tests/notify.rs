@@ -20,7 +20,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use atlas_archiver::simulator::scenario;
-use common::World;
+use common::{World, free_port, spawn_daemon};
 
 const PROJECT: &str = "5f0a1b2c3d4e5f60718293a8";
 const KEY: &str = "a-signing-key-of-the-receiver";
@@ -127,13 +127,6 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 /// A daemon config running every two seconds, with `channels` (TOML) appended.
 fn daemon_config(w: &World, channels: &str) -> String {
     let path = w.write_config("", "");
@@ -149,17 +142,7 @@ fn daemon_config(w: &World, channels: &str) -> String {
 }
 
 fn spawn_run(w: &World, config: &str) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"))
-        .args(["run", "--config", config])
-        .current_dir(w.dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "atlas_archiver=debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+    spawn_daemon(w, config, &[])
 }
 
 async fn stop(child: tokio::process::Child) -> String {
