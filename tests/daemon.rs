@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atlas_archiver::simulator::scenario;
-use common::{World, free_port, parse_json, spawn_daemon};
+use common::{World, daemon_config, finish, free_port, parse_json, signal, spawn_daemon, wait_for};
 
 const PROJECT: &str = "5f0a1b2c3d4e5f60718293a4";
 
@@ -60,56 +60,12 @@ impl NotifySocket {
     }
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
-
 fn spawn_run(w: &World, config: &str, notify: &NotifySocket) -> tokio::process::Child {
     spawn_daemon(
         w,
         config,
         &[("NOTIFY_SOCKET", &notify.path.to_string_lossy())],
     )
-}
-
-fn signal(child: &tokio::process::Child, sig: &str) {
-    let pid = child.id().unwrap_or_else(|| panic!("child has exited"));
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} {pid}");
-}
-
-async fn finish(child: tokio::process::Child, limit: Duration) -> (i32, String, Duration) {
-    let started = Instant::now();
-    let output = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("did not exit within {limit:?}"))
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-        started.elapsed(),
-    )
-}
-
-fn daemon_config(w: &World, port: u16, grace: &str, extra_storage: &str) -> String {
-    let path = w.write_config("", extra_storage);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text = text.replace(
-        "[journal]",
-        &format!("[schedule]\ncron = \"*/2 * * * * *\"\nshutdown_grace = \"{grace}\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n[journal]"),
-    );
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
 }
 
 fn metric(text: &str, name_and_labels: &str) -> Option<f64> {

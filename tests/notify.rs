@@ -20,7 +20,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use atlas_archiver::simulator::scenario;
-use common::{World, free_port, spawn_daemon};
+use common::{World, daemon_config, finish, free_port, signal, spawn_daemon, wait_for};
 
 const PROJECT: &str = "5f0a1b2c3d4e5f60718293a8";
 const KEY: &str = "a-signing-key-of-the-receiver";
@@ -116,47 +116,9 @@ impl Receiver {
     }
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
-
 /// A daemon config running every two seconds, with `channels` (TOML) appended.
-fn daemon_config(w: &World, channels: &str) -> String {
-    let path = w.write_config("", "");
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "[journal]",
-        &format!(
-            "[schedule]\ncron = \"*/2 * * * * *\"\nshutdown_grace = \"5s\"\n\n[server]\nlisten = \"127.0.0.1:{}\"\n\n[journal]",
-            free_port()
-        ),
-    ) + channels;
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
 fn spawn_run(w: &World, config: &str) -> tokio::process::Child {
     spawn_daemon(w, config, &[])
-}
-
-async fn stop(child: tokio::process::Child) -> String {
-    let pid = child.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +136,7 @@ async fn each_channel_hears_of_a_failure_once_and_of_its_recovery() {
     *receiver.refuse_webhook.lock().unwrap() = 1;
     std::fs::write(w.path("hook_url"), format!("{base}/webhook\n")).unwrap();
     std::fs::write(w.path("hook_key"), KEY).unwrap();
-    let config = daemon_config(
+    let config = with_channels(
         &w,
         &format!(
             "\n[heartbeat]\nurl = \"{base}/hc/check-1\"\n\
@@ -189,10 +151,10 @@ async fn each_channel_hears_of_a_failure_once_and_of_its_recovery() {
     wait_for(
         "never_succeeded on the webhook",
         Duration::from_secs(120),
-        || !receiver.accepted("/webhook", "never_succeeded").is_empty(),
+        async || !receiver.accepted("/webhook", "never_succeeded").is_empty(),
     )
     .await;
-    wait_for("three /fail pings", Duration::from_secs(120), || {
+    wait_for("three /fail pings", Duration::from_secs(120), async || {
         receiver
             .pings()
             .iter()
@@ -278,14 +240,14 @@ async fn each_channel_hears_of_a_failure_once_and_of_its_recovery() {
     wait_for(
         "recovery on every channel",
         Duration::from_secs(120),
-        || {
+        async || {
             ["/webhook", "/slack", "/teams"]
                 .iter()
                 .all(|p| !receiver.accepted(p, "recovered").is_empty())
         },
     )
     .await;
-    wait_for("the success ping", Duration::from_secs(60), || {
+    wait_for("the success ping", Duration::from_secs(60), async || {
         receiver.pings().iter().any(|p| p == "/hc/check-1")
     })
     .await;
@@ -314,7 +276,7 @@ async fn a_receiver_that_never_answers_delays_no_archive() {
     w.sim.set_faults(|f| {
         f.fail_jobs_for.insert(first);
     });
-    let config = daemon_config(
+    let config = with_channels(
         &w,
         &format!(
             "\n[heartbeat]\nurl = \"http://{hole_addr}/hc\"\n\
@@ -394,4 +356,20 @@ async fn notify_test_reaches_every_channel_and_says_which_failed() {
         "{}",
         run.all()
     );
+}
+
+/// The world's daemon config with `channels` (TOML) appended.
+fn with_channels(w: &World, channels: &str) -> String {
+    let path = daemon_config(w, free_port(), "5s", "");
+    let text = std::fs::read_to_string(&path).unwrap() + channels;
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// SIGTERM, then a clean exit within a minute: its stderr.
+async fn stop(child: tokio::process::Child) -> String {
+    signal(&child, "-TERM");
+    let (code, stderr, _) = finish(child, Duration::from_secs(60)).await;
+    assert_eq!(code, 0, "{stderr}");
+    stderr
 }

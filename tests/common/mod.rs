@@ -8,6 +8,7 @@ pub mod s3_proxy;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use atlas_archiver::config::{ChecksumCalculation, PartSize, StorageConfig};
 use atlas_archiver::embedded_store::{self, EmbeddedStore};
@@ -358,4 +359,53 @@ pub fn spawn_daemon(w: &World, config: &str, env: &[(&str, &str)]) -> tokio::pro
         cmd.env(k, v);
     }
     cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}"))
+}
+
+/// Polls `check` every 100 ms until it holds; panics after `timeout` naming `what`.
+pub async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Sends `sig` (`-TERM`, `-INT`) to the child.
+pub fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().unwrap_or_else(|| panic!("child has exited"));
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Waits up to `limit` for the child: its exit code, stderr and how long it took.
+pub async fn finish(child: tokio::process::Child, limit: Duration) -> (i32, String, Duration) {
+    let started = Instant::now();
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("did not exit within {limit:?}"))
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// The world's config for `run`: every two seconds, `shutdown_grace = grace`, listening on
+/// loopback at `port`, with `extra_storage` lines in `[storage]`.
+pub fn daemon_config(w: &World, port: u16, grace: &str, extra_storage: &str) -> String {
+    let path = w.write_config("", extra_storage);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text = text.replace(
+        "[journal]",
+        &format!("[schedule]\ncron = \"*/2 * * * * *\"\nshutdown_grace = \"{grace}\"\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n[journal]"),
+    );
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
 }

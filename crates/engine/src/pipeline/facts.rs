@@ -22,10 +22,15 @@ pub async fn target_facts(
     targets: &[Target],
     started: DateTime<Utc>,
 ) -> Result<Vec<(Target, TargetFacts)>, JournalError> {
+    // One read of the journal for every target, not one per target.
+    let all = journal.snapshots(None).await?;
     let mut out = Vec::with_capacity(targets.len());
     for target in targets {
         let runs = history.iter().find(|h| &h.target == target);
-        let rows = journal.snapshots(Some(target.clone())).await?;
+        let rows: Vec<_> = all
+            .iter()
+            .filter(|r| r.project_id == target.project_id && r.cluster == target.cluster)
+            .collect();
         let newest = rows
             .iter()
             .filter(|r| r.state == SnapshotState::Archived)
