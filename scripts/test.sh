@@ -9,9 +9,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-for tool in curl tmux; do
+for tool in curl tmux chromium; do
     command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; }
 done
+# The status page's test loads it in this browser; set, it cannot be skipped.
+export ATLAS_ARCHIVER_TEST_BROWSER="${ATLAS_ARCHIVER_TEST_BROWSER:-chromium}"
 
 echo "== systemd unit sandboxing"
 scripts/check-systemd-unit.sh

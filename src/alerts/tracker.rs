@@ -278,6 +278,7 @@ mod tests {
             last_success_at: Some(now),
             last_status: Some("failed".into()),
             first_started_at: None,
+            last_error: None,
         }]);
         let mut restarted = restarted;
         assert!(restarted.observe(&run(false), now).is_empty());

@@ -7,6 +7,7 @@
 
 pub mod notify;
 pub mod scheduler;
+pub mod status;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -25,7 +26,7 @@ use crate::server::{self, ServerState, Trigger};
 use atlas_archiver_engine::atlas::AtlasClient;
 use atlas_archiver_engine::config::Config;
 use atlas_archiver_engine::journal::{Journal, TargetHistory};
-use atlas_archiver_engine::pipeline::facts::target_facts;
+use atlas_archiver_engine::pipeline::facts::target_summaries;
 use atlas_archiver_engine::pipeline::{Archiver, PipelineSettings, Shutdown};
 use atlas_archiver_engine::store::ObjectStore;
 use atlas_archiver_engine::target::Target;
@@ -152,6 +153,8 @@ where
     let engine = Engine::start(&config).await?;
     let last_failure = Arc::new(Mutex::new(None));
     let watchdog = engine.archiver.watchdog().clone();
+    let journal = engine.archiver.journal().clone();
+    let board = engine.archiver.progress().clone();
     let alerts = Alerts::new(
         config.notify.clone(),
         &engine.history,
@@ -168,10 +171,19 @@ where
         config.targets.clone(),
         engine.shutdown.stopping.clone(),
     );
+    let next_runs = status::NextRuns::default();
+    let running = Arc::clone(&control);
     let server_state = Arc::new(ServerState {
         metrics: engine.metrics.clone(),
         ready: AtomicBool::new(false),
         trigger: Arc::new(ControlTrigger(Arc::clone(&control))),
+        status: Arc::new(status::DaemonStatus::new(
+            journal,
+            config.targets.clone(),
+            board,
+            next_runs.clone(),
+            move || running.running_targets(),
+        )),
         heartbeat_bound: HEARTBEAT_BOUND,
         watchdog,
         stall_bound: config.schedule.stall_timeout,
@@ -190,7 +202,7 @@ where
         &engine.history,
         Arc::clone(&control),
         &notifier,
-        engine.metrics,
+        (engine.metrics, next_runs),
         last_failure,
         engine.shutdown.stopping.clone(),
     );
@@ -267,11 +279,11 @@ impl Engine {
             .await
             .map_err(|e| startup("journal", &e))?;
         let metrics = Metrics::default();
-        for (target, facts) in target_facts(&journal, &history, &config.targets, Utc::now())
+        for s in target_summaries(&journal, &history, &config.targets, Utc::now())
             .await
             .map_err(|e| startup("journal", &e))?
         {
-            metrics.register_target(&target, &facts);
+            metrics.register_target(&s.target, &s.facts);
         }
         let shutdown = Shutdown::default();
         let archiver = Archiver::new(
@@ -309,7 +321,7 @@ async fn start_server(
     let listener = server::bind(addr)
         .await
         .map_err(|e| startup(&format!("cannot listen on {addr} (server.listen)"), &e))?;
-    info!(%addr, "HTTP endpoints listening: /healthz /readyz /metrics");
+    info!(%addr, "HTTP endpoints listening: / (status page) /healthz /readyz /metrics");
     let state = Arc::clone(state);
     let stop = stop.clone();
     Ok(Some(tokio::spawn(async move {
@@ -347,7 +359,7 @@ fn spawn_loop(
     history: &[TargetHistory],
     control: Arc<Control<ArchiverRunner, SystemClock>>,
     notifier: &Notifier,
-    metrics: Metrics,
+    (metrics, next_runs): (Metrics, status::NextRuns),
     last_failure: Arc<Mutex<Option<String>>>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
@@ -386,6 +398,7 @@ fn spawn_loop(
                 if let Some(due) = p.due {
                     metrics.record_next_run(&p.target, due.timestamp_millis() as f64 / 1000.0);
                 }
+                next_runs.set(&p.target, p.due);
             }
             let status = status_line(planned, metrics.transfers_in_flight_now(), &last_failure);
             if status != last_status {

@@ -136,7 +136,6 @@ impl<R: TargetRunner, C: Clock> Control<R, C> {
     }
 
     /// Targets with a run in progress.
-    #[cfg(test)]
     pub fn running_targets(&self) -> Vec<Target> {
         self.running().iter().cloned().collect()
     }

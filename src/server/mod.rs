@@ -1,7 +1,11 @@
-//! The daemon's HTTP endpoints: `/healthz` (the scheduler loop is alive), `/readyz` (start-up
-//! checks passed), `/metrics` (Prometheus text) and `POST /v1/targets/{project}/{cluster}/run`
-//! (a run now, bearer-token guarded when not on loopback).
-//! Must not: hold business logic; it reads telemetry and asks the scheduler's control handle.
+//! The daemon's HTTP endpoints: `/` (the status page, [`page`]), `/healthz` (the scheduler loop
+//! is alive), `/readyz` (start-up checks passed), `/metrics` (Prometheus text) and
+//! `POST /v1/targets/{project}/{cluster}/run` (a run now, bearer-token guarded when not on
+//! loopback).
+//! Must not: hold business logic; it reads telemetry and asks the daemon through [`Trigger`]
+//! and [`StatusSource`].
+
+pub mod page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +34,13 @@ pub trait Trigger: Send + Sync + 'static {
     fn heartbeat_age(&self) -> Option<Duration>;
 }
 
+/// What the status page shows, gathered by the daemon.
+#[async_trait::async_trait]
+pub trait StatusSource: Send + Sync + 'static {
+    /// The page's content now.
+    async fn status(&self) -> page::StatusView;
+}
+
 /// Shared state of the endpoints.
 pub struct ServerState {
     /// Metrics to render.
@@ -38,6 +49,8 @@ pub struct ServerState {
     pub ready: AtomicBool,
     /// The scheduler's control handle.
     pub trigger: Arc<dyn Trigger>,
+    /// The status page's content.
+    pub status: Arc<dyn StatusSource>,
     /// `/healthz` fails when the loop's heartbeat is older than this.
     pub heartbeat_bound: Duration,
     /// The run watchdog: `/healthz` fails while a snapshot's work has been idle longer than
@@ -110,6 +123,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let router = Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -191,6 +205,25 @@ async fn healthz(State(s): State<Arc<ServerState>>) -> Response {
     }
 }
 
+async fn status_page(State(s): State<Arc<ServerState>>) -> Response {
+    let html = page::render(&s.status.status().await);
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            // No script, no external asset, no frame: only the page's own inline style.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
 async fn readyz(State(s): State<Arc<ServerState>>) -> Response {
     if s.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
@@ -262,6 +295,20 @@ mod tests {
         }
     }
 
+    struct NothingYet;
+
+    #[async_trait::async_trait]
+    impl StatusSource for NothingYet {
+        async fn status(&self) -> page::StatusView {
+            page::StatusView {
+                now: chrono::Utc::now(),
+                targets: Vec::new(),
+                transfers: Vec::new(),
+                journal_error: None,
+            }
+        }
+    }
+
     async fn start(token: Option<&str>, loopback: bool) -> (String, CancellationToken) {
         start_with(token, loopback, Watchdog::default()).await
     }
@@ -277,6 +324,7 @@ mod tests {
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
             trigger: Arc::new(AlwaysStarts),
+            status: Arc::new(NothingYet),
             heartbeat_bound: Duration::from_secs(60),
             watchdog,
             stall_bound: Duration::from_secs(1),

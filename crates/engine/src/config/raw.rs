@@ -195,7 +195,7 @@ pub struct RawSchedule {
 #[derive(Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    /// Address of /healthz, /readyz, /metrics and the run trigger (default `"127.0.0.1:9187"`; `""` turns it off).
+    /// Address of the status page, /healthz, /readyz, /metrics and the run trigger (default `"127.0.0.1:9187"`; `""` turns it off).
     pub listen: Option<String>,
     /// Bearer token for `POST /v1/targets/…/run`; required when `listen` is not a loopback address.
     pub token: Option<String>,

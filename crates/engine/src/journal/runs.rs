@@ -92,25 +92,30 @@ impl Journal {
         .await
     }
 
-    /// Records how a target's run ended.
+    /// Records how a target's run ended; `error` is why it failed as a whole (its listing), if
+    /// it did.
     pub async fn target_finished(
         &self,
         target: &Target,
         success: bool,
+        error: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<(), JournalError> {
         let target = target.clone();
+        let error = error.map(str::to_owned);
         self.with(move |c, p| {
             c.execute(
                 "UPDATE target_runs SET last_finished_at = ?3, last_status = ?4,
-                    last_success_at = CASE WHEN ?5 THEN ?3 ELSE last_success_at END
+                    last_success_at = CASE WHEN ?5 THEN ?3 ELSE last_success_at END,
+                    last_error = ?6
                  WHERE project_id = ?1 AND cluster = ?2",
                 params![
                     target.project_id,
                     target.cluster,
                     at.to_rfc3339(),
                     if success { "ok" } else { "failed" },
-                    success
+                    success,
+                    error
                 ],
             )
             .map_err(|e| sql_error(p, &e))?;
@@ -122,7 +127,7 @@ impl Journal {
     /// Each target's last run, as recorded.
     pub async fn target_history(&self) -> Result<Vec<TargetHistory>, JournalError> {
         self.with(|c, p| {
-            query_all(c, p, "SELECT project_id, cluster, last_started_at, last_success_at, last_status, last_finished_at, first_started_at FROM target_runs", [], |r| {
+            query_all(c, p, "SELECT project_id, cluster, last_started_at, last_success_at, last_status, last_finished_at, first_started_at, last_error FROM target_runs", [], |r| {
                     Ok(TargetHistory {
                         target: Target {
                             project_id: r.get(0)?,
@@ -133,6 +138,7 @@ impl Journal {
                         last_status: r.get(4)?,
                         last_finished_at: parse_time(r.get(5)?),
                         first_started_at: parse_time(r.get(6)?),
+                        last_error: r.get(7)?,
                     })
                 })
         })
@@ -155,6 +161,8 @@ pub struct TargetHistory {
     pub last_status: Option<String>,
     /// When its first run started.
     pub first_started_at: Option<DateTime<Utc>>,
+    /// Why its last run failed as a whole (its listing), if it did.
+    pub last_error: Option<String>,
 }
 
 /// One row of `runs`.

@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use super::{JournalError, sql_error};
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Migrations; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: [&str; 6] = [
+pub(super) const MIGRATIONS: [&str; 7] = [
     r"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -166,6 +166,9 @@ ALTER TABLE snapshots_v5 RENAME TO snapshots;
 ALTER TABLE target_runs ADD COLUMN first_started_at TEXT;
 UPDATE target_runs SET first_started_at = last_started_at;
 ",
+    // 6 → 7: why a target's last run failed as a whole (its listing), for the status page;
+    // failures of single snapshots are on their rows.
+    "ALTER TABLE target_runs ADD COLUMN last_error TEXT",
 ];
 
 /// Sets durability pragmas, checks integrity and version, and migrates.

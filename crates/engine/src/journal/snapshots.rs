@@ -174,6 +174,12 @@ impl SnapshotRecord {
             .map(|t| t.timestamp_millis() as f64 / 1000.0)
     }
 
+    /// Whether Atlas deleted it before it was archived (LOST).
+    pub fn is_lost(&self) -> bool {
+        self.state == SnapshotState::Failed
+            && crate::reason::Reason::SnapshotLost.is(self.last_reason.as_deref())
+    }
+
     /// Its key.
     pub fn key(&self) -> SnapshotKey {
         SnapshotKey {

@@ -499,3 +499,32 @@ async fn a_version_5_journal_migrates_and_the_first_start_stays_first() {
         Some("2026-12-02T00:00:00+00:00")
     );
 }
+
+/// Issue 13 (status page): a target's run that failed as a whole keeps why; the next
+/// successful run clears it.
+#[tokio::test]
+async fn a_target_failure_keeps_its_reason_until_a_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.sqlite")).unwrap();
+    let t = Target {
+        project_id: "32b6e34b3d91647abb20e7b8".into(),
+        cluster: "orders-flex".into(),
+    };
+    let error_of = |h: Vec<TargetHistory>| h.into_iter().next().and_then(|h| h.last_error);
+    j.target_started(&t, Utc::now()).await.unwrap();
+    j.target_finished(
+        &t,
+        false,
+        Some("cannot list snapshots: HTTP 503"),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        error_of(j.target_history().await.unwrap()).as_deref(),
+        Some("cannot list snapshots: HTTP 503")
+    );
+    j.target_started(&t, Utc::now()).await.unwrap();
+    j.target_finished(&t, true, None, Utc::now()).await.unwrap();
+    assert_eq!(error_of(j.target_history().await.unwrap()), None);
+}

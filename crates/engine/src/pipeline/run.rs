@@ -71,7 +71,7 @@ impl Archiver {
             info!(project = %target.project_id, cluster = %target.cluster, "run interrupted by shutdown; the next start runs it again");
         } else if let Err(e) = self
             .journal
-            .target_finished(target, success, finished)
+            .target_finished(target, success, report.error.as_deref(), finished)
             .await
         {
             error!(project = %target.project_id, cluster = %target.cluster, error = %e, "cannot record the end of the run in the journal");
