@@ -14,6 +14,13 @@ for tool in curl tmux chromium; do
 done
 # The status page's test loads it in this browser; set, it cannot be skipped.
 export ATLAS_ARCHIVER_TEST_BROWSER="${ATLAS_ARCHIVER_TEST_BROWSER:-chromium}"
+# The email test's SMTP server (tests/fixtures/smtp_server.py) runs on aiosmtpd from PyPI.
+SMTP_VENV="${SMTP_VENV:-/tmp/atlas-archiver-smtp/venv}"
+if [ ! -x "$SMTP_VENV/bin/python" ] || ! "$SMTP_VENV/bin/python" -c "import aiosmtpd" 2>/dev/null; then
+    python3 -m venv "$SMTP_VENV"
+    "$SMTP_VENV/bin/pip" install -q "aiosmtpd==1.4.6"
+fi
+export ATLAS_ARCHIVER_TEST_SMTP_PYTHON="$SMTP_VENV/bin/python"
 
 echo "== systemd unit sandboxing"
 scripts/check-systemd-unit.sh

@@ -3,7 +3,8 @@
 //! run), shaped for each kind (our webhook body, signed; Slack; a Teams Adaptive Card), retried
 //! after a 503 with the same delivery id; a target that never succeeded is told at its N-th run;
 //! its recovery is told once; the heartbeat gets `/start`, `/fail`, then the plain ping. A
-//! receiver that never answers delays no archive. `notify-test` reaches every channel.
+//! receiver that never answers delays no archive. `notify-test` reaches every channel. Email
+//! goes to a real SMTP server (aiosmtpd) over STARTTLS with a login, its certificate verified.
 // A test crate: its helpers may unwrap (clippy.toml allows it inside `#[test]` functions only).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -372,4 +373,263 @@ async fn stop(child: tokio::process::Child) -> String {
     let (code, stderr, _) = finish(child, Duration::from_secs(60)).await;
     assert_eq!(code, 0, "{stderr}");
     stderr
+}
+
+/// The login of the SMTP test server.
+const SMTP_USER: &str = "archiver";
+const SMTP_PASSWORD: &str = "smtp-pass-secretpart";
+
+/// The Python that runs `tests/fixtures/smtp_server.py`: `ATLAS_ARCHIVER_TEST_SMTP_PYTHON`
+/// (scripts/test.sh sets it, so CI cannot skip), else `python3` when it has aiosmtpd.
+fn smtp_python() -> Option<String> {
+    if let Ok(p) = std::env::var("ATLAS_ARCHIVER_TEST_SMTP_PYTHON") {
+        return Some(p);
+    }
+    std::process::Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "python3".to_owned())
+}
+
+/// aiosmtpd on loopback, STARTTLS and a login required, its certificate signed by a CA of the
+/// test's own (`ca`); killed when dropped.
+struct SmtpServer {
+    _child: tokio::process::Child,
+    port: u16,
+    out: std::path::PathBuf,
+    ca: std::path::PathBuf,
+}
+
+impl SmtpServer {
+    async fn start(w: &World, python: &str) -> Self {
+        let dir = w.path("smtp");
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl: {e}"));
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=atlas-archiver test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+        ]);
+        let port = free_port();
+        let out = dir.join("mails.jsonl");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smtp_server.py");
+        let mut child = tokio::process::Command::new(python)
+            .arg(script)
+            .arg(port.to_string())
+            .arg(dir.join("server.pem"))
+            .arg(dir.join("server.key"))
+            .arg(&out)
+            .args([SMTP_USER, SMTP_PASSWORD])
+            .stdout(std::process::Stdio::piped())
+            // The refused handshake of the test without the CA logs a traceback there.
+            .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{python} {script}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+        let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        assert!(
+            matches!(&ready, Ok(Ok(Some(l))) if l == "READY"),
+            "the SMTP server did not start: {ready:?}"
+        );
+        Self {
+            _child: child,
+            port,
+            out,
+            ca: dir.join("ca.pem"),
+        }
+    }
+
+    fn mails(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_over_starttls_with_the_login_to_a_verified_server() {
+    let Some(python) = smtp_python() else {
+        eprintln!(
+            "SKIPPED: no Python with aiosmtpd (scripts/test.sh installs it and runs this test)"
+        );
+        return;
+    };
+    let w = World::new(
+        "notify-email",
+        scenario(PROJECT, &["mail-flex"], 1, &[256 << 10]),
+    )
+    .await;
+    let bad = w.sim.clusters()[0].snapshots[0].id.clone();
+    w.sim.set_faults(|f| {
+        f.fail_jobs_for.insert(bad.clone());
+    });
+    let smtp = SmtpServer::start(&w, &python).await;
+    std::fs::write(
+        w.path("smtp_url"),
+        format!(
+            "smtp://{SMTP_USER}:{SMTP_PASSWORD}@127.0.0.1:{}\n",
+            smtp.port
+        ),
+    )
+    .unwrap();
+    let channel = |ca: &str| {
+        format!(
+            "\n[[notify]]\nkind = \"email\"\nurl_file = \"smtp_url\"\nto = [\"oncall@example.com\", \"Backup Team <backup@example.com>\"]\nfrom = \"atlas-archiver <archiver@example.com>\"\n{ca}"
+        )
+    };
+    let with_ca = channel(&format!("ca_file = \"{}\"\n", smtp.ca.display()));
+
+    // notify-test: the channel that trusts the test CA delivers; the one that trusts only the
+    // system's roots refuses the server's certificate (it is checked, not waved through).
+    let config = w.write_config("", "");
+    let text = std::fs::read_to_string(&config).unwrap() + &with_ca + &channel("");
+    std::fs::write(&config, text).unwrap();
+    let cfg = config.to_string_lossy().into_owned();
+    let run = w.run(&["notify-test", "--config", &cfg], &[]).await;
+    run.assert_code(1);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.starts_with("ok") && l.contains("email smtp://127.0.0.1/")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines
+            .get(1)
+            .is_some_and(|l| l.starts_with("FAILED") && l.to_lowercase().contains("certificate")),
+        "{}",
+        run.stdout
+    );
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let test = &mails[0];
+    assert_eq!(test["tls"], true, "STARTTLS before the mail: {test}");
+    assert_eq!(test["authenticated"], true, "logged in: {test}");
+    assert_eq!(test["from"], "archiver@example.com");
+    assert_eq!(
+        test["to"],
+        serde_json::json!(["oncall@example.com", "backup@example.com"])
+    );
+    assert!(
+        test["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("[atlas-archiver]")),
+        "{test}"
+    );
+    assert!(!run.all().contains(SMTP_PASSWORD), "{}", run.all());
+
+    // The daemon: a failing target is mailed once, its facts in the body, however many runs
+    // fail (the heartbeat's /fail pings count the runs).
+    let (receiver, base) = start_receiver().await;
+    let config = with_channels(
+        &w,
+        &format!("\n[heartbeat]\nurl = \"{base}/hc/mail\"\n{with_ca}"),
+    );
+    let child = spawn_run(&w, &config);
+    wait_for("three failed runs", Duration::from_secs(120), async || {
+        receiver
+            .pings()
+            .iter()
+            .filter(|p| p.ends_with("/fail"))
+            .count()
+            >= 3
+    })
+    .await;
+    let stderr = stop(child).await;
+    let failures: Vec<serde_json::Value> = smtp
+        .mails()
+        .into_iter()
+        .filter(|m| {
+            m["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("event: failure"))
+        })
+        .collect();
+    assert_eq!(failures.len(), 1, "one mail, not one per run: {failures:?}");
+    let body = failures[0]["body"].as_str().unwrap_or_default();
+    assert!(
+        body.contains("cluster: mail-flex")
+            && body.contains(&format!("snapshot: {bad}"))
+            && body.contains("reason: RESTORE_JOB_FAILED"),
+        "{body}"
+    );
+    assert!(
+        failures[0]["subject"]
+            .as_str()
+            .is_some_and(|s| s.contains("mail-flex")),
+        "{}",
+        failures[0]
+    );
+    assert!(!stderr.contains(SMTP_PASSWORD), "{stderr}");
 }

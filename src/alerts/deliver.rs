@@ -1,8 +1,9 @@
 //! Messages on the wire: the webhook's versioned JSON body (`docs/notifications.md`), signed
-//! with HMAC-SHA256 when a key is configured; Slack's `{"text": …}`; a Teams Adaptive Card;
-//! and the POST itself, retried with backoff (the same body and delivery id each time, so a
-//! receiver can drop a duplicate). Several notices of one run go out as one message.
-//! Must not: log or return a URL's path or query (a webhook URL is a credential).
+//! with HMAC-SHA256 when a key is configured; Slack's `{"text": …}`; a Teams Adaptive Card; a
+//! plain-text mail ([`email`](super::email) sends it); and the sending itself, retried with
+//! backoff (the same body and delivery id each time, so a receiver can drop a duplicate).
+//! Several notices of one run go out as one message.
+//! Must not: log or return a URL's path, query or login (a webhook URL is a credential).
 
 use std::time::Duration;
 
@@ -47,10 +48,24 @@ impl Default for RetryPolicy {
 pub struct Message {
     /// Where.
     pub url: SecretUrl,
-    /// The JSON body.
-    pub body: Vec<u8>,
-    /// Headers besides `Content-Type`.
-    pub headers: Vec<(&'static str, String)>,
+    /// What.
+    pub payload: Payload,
+}
+
+/// What a message carries.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A heartbeat ping: a GET with no body.
+    Ping,
+    /// A POST of a JSON body.
+    Json {
+        /// The body.
+        body: Vec<u8>,
+        /// Headers besides `Content-Type`.
+        headers: Vec<(&'static str, String)>,
+    },
+    /// A mail.
+    Email(super::email::Mail),
 }
 
 /// A message could not be delivered.
@@ -115,6 +130,14 @@ pub fn message(channel: &Channel, notices: &[Notice]) -> Option<Message> {
     let title = summary(&wanted);
     let lines: Vec<String> = wanted.iter().map(|n| format!("• {}", n.message)).collect();
     let value: Value = match channel.kind {
+        ChannelKind::Email => {
+            // A validated `email` channel always has its settings.
+            let settings = channel.email.as_ref()?;
+            return Some(Message {
+                url: channel.url.clone(),
+                payload: Payload::Email(super::email::Mail::of(settings, &title, &wanted)),
+            });
+        }
         ChannelKind::Webhook => json!({
             "version": BODY_VERSION,
             "tool": "atlas-archiver",
@@ -175,8 +198,7 @@ pub fn message(channel: &Channel, notices: &[Notice]) -> Option<Message> {
     }
     Some(Message {
         url: channel.url.clone(),
-        body,
-        headers,
+        payload: Payload::Json { body, headers },
     })
 }
 
@@ -201,7 +223,7 @@ pub fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// POSTs `message` (or GETs a ping when `message.body` is empty) until a 2xx, at most
+/// Sends `message` until it is accepted (a 2xx; a mail the server took), at most
 /// `policy.attempts` times.
 pub async fn send(
     client: &reqwest::Client,
@@ -211,22 +233,9 @@ pub async fn send(
     let mut delay = policy.first_delay;
     let mut last = String::new();
     for attempt in 1..=policy.attempts.max(1) {
-        let request = if message.body.is_empty() {
-            client.get(message.url.expose())
-        } else {
-            let mut r = client
-                .post(message.url.expose())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(message.body.clone());
-            for (name, value) in &message.headers {
-                r = r.header(*name, value);
-            }
-            r
-        };
-        match request.send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => last = format!("HTTP {}", r.status()),
-            Err(e) => last = error_chain(&e.without_url()),
+        match send_once(client, message).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
         }
         tracing::debug!(url = %message.url.redacted(), attempt, error = %last, "notification not delivered; retrying");
         if attempt < policy.attempts {
@@ -239,4 +248,27 @@ pub async fn send(
         attempts: policy.attempts.max(1),
         last,
     })
+}
+
+/// One try; the error in words, without the URL.
+async fn send_once(client: &reqwest::Client, message: &Message) -> Result<(), String> {
+    let request = match &message.payload {
+        Payload::Email(mail) => return mail.send(&message.url, ATTEMPT_TIMEOUT).await,
+        Payload::Ping => client.get(message.url.expose()),
+        Payload::Json { body, headers } => {
+            let mut r = client
+                .post(message.url.expose())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            for (name, value) in headers {
+                r = r.header(*name, value);
+            }
+            r
+        }
+    };
+    match request.send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("HTTP {}", r.status())),
+        Err(e) => Err(error_chain(&e.without_url())),
+    }
 }

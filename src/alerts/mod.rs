@@ -8,6 +8,7 @@
 //! Must not: archive anything, or hold a lock across an await.
 
 pub mod deliver;
+pub mod email;
 pub mod tracker;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,7 +21,7 @@ use tracing::warn;
 use atlas_archiver_engine::config::{NotifyConfig, SecretUrl};
 use atlas_archiver_engine::journal::TargetHistory;
 use atlas_archiver_engine::pipeline::{SnapshotOutcome, TargetReport};
-use deliver::{Message, RetryPolicy};
+use deliver::{Message, Payload, RetryPolicy};
 use tracker::{FailedSnapshot, Notice, Observation, Tracker};
 
 /// The daemon's notifier. Cheap to clone.
@@ -115,8 +116,7 @@ impl Alerts {
         };
         self.spawn(Message {
             url: SecretUrl::new(full),
-            body: Vec::new(),
-            headers: Vec::new(),
+            payload: Payload::Ping,
         });
     }
 
@@ -197,7 +197,7 @@ pub async fn test_channels(config: &NotifyConfig) -> Vec<(String, Result<(), Str
     };
     let mut out = Vec::new();
     for channel in &config.channels {
-        let label = format!("{:?} {}", channel.kind, channel.url.redacted()).to_lowercase();
+        let label = format!("{} {}", channel.kind.name(), channel.url.redacted());
         let result = match deliver::message(channel, std::slice::from_ref(&notice)) {
             Some(message) => deliver::send(
                 &client,

@@ -26,7 +26,7 @@ use url::Url;
 
 use crate::schedule::Schedule;
 pub use crate::target::Target;
-pub use notify::{Channel, ChannelKind, EventKind, NotifyConfig, SecretUrl};
+pub use notify::{Channel, ChannelKind, EmailSettings, EventKind, NotifyConfig, SecretUrl};
 pub use protection::{CustomerKey, Encryption, LockMode, ObjectLock, Protection};
 use raw::RawConfig;
 use validator::Validator;

@@ -1,8 +1,10 @@
 //! `[heartbeat]` and `[[notify]]`: where the daemon tells a person how its runs go. The raw
 //! tables (their doc comments are the reference, as in `raw.rs`) and their validation: each
-//! URL is a secret (a webhook URL is a credential), HTTPS unless it points at this host, and the
-//! events are from the known list.
+//! URL is a secret (a webhook URL is a credential; an SMTP URL carries the login), HTTPS (or
+//! SMTP with TLS) unless it points at this host, and the events are from the known list.
 //! Must not: send anything (that is the binary's `alerts`).
+
+use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -25,12 +27,18 @@ pub struct RawHeartbeat {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotify {
-    /// `"webhook"` (a versioned JSON body, optionally signed), `"slack"` or `"teams"` (their incoming webhooks).
+    /// `"webhook"` (a versioned JSON body, optionally signed), `"slack"` or `"teams"` (their incoming webhooks), or `"email"` (SMTP).
     pub kind: Option<String>,
-    /// The webhook URL (a secret: whoever has it can post to the channel).
+    /// The webhook URL (a secret: whoever has it can post to the channel); for `email`, the SMTP server with its login: `smtp://user:password@host:587` (STARTTLS, required) or `smtps://user:password@host:465` (TLS from the first byte).
     pub url: Option<String>,
-    /// File holding the webhook URL.
+    /// File holding the URL.
     pub url_file: Option<String>,
+    /// `email` only: the recipients, e.g. `["oncall@example.com"]`.
+    pub to: Option<Vec<String>>,
+    /// `email` only: the sender, e.g. `"atlas-archiver <backup@example.com>"`.
+    pub from: Option<String>,
+    /// `email` only: a PEM file of the private CA the SMTP server's certificate chains to (default: the system's roots).
+    pub ca_file: Option<String>,
     /// Events to send (default: all): "failure", "recovered", "lost", "never_succeeded", "prune_failed".
     pub on: Option<Vec<String>>,
     /// `webhook` only: key for `X-Atlas-Archiver-Signature: sha256=<HMAC-SHA256 of the body>`.
@@ -89,6 +97,31 @@ pub enum ChannelKind {
     Slack,
     /// A Microsoft Teams workflow webhook (an Adaptive Card).
     Teams,
+    /// Mail through an SMTP server.
+    Email,
+}
+
+impl ChannelKind {
+    /// The name used in `kind = "..."`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Slack => "slack",
+            Self::Teams => "teams",
+            Self::Email => "email",
+        }
+    }
+}
+
+/// Where and how an `email` channel sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailSettings {
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Sender.
+    pub from: String,
+    /// A private CA's PEM file, when the server's certificate is not signed by a public one.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A URL that is a secret: only its scheme and host ever print.
@@ -130,6 +163,8 @@ pub struct Channel {
     pub url: SecretUrl,
     /// What it hears about.
     pub events: Vec<EventKind>,
+    /// For `email`: recipients, sender, CA.
+    pub email: Option<EmailSettings>,
     /// Webhook signing key.
     pub signing_key: Option<SecretString>,
     /// See [`RawNotify::never_succeeded_after`].
@@ -143,6 +178,27 @@ pub struct NotifyConfig {
     pub heartbeat: Option<SecretUrl>,
     /// The channels.
     pub channels: Vec<Channel>,
+}
+
+/// `name@domain`, or `Name <name@domain>`: what an SMTP server can route. (The mail library
+/// checks it fully when it sends; this catches the typo at load time.)
+fn is_address(text: &str) -> bool {
+    let address = match (text.rfind('<'), text.strip_suffix('>')) {
+        (Some(open), Some(inner)) => &inner[open + 1..],
+        (None, None) => text.trim(),
+        _ => return false,
+    };
+    let Some((local, domain)) = address.split_once('@') else {
+        return false;
+    };
+    let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, ',' | '<' | '>' | '@');
+    !local.is_empty()
+        && !domain.is_empty()
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !address.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !local.chars().any(bad)
+        && !domain.chars().any(bad)
 }
 
 impl Validator<'_> {
@@ -160,31 +216,38 @@ impl Validator<'_> {
         let mut out = Vec::new();
         for (i, raw) in channels.iter().enumerate() {
             let key = |k: &str| format!("notify[{i}].{k}");
+            const KINDS: &str = "\"webhook\", \"slack\", \"teams\" or \"email\"";
             let kind = match raw.kind.as_deref() {
                 Some("webhook") => ChannelKind::Webhook,
                 Some("slack") => ChannelKind::Slack,
                 Some("teams") => ChannelKind::Teams,
-                Some("email") => {
-                    return Err(self.invalid(
-                        &key("kind"),
-                        "\"email\" is not supported yet: use \"webhook\", \"slack\" or \"teams\" (an email gateway can take the webhook)",
-                    ));
-                }
+                Some("email") => ChannelKind::Email,
                 Some(other) => {
                     return Err(self.invalid(
                         &key("kind"),
-                        format!(
-                            "`{other}` is not a channel: use \"webhook\", \"slack\" or \"teams\""
-                        ),
+                        format!("`{other}` is not a channel: use {KINDS}"),
                     ));
                 }
                 None => {
-                    return Err(
-                        self.invalid(&key("kind"), "missing: \"webhook\", \"slack\" or \"teams\"")
-                    );
+                    return Err(self.invalid(&key("kind"), format!("missing: {KINDS}")));
                 }
             };
-            let url = self.secret_url(&key("url"), raw.url.as_ref(), raw.url_file.as_ref())?;
+            let (url, email) = if kind == ChannelKind::Email {
+                let url = self.smtp_url(&key("url"), raw.url.as_ref(), raw.url_file.as_ref())?;
+                (url, Some(self.email(&key, raw)?))
+            } else {
+                for (name, set) in [
+                    ("to", raw.to.is_some()),
+                    ("from", raw.from.is_some()),
+                    ("ca_file", raw.ca_file.is_some()),
+                ] {
+                    if set {
+                        return Err(self.invalid(&key(name), "only an \"email\" channel has it"));
+                    }
+                }
+                let url = self.secret_url(&key("url"), raw.url.as_ref(), raw.url_file.as_ref())?;
+                (url, None)
+            };
             let events = match &raw.on {
                 None => EventKind::ALL.to_vec(),
                 Some(names) => {
@@ -229,6 +292,7 @@ impl Validator<'_> {
                 kind,
                 url,
                 events,
+                email,
                 signing_key,
                 never_succeeded_after,
             });
@@ -237,6 +301,92 @@ impl Validator<'_> {
             heartbeat,
             channels: out,
         })
+    }
+
+    /// An `email` channel's recipients, sender and CA.
+    fn email(
+        &self,
+        key: &dyn Fn(&str) -> String,
+        raw: &RawNotify,
+    ) -> Result<EmailSettings, ConfigError> {
+        let to = raw.to.clone().unwrap_or_default();
+        if to.is_empty() {
+            return Err(self.invalid(
+                &key("to"),
+                "missing: the recipients, e.g. to = [\"oncall@example.com\"]",
+            ));
+        }
+        for address in &to {
+            if !is_address(address) {
+                return Err(self.invalid(
+                    &key("to"),
+                    format!("`{address}` is not an email address (name@domain, or \"Name <name@domain>\")"),
+                ));
+            }
+        }
+        let from = match raw.from.as_deref() {
+            Some(f) if is_address(f) => f.to_owned(),
+            Some(f) => {
+                return Err(self.invalid(
+                    &key("from"),
+                    format!(
+                        "`{f}` is not an email address (name@domain, or \"Name <name@domain>\")"
+                    ),
+                ));
+            }
+            None => {
+                return Err(self.invalid(
+                    &key("from"),
+                    "missing: the sender your SMTP server accepts, e.g. from = \"atlas-archiver <backup@example.com>\"",
+                ));
+            }
+        };
+        let ca_file = match &raw.ca_file {
+            None => None,
+            Some(path) => {
+                let resolved = self.resolve_credential_path(path);
+                let text = std::fs::read_to_string(&resolved).map_err(|e| {
+                    self.invalid(
+                        &key("ca_file"),
+                        format!("cannot read {}: {e}", resolved.display()),
+                    )
+                })?;
+                if !text.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(self.invalid(
+                        &key("ca_file"),
+                        format!(
+                            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                            resolved.display()
+                        ),
+                    ));
+                }
+                Some(resolved)
+            }
+        };
+        Ok(EmailSettings { to, from, ca_file })
+    }
+
+    /// An SMTP URL secret: `smtps://` (TLS), or `smtp://` (STARTTLS, required unless the server
+    /// is this host); the login it may carry is never shown.
+    fn smtp_url(
+        &self,
+        key: &str,
+        value: Option<&String>,
+        file: Option<&String>,
+    ) -> Result<SecretUrl, ConfigError> {
+        let Some(secret) = self.secret(key, value, file, None)? else {
+            return Err(self.invalid(key, format!("missing: set `{key}_file` (or `{key}`)")));
+        };
+        let url = Url::parse(secret.expose_secret().trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some())
+            .ok_or_else(|| {
+                self.invalid(
+                    key,
+                    "is not an SMTP URL: use smtp://user:password@host:587 (STARTTLS) or smtps://user:password@host:465 (the value is not shown: it is a secret)",
+                )
+            })?;
+        Ok(SecretUrl(SecretString::from(url.to_string())))
     }
 
     /// A URL secret: `https://`, or `http://` to this host only (it is a credential).

@@ -10,10 +10,7 @@ use super::protection::RawObjectLock;
 use super::raw::{
     RawAtlas, RawConfig, RawJournal, RawRetention, RawSchedule, RawServer, RawStorage, RawTarget,
 };
-use super::{
-    AtlasCredentials, ChannelKind, ChecksumCalculation, Config, Encryption, ObjectChecksum,
-    PartSize,
-};
+use super::{AtlasCredentials, ChecksumCalculation, Config, Encryption, ObjectChecksum, PartSize};
 
 /// How secrets appear in the rendered configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,16 +195,16 @@ impl Config {
                 .channels
                 .iter()
                 .map(|c| RawNotify {
-                    kind: Some(
-                        match c.kind {
-                            ChannelKind::Webhook => "webhook",
-                            ChannelKind::Slack => "slack",
-                            ChannelKind::Teams => "teams",
-                        }
-                        .to_owned(),
-                    ),
+                    kind: Some(c.kind.name().to_owned()),
                     url: Some(secrets.show(&c.url.0)),
                     url_file: None,
+                    to: c.email.as_ref().map(|e| e.to.clone()),
+                    from: c.email.as_ref().map(|e| e.from.clone()),
+                    ca_file: c
+                        .email
+                        .as_ref()
+                        .and_then(|e| e.ca_file.as_ref())
+                        .map(|p| p.display().to_string()),
                     on: Some(c.events.iter().map(|e| e.name().to_owned()).collect()),
                     signing_key: c.signing_key.as_ref().map(|k| secrets.show(k)),
                     signing_key_file: None,

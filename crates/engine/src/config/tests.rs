@@ -764,11 +764,53 @@ fn notification_channels_load_and_mistakes_name_the_key() {
     assert!(!format!("{config:?}").contains("secretpart"));
     assert!(!config.redacted_toml().unwrap().contains("secretpart"));
     assert!(config.notify.heartbeat.is_some());
+    let email = loaded(
+        &c,
+        &format!(
+            "{GOOD}\n[[notify]]\nkind = \"email\"\nurl = \"smtp://me:secretpart@mail.example.com:587\"\nto = [\"oncall@example.com\", \"Backup Team <backup@example.com>\"]\nfrom = \"atlas-archiver <archiver@example.com>\"\n"
+        ),
+        &[],
+    );
+    let channel = &email.notify.channels[0];
+    assert_eq!(channel.kind, ChannelKind::Email);
+    assert_eq!(channel.url.redacted(), "smtp://mail.example.com/…");
+    assert_eq!(
+        channel.email.as_ref().map(|e| e.to.len()),
+        Some(2),
+        "{channel:?}"
+    );
+    assert!(!format!("{email:?}").contains("secretpart"));
+    assert!(!email.redacted_toml().unwrap().contains("secretpart"));
     for (table, key, says) in [
         (
-            "kind = \"email\"\nurl = \"https://x.example/h\"",
-            "notify[0].kind",
-            "not supported yet",
+            "kind = \"email\"\nurl = \"https://x.example/secretpart\"",
+            "notify[0].url",
+            "not an SMTP URL",
+        ),
+        (
+            "kind = \"email\"\nurl = \"smtp://me:secretpart@mail.example.com:587\"\nfrom = \"a@example.com\"",
+            "notify[0].to",
+            "missing",
+        ),
+        (
+            "kind = \"email\"\nurl = \"smtp://me:secretpart@mail.example.com:587\"\nto = [\"oncall at example.com\"]\nfrom = \"a@example.com\"",
+            "notify[0].to",
+            "`oncall at example.com` is not an email address",
+        ),
+        (
+            "kind = \"email\"\nurl = \"smtp://me:secretpart@mail.example.com:587\"\nto = [\"oncall@example.com\"]",
+            "notify[0].from",
+            "missing",
+        ),
+        (
+            "kind = \"email\"\nurl = \"smtp://me:secretpart@mail.example.com:587\"\nto = [\"oncall@example.com\"]\nfrom = \"a@example.com\"\nca_file = \"no-such-ca.pem\"",
+            "notify[0].ca_file",
+            "cannot read",
+        ),
+        (
+            "kind = \"slack\"\nurl = \"https://x.example/h\"\nto = [\"oncall@example.com\"]",
+            "notify[0].to",
+            "only an \"email\" channel",
         ),
         (
             "kind = \"pager\"\nurl = \"https://x.example/h\"",
