@@ -25,6 +25,7 @@ fn config(sim: &Simulator, credentials: AtlasCredentials) -> AtlasConfig {
     AtlasConfig {
         base_url: sim.base_url().parse().unwrap(),
         credentials,
+        secret_expires_at: None,
         poll_interval: Duration::from_millis(20),
         restore_timeout: Duration::from_secs(5),
         retry: RetryConfig {

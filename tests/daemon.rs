@@ -580,6 +580,12 @@ async fn metrics_start_from_the_journal_and_cover_every_name_the_kit_uses() {
         "cron = \"*/2 * * * * *\"",
         "cron = \"0 0 0 1 1 *\"\nrun_on_first_start = false",
     ) + &format!("\n[[target]]\nproject_id = \"{PROJECT}\"\ncluster = \"new-flex\"\n");
+    // The secret's end, as the operator declared it: a gauge the credential alert reads.
+    let text = text.replacen(
+        "[atlas]\n",
+        "[atlas]\nclient_secret_expires_at = \"2027-03-01\"\n",
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     let notify = NotifySocket::new(w.dir.path());
     let child = spawn_run(&w, &config, &notify);
@@ -594,6 +600,14 @@ async fn metrics_start_from_the_journal_and_cover_every_name_the_kit_uses() {
         page.contains("# EOF")
     })
     .await;
+    assert_eq!(
+        metric(
+            &page,
+            "atlas_archiver_credential_expiry_timestamp_seconds{}"
+        ),
+        Some(1_803_859_200.0),
+        "2027-03-01T00:00:00Z"
+    );
     let started = chrono::Utc::now().timestamp() as f64;
     let l = |c: &str| format!("{{project=\"{PROJECT}\",cluster=\"{c}\"}}");
     let m = |name: &str, c: &str| metric(&page, &format!("{name}{}", l(c)));

@@ -596,6 +596,15 @@ async fn email_goes_over_starttls_with_the_login_to_a_verified_server() {
         &w,
         &format!("\n[heartbeat]\nurl = \"{base}/hc/mail\"\n{with_ca}"),
     );
+    // The secret ends in 5 days: told once, not at every run.
+    let expires = (chrono::Utc::now() + chrono::Duration::days(5)).format("%Y-%m-%d");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[atlas]\n",
+        &format!("[atlas]\nclient_secret_expires_at = \"{expires}\"\n"),
+        1,
+    );
+    assert!(text.contains("client_secret_expires_at"), "{text}");
+    std::fs::write(&config, text).unwrap();
     let child = spawn_run(&w, &config);
     wait_for("three failed runs", Duration::from_secs(120), async || {
         receiver
@@ -630,6 +639,23 @@ async fn email_goes_over_starttls_with_the_login_to_a_verified_server() {
             .is_some_and(|s| s.contains("mail-flex")),
         "{}",
         failures[0]
+    );
+    let credential: Vec<serde_json::Value> = smtp
+        .mails()
+        .into_iter()
+        .filter(|m| {
+            m["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("event: credential_expiring"))
+        })
+        .collect();
+    assert_eq!(credential.len(), 1, "told once: {credential:?}");
+    assert!(
+        credential[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains(&format!("expires at {expires} 00:00 UTC"))),
+        "{}",
+        credential[0]
     );
     assert!(!stderr.contains(SMTP_PASSWORD), "{stderr}");
 }

@@ -14,7 +14,7 @@ pub mod tracker;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
@@ -32,6 +32,8 @@ pub struct Alerts {
 
 struct Inner {
     config: NotifyConfig,
+    /// When the Atlas secret expires, when known.
+    credential_expires: Option<DateTime<Utc>>,
     client: reqwest::Client,
     retry: RetryPolicy,
     state: Mutex<State>,
@@ -44,11 +46,18 @@ struct State {
 }
 
 impl Alerts {
-    /// For `config`, seeded with the journal's `history`.
-    pub fn new(config: NotifyConfig, history: &[TargetHistory], retry: RetryPolicy) -> Self {
+    /// For `config`, seeded with the journal's `history`; `credential_expires` is when the Atlas
+    /// secret ends, when the config says.
+    pub fn new(
+        config: NotifyConfig,
+        credential_expires: Option<DateTime<Utc>>,
+        history: &[TargetHistory],
+        retry: RetryPolicy,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
+                credential_expires,
                 client: deliver::client(),
                 retry,
                 state: Mutex::new(State {
@@ -68,15 +77,22 @@ impl Alerts {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A target's run begins.
+    /// A target's run begins; the Atlas secret's end is looked at.
     pub fn run_started(&self) {
-        let first = {
+        let (first, credential) = {
             let mut state = self.state();
             state.running += 1;
-            state.running == 1
+            let credential = self
+                .inner
+                .credential_expires
+                .and_then(|expires| state.tracker.credential(expires, Utc::now()));
+            (state.running == 1, credential)
         };
         if first {
             self.ping("start");
+        }
+        if let Some(notice) = credential {
+            self.tell(&[notice]);
         }
     }
 
@@ -90,17 +106,23 @@ impl Alerts {
             let verdict = (state.running == 0).then(|| state.tracker.all_ok());
             (notices, verdict)
         };
-        if !notices.is_empty() {
-            for channel in &self.inner.config.channels {
-                if let Some(message) = deliver::message(channel, &notices) {
-                    self.spawn(message);
-                }
-            }
-        }
+        self.tell(&notices);
         match verdict {
             Some(true) => self.ping(""),
             Some(false) => self.ping("fail"),
             None => {}
+        }
+    }
+
+    /// Sends `notices` to every channel that hears about them.
+    fn tell(&self, notices: &[Notice]) {
+        if notices.is_empty() {
+            return;
+        }
+        for channel in &self.inner.config.channels {
+            if let Some(message) = deliver::message(channel, notices) {
+                self.spawn(message);
+            }
         }
     }
 

@@ -2,14 +2,16 @@
 //! seeded from the journal so that a restart repeats nothing, and the notices a run's outcome
 //! makes of it. Events are state changes, never retries: one `failure` when a target starts
 //! failing, one `recovered` when it stops, one `lost` per LOST snapshot, `never_succeeded` once
-//! at the N-th run without a success, one `prune_failed` when pruning starts failing.
+//! at the N-th run without a success, one `prune_failed` when pruning starts failing, one
+//! `credential_expiring` when the Atlas secret comes within [`CREDENTIAL_WARNING`] of its end and
+//! one more when it has expired.
 //! Must not: send anything, or block.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use atlas_archiver_engine::config::EventKind;
+use atlas_archiver_engine::config::{CREDENTIAL_WARNING, EventKind};
 use atlas_archiver_engine::journal::TargetHistory;
 use atlas_archiver_engine::target::Target;
 
@@ -74,10 +76,20 @@ struct State {
     prune_failing: bool,
 }
 
+/// How near the Atlas secret is to its end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+enum CredentialStage {
+    #[default]
+    Fine,
+    Expiring,
+    Expired,
+}
+
 /// Every target's state.
 #[derive(Debug, Default)]
 pub struct Tracker {
     states: HashMap<Target, State>,
+    credential_told: CredentialStage,
 }
 
 impl Tracker {
@@ -97,7 +109,46 @@ impl Tracker {
                 )
             })
             .collect();
-        Self { states }
+        Self {
+            states,
+            credential_told: CredentialStage::Fine,
+        }
+    }
+
+    /// The notice that the Atlas secret, ending at `expires`, is near its end or past it: once
+    /// per stage (a restart tells it again, once).
+    pub fn credential(&mut self, expires: DateTime<Utc>, now: DateTime<Utc>) -> Option<Notice> {
+        let stage = if now >= expires {
+            CredentialStage::Expired
+        } else if expires - now <= CREDENTIAL_WARNING {
+            CredentialStage::Expiring
+        } else {
+            CredentialStage::Fine
+        };
+        if stage <= self.credential_told {
+            return None;
+        }
+        self.credential_told = stage;
+        let when = expires.format("%Y-%m-%d %H:%M UTC");
+        let message = if stage == CredentialStage::Expired {
+            format!(
+                "the Atlas service account secret expired at {when}: no backup runs until a new secret is in atlas.client_secret_file (then update atlas.client_secret_expires_at and restart)"
+            )
+        } else {
+            let days = (expires - now).num_days();
+            format!(
+                "the Atlas service account secret expires at {when} (in {days} days): create a new secret in Atlas, put it in atlas.client_secret_file, update atlas.client_secret_expires_at and restart"
+            )
+        };
+        Some(Notice {
+            event: Some(EventKind::CredentialExpiring),
+            target: None,
+            snapshot: None,
+            reason: Some("CREDENTIAL_EXPIRING".into()),
+            message,
+            runs: None,
+            at: now,
+        })
     }
 
     /// The notices one run makes, in the order a person should read them.
@@ -283,6 +334,27 @@ mod tests {
         let mut restarted = restarted;
         assert!(restarted.observe(&run(false), now).is_empty());
         assert_eq!(events(&restarted.observe(&run(true), now)), ["recovered"]);
+    }
+
+    #[test]
+    fn the_credential_is_told_once_near_its_end_and_once_past_it() {
+        let mut t = Tracker::default();
+        let expires = Utc::now();
+        let day = chrono::TimeDelta::days(1);
+        assert!(
+            t.credential(expires, expires - day * 30).is_none(),
+            "far off"
+        );
+        let near = t.credential(expires, expires - day * 13).unwrap();
+        assert_eq!(near.event, Some(EventKind::CredentialExpiring));
+        assert!(near.message.contains("in 13 days"), "{}", near.message);
+        assert!(
+            t.credential(expires, expires - day * 12).is_none(),
+            "told once"
+        );
+        let past = t.credential(expires, expires + day).unwrap();
+        assert!(past.message.contains("expired"), "{}", past.message);
+        assert!(t.credential(expires, expires + day * 2).is_none());
     }
 
     #[test]

@@ -157,6 +157,7 @@ where
     let board = engine.archiver.progress().clone();
     let alerts = Alerts::new(
         config.notify.clone(),
+        config.atlas.secret_expires_at,
         &engine.history,
         RetryPolicy::default(),
     );
@@ -180,9 +181,9 @@ where
         status: Arc::new(status::DaemonStatus::new(
             journal,
             config.targets.clone(),
-            board,
-            next_runs.clone(),
+            (board, next_runs.clone()),
             move || running.running_targets(),
+            config.atlas.secret_expires_at,
         )),
         heartbeat_bound: HEARTBEAT_BOUND,
         watchdog,
@@ -279,6 +280,9 @@ impl Engine {
             .await
             .map_err(|e| startup("journal", &e))?;
         let metrics = Metrics::default();
+        if let Some(expires) = config.atlas.secret_expires_at {
+            metrics.record_credential_expiry(expires.timestamp() as f64);
+        }
         for s in target_summaries(&journal, &history, &config.targets, Utc::now())
             .await
             .map_err(|e| startup("journal", &e))?

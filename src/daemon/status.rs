@@ -55,19 +55,22 @@ pub struct DaemonStatus {
     board: Board,
     next_runs: NextRuns,
     running: Box<dyn Fn() -> Vec<Target> + Send + Sync>,
+    credential_expires: Option<DateTime<Utc>>,
     cache: tokio::sync::Mutex<Option<(Instant, Summaries)>>,
 }
 
 impl DaemonStatus {
-    /// For `targets`; `running` says which targets have a run in progress.
+    /// For `targets`; `running` says which targets have a run in progress,
+    /// `credential_expires` when the Atlas secret ends.
     pub fn new(
         journal: Journal,
         targets: Vec<Target>,
-        board: Board,
-        next_runs: NextRuns,
+        (board, next_runs): (Board, NextRuns),
         running: impl Fn() -> Vec<Target> + Send + Sync + 'static,
+        credential_expires: Option<DateTime<Utc>>,
     ) -> Self {
         Self {
+            credential_expires,
             journal,
             targets,
             started: Utc::now(),
@@ -115,6 +118,7 @@ impl StatusSource for DaemonStatus {
                 .collect(),
             transfers: self.board.transfers(),
             journal_error,
+            credential_expires: self.credential_expires,
         }
     }
 }

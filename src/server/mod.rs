@@ -305,6 +305,7 @@ mod tests {
                 targets: Vec::new(),
                 transfers: Vec::new(),
                 journal_error: None,
+                credential_expires: None,
             }
         }
     }

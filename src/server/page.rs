@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use atlas_archiver_engine::config::CREDENTIAL_WARNING;
 use atlas_archiver_engine::config::units::format_bytes;
 use atlas_archiver_engine::pipeline::facts::TargetSummary;
 use atlas_archiver_engine::progress::TransferView;
@@ -30,6 +31,8 @@ pub struct StatusView {
     pub transfers: Vec<TransferView>,
     /// Why the journal could not be read, when it could not.
     pub journal_error: Option<String>,
+    /// When the Atlas secret expires, when the config says.
+    pub credential_expires: Option<DateTime<Utc>>,
 }
 
 /// One target on the page.
@@ -123,6 +126,20 @@ pub fn render(view: &StatusView) -> String {
         version = env!("CARGO_PKG_VERSION"),
         now = when(view.now),
     );
+    if let Some(expires) = view.credential_expires {
+        let near = expires - view.now <= CREDENTIAL_WARNING;
+        let _ = writeln!(
+            out,
+            r#"<p id="credential" class="{}">The Atlas service account secret {} {}.</p>"#,
+            if near { "alert" } else { "meta" },
+            if expires <= view.now {
+                "expired at"
+            } else {
+                "expires at"
+            },
+            esc(&moment(expires, view.now)),
+        );
+    }
     if let Some(e) = &view.journal_error {
         let _ = writeln!(
             out,
@@ -462,6 +479,7 @@ mod tests {
                 targets,
                 transfers: Vec::new(),
                 journal_error: None,
+                credential_expires: None,
             })
         };
         assert!(page(vec![]).contains(">No target configured</p>"));
@@ -481,6 +499,23 @@ mod tests {
         );
         assert!(!mixed.contains("<b>HTTP"));
         assert!(mixed.contains(r#"data-state="never-run""#));
+        let now = Utc::now();
+        let credential = |days: i64| {
+            render(&StatusView {
+                now,
+                targets: Vec::new(),
+                transfers: Vec::new(),
+                journal_error: None,
+                credential_expires: Some(now + chrono::Duration::days(days)),
+            })
+        };
+        assert!(credential(90).contains(
+            r#"<p id="credential" class="meta">The Atlas service account secret expires at"#
+        ));
+        assert!(credential(5).contains(
+            r#"<p id="credential" class="alert">The Atlas service account secret expires at"#
+        ));
+        assert!(credential(-1).contains("secret expired at"));
     }
 
     #[test]

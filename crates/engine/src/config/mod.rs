@@ -26,7 +26,9 @@ use url::Url;
 
 use crate::schedule::Schedule;
 pub use crate::target::Target;
-pub use notify::{Channel, ChannelKind, EmailSettings, EventKind, NotifyConfig, SecretUrl};
+pub use notify::{
+    CREDENTIAL_WARNING, Channel, ChannelKind, EmailSettings, EventKind, NotifyConfig, SecretUrl,
+};
 pub use protection::{CustomerKey, Encryption, LockMode, ObjectLock, Protection};
 use raw::RawConfig;
 use validator::Validator;
@@ -213,6 +215,8 @@ pub struct AtlasConfig {
     pub base_url: Url,
     /// Credentials.
     pub credentials: AtlasCredentials,
+    /// When the service account secret expires, when the operator said.
+    pub secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Poll interval for restore jobs.
     pub poll_interval: Duration,
     /// Give up waiting for a download URL after this long.

@@ -39,7 +39,7 @@ pub struct RawNotify {
     pub from: Option<String>,
     /// `email` only: a PEM file of the private CA the SMTP server's certificate chains to (default: the system's roots).
     pub ca_file: Option<String>,
-    /// Events to send (default: all): "failure", "recovered", "lost", "never_succeeded", "prune_failed".
+    /// Events to send (default: all): "failure", "recovered", "lost", "never_succeeded", "prune_failed", "credential_expiring".
     pub on: Option<Vec<String>>,
     /// `webhook` only: key for `X-Atlas-Archiver-Signature: sha256=<HMAC-SHA256 of the body>`.
     pub signing_key: Option<String>,
@@ -48,6 +48,11 @@ pub struct RawNotify {
     /// Runs without a success after which a target that never succeeded is reported (default 3).
     pub never_succeeded_after: Option<u32>,
 }
+
+/// How long before the Atlas secret's end (`atlas.client_secret_expires_at`)
+/// `credential_expiring` is sent, the status page warns and the alert rule
+/// `AtlasArchiverCredentialExpiring` fires.
+pub const CREDENTIAL_WARNING: chrono::TimeDelta = chrono::TimeDelta::days(14);
 
 /// What a channel can be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -63,16 +68,20 @@ pub enum EventKind {
     NeverSucceeded,
     /// A prune could not remove what it meant to.
     PruneFailed,
+    /// The Atlas service account secret expires within 14 days, or has expired
+    /// (`atlas.client_secret_expires_at`).
+    CredentialExpiring,
 }
 
 impl EventKind {
     /// Every event, in the order the docs list them.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Failure,
         Self::Recovered,
         Self::Lost,
         Self::NeverSucceeded,
         Self::PruneFailed,
+        Self::CredentialExpiring,
     ];
 
     /// The name used in `on = [...]` and in the webhook body.
@@ -83,6 +92,7 @@ impl EventKind {
             Self::Lost => "lost",
             Self::NeverSucceeded => "never_succeeded",
             Self::PruneFailed => "prune_failed",
+            Self::CredentialExpiring => "credential_expiring",
         }
     }
 }

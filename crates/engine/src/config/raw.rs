@@ -88,6 +88,8 @@ pub struct RawAtlas {
     pub client_secret: Option<String>,
     /// File holding the service account secret (relative paths resolve in `$CREDENTIALS_DIRECTORY`).
     pub client_secret_file: Option<String>,
+    /// When the service account secret expires, as Atlas showed it at creation (`2027-03-01`, or RFC 3339): `credential_expiring` is sent 14 days before, and a metric carries it.
+    pub client_secret_expires_at: Option<String>,
     /// Legacy programmatic API key, public part; falls back to `MONGODB_ATLAS_PUBLIC_API_KEY`.
     pub public_key: Option<String>,
     /// Legacy programmatic API key, private part; falls back to `MONGODB_ATLAS_PRIVATE_API_KEY`.

@@ -70,6 +70,7 @@ impl Config {
             client_id,
             client_secret,
             client_secret_file: None,
+            client_secret_expires_at: a.secret_expires_at.map(|t| t.to_rfc3339()),
             public_key,
             private_key,
             private_key_file: None,

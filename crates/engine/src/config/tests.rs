@@ -849,3 +849,48 @@ fn notification_channels_load_and_mistakes_name_the_key() {
         assert!(!e.contains("secretpart"), "{e}");
     }
 }
+
+/// Issue 13: the service account secret's declared expiry loads as a date or a time; a typo or
+/// an API key (which does not expire) is refused naming the key.
+#[test]
+fn the_secret_expiry_is_a_date_of_a_service_account() {
+    let c = Case::new();
+    let with = |v: &str| {
+        GOOD.replacen(
+            "[atlas]\n",
+            &format!("[atlas]\nclient_secret_expires_at = \"{v}\"\n"),
+            1,
+        )
+    };
+    let day = loaded(&c, &with("2027-03-01"), &[]);
+    assert_eq!(
+        day.atlas
+            .secret_expires_at
+            .map(|t| t.to_rfc3339())
+            .as_deref(),
+        Some("2027-03-01T00:00:00+00:00")
+    );
+    let time = loaded(&c, &with("2027-03-01T12:30:00+02:00"), &[]);
+    assert_eq!(
+        time.atlas
+            .secret_expires_at
+            .map(|t| t.to_rfc3339())
+            .as_deref(),
+        Some("2027-03-01T10:30:00+00:00")
+    );
+    let e = c.error(&with("next march"), &[]);
+    assert!(
+        e.contains("atlas.client_secret_expires_at") && e.contains("not a date"),
+        "{e}"
+    );
+    let keys = GOOD.replace(
+        "client_id = \"mdb_sa_id_x\"\nclient_secret = \"s3cr3t-value\"",
+        "public_key = \"abcdefgh\"\nprivate_key = \"0000-1111\"\nclient_secret_expires_at = \"2027-03-01\"",
+    );
+    assert!(keys.contains("public_key"), "{keys}");
+    let e = c.error(&keys, &[]);
+    assert!(
+        e.contains("atlas.client_secret_expires_at") && e.contains("API keys do not expire"),
+        "{e}"
+    );
+}

@@ -349,9 +349,25 @@ impl Validator<'_> {
                 Ok(d)
             }
         };
+        let secret_expires_at = match a.client_secret_expires_at.as_deref() {
+            None => None,
+            Some(_) if matches!(credentials, AtlasCredentials::ApiKey { .. }) => {
+                return Err(self.invalid(
+                    "atlas.client_secret_expires_at",
+                    "is for a service account's secret; API keys do not expire",
+                ));
+            }
+            Some(text) => Some(parse_instant(text).ok_or_else(|| {
+                self.invalid(
+                    "atlas.client_secret_expires_at",
+                    format!("`{text}` is not a date: use 2027-03-01 or 2027-03-01T12:00:00Z"),
+                )
+            })?),
+        };
         Ok(AtlasConfig {
             base_url,
             credentials,
+            secret_expires_at,
             poll_interval: positive(
                 "atlas.poll_interval",
                 self.duration(
@@ -472,4 +488,18 @@ pub(super) fn parse_http_url(text: &str) -> Result<Url, String> {
         return Err(format!("`{text}` has no host"));
     }
     Ok(url)
+}
+
+/// `2027-03-01` (midnight UTC) or an RFC 3339 time.
+fn parse_instant(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = text.trim();
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+        })
 }

@@ -94,6 +94,8 @@ struct Inner {
     archive_size: Family<TargetLabels, Gauge>,
     watched_since: Family<TargetLabels, FloatGauge>,
     build_info: Family<BuildLabels, Gauge>,
+    /// Without labels; no series at all until an expiry is known (0 would read as "expired").
+    credential_expiry: Family<Vec<(String, String)>, FloatGauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -124,6 +126,7 @@ impl Default for Inner {
             archive_size: Family::default(),
             watched_since: Family::default(),
             build_info: Family::default(),
+            credential_expiry: Family::default(),
         };
         m.build_info
             .get_or_create(&BuildLabels {
@@ -151,6 +154,11 @@ impl Default for Inner {
             "atlas_archiver_target_watched_since_timestamp_seconds",
             "Unix time the target's first run started (from the journal), else this process's start: where \"no success for 26 h\" counts from for a target that never succeeded.",
             m.watched_since.clone(),
+        );
+        registry.register(
+            "atlas_archiver_credential_expiry_timestamp_seconds",
+            "Unix time the Atlas service account secret expires (atlas.client_secret_expires_at); absent when not configured",
+            m.credential_expiry.clone(),
         );
         registry.register(
             "atlas_archiver_build_info",
@@ -388,6 +396,14 @@ impl Metrics {
         self.inner.run_duration.observe(seconds);
     }
 
+    /// When the Atlas secret expires.
+    pub fn record_credential_expiry(&self, unix_seconds: f64) {
+        self.inner
+            .credential_expiry
+            .get_or_create(&Vec::new())
+            .set(unix_seconds);
+    }
+
     /// When a target runs next.
     pub fn record_next_run(&self, target: &Target, unix_seconds: f64) {
         self.inner
@@ -411,6 +427,24 @@ mod tests {
     use super::*;
 
     const L: &str = "project=\"32b6e34b3d91647abb20e7b8\",cluster=\"orders-flex\"";
+
+    #[test]
+    fn the_credential_expiry_has_no_series_until_known() {
+        let m = Metrics::default();
+        assert!(
+            !m.render()
+                .lines()
+                .any(|l| l.starts_with("atlas_archiver_credential_expiry_timestamp_seconds")),
+            "0 would read as expired"
+        );
+        m.record_credential_expiry(1_803_859_200.0);
+        let page = m.render();
+        assert!(
+            page.lines()
+                .any(|l| l == "atlas_archiver_credential_expiry_timestamp_seconds{} 1803859200.0"),
+            "{page}"
+        );
+    }
 
     #[test]
     fn renders_every_family_with_labels() {
