@@ -49,6 +49,9 @@ pub struct StoreFaults {
     pub ranged_get_cut: u32,
     /// A ranged GetObject is read and never answered.
     pub black_hole_ranged_get: u32,
+    /// ListParts answers carry each ETag bare and upper-case (UploadPart's stay quoted):
+    /// stores differ in how they write one ETag in the two calls (audit S5).
+    pub list_parts_bare_etags: bool,
     /// Set by the proxy when it forwarded a CompleteMultipartUpload.
     pub completed: bool,
 }
@@ -138,6 +141,22 @@ fn take(counter: &mut u32) -> bool {
     }
 }
 
+/// A ListParts body with each `<ETag>` unquoted and upper-cased.
+fn bare_etags_in(xml: &str) -> String {
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(start) = rest.find("<ETag>") {
+        let (before, after) = rest.split_at(start + "<ETag>".len());
+        out.push_str(before);
+        let end = after.find("</ETag>").unwrap_or(after.len());
+        let etag = after[..end].replace("&quot;", "").replace('"', "");
+        out.push_str(&etag.to_uppercase());
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 async fn forward(State(state): State<ProxyState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let query = parts.uri.query().unwrap_or("");
@@ -146,6 +165,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
     let is_complete = parts.method == Method::POST && query.contains("uploadId=");
     let is_abort = parts.method == Method::DELETE && query.contains("uploadId=");
     let is_head = parts.method == Method::HEAD;
+    let is_list_parts = parts.method == Method::GET && query.contains("uploadId=");
     let is_ranged_get = parts.method == Method::GET && parts.headers.contains_key("range");
     let has_checksum = parts.headers.keys().any(|k| {
         k.as_str().starts_with("x-amz-checksum-") || k.as_str() == "x-amz-sdk-checksum-algorithm"
@@ -163,6 +183,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
     }
     let mut lose_response = false;
     let mut cut_body = false;
+    let mut bare_etags = false;
     let black_hole = {
         let mut f = state
             .faults
@@ -211,6 +232,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
             f.completed |= is_complete;
             lose_response = is_complete && take(&mut f.complete_lost_response);
             cut_body = is_ranged_get && take(&mut f.ranged_get_cut);
+            bare_etags = is_list_parts && f.list_parts_bare_etags;
             None
         };
         if let Some(r) = injected {
@@ -280,7 +302,15 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
             );
         }
     }
-    let body = upstream.bytes().await.unwrap_or_default();
+    let mut body = upstream.bytes().await.unwrap_or_default();
+    if bare_etags {
+        state
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .injected += 1;
+        body = bare_etags_in(&String::from_utf8_lossy(&body)).into();
+    }
     let body = if cut_body {
         state
             .seen

@@ -236,9 +236,9 @@ fn agreed_parts(
     for (i, part) in journalled.iter().enumerate() {
         let number = i32::try_from(i + 1).unwrap_or(i32::MAX);
         let in_store_too = in_store.is_none_or(|parts| {
-            parts
-                .iter()
-                .any(|s| s.number == number && s.etag == part.etag && s.size == part.size)
+            parts.iter().any(|s| {
+                s.number == number && same_etag(&s.etag, &part.etag) && s.size == part.size
+            })
         });
         let consistent = part.number == number
             && part.size == part_size
@@ -252,9 +252,22 @@ fn agreed_parts(
     agreed
 }
 
+/// Whether two ETags of one part are the same: stores differ in quoting them and in the case
+/// of their hex digits between UploadPart and ListParts (audit S5), which must not make every
+/// resume start over. (CompleteMultipartUpload still checks each part's ETag itself.)
+fn same_etag(a: &str, b: &str) -> bool {
+    let bare = |e: &str| {
+        e.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_owned()
+    };
+    bare(a).eq_ignore_ascii_case(&bare(b))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::agreed_parts;
+    use super::{agreed_parts, same_etag};
     use crate::journal::PartRecord;
     use crate::store::CompletedPartInfo;
 
@@ -283,6 +296,23 @@ mod tests {
 
     fn numbers(parts: &[PartRecord]) -> Vec<i32> {
         parts.iter().map(|p| p.number).collect()
+    }
+
+    /// Audit S5: one ETag, quoted by UploadPart and bare (or upper-case) in ListParts.
+    #[test]
+    fn s5_etags_that_differ_only_in_quotes_or_case_agree() {
+        let quoted = "\"9b2cf535f27731c974343645a3985328\"";
+        assert!(same_etag(quoted, "9b2cf535f27731c974343645a3985328"));
+        assert!(same_etag(quoted, "\"9B2CF535F27731C974343645A3985328\""));
+        assert!(!same_etag(quoted, "\"9b2cf535f27731c974343645a3985329\""));
+        let j: Vec<_> = (1..=2)
+            .map(|n| PartRecord {
+                etag: format!("\"e{n}\""),
+                ..journalled(n)
+            })
+            .collect();
+        let s = [stored(1, "E1"), stored(2, "e2")];
+        assert_eq!(numbers(&agreed_parts(&j, Some(&s), SIZE)), [1, 2]);
     }
 
     #[test]
