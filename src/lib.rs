@@ -22,6 +22,6 @@ pub mod cli;
 pub(crate) mod daemon;
 pub(crate) mod server;
 
-pub use atlas_archiver_engine::{atlas, config, pipeline, store};
+pub use atlas_archiver_engine::{atlas, config, pipeline, store, target};
 pub use atlas_archiver_simulator as simulator;
 pub use atlas_archiver_simulator::embedded_store;

@@ -91,7 +91,8 @@ pub(super) async fn dry_run(
     };
     let mut plans = Vec::new();
     for target in &targets {
-        plans.push(plan::plan(&atlas, journal.as_ref(), target).await);
+        let options = config.cluster_options(target);
+        plans.push(plan::plan(&atlas, journal.as_ref(), target, &options).await);
     }
     let pruned = if prune {
         let store = ObjectStore::connect(&config.storage).await;
@@ -317,7 +318,13 @@ pub(super) fn print_reports(reports: &[TargetReport]) {
                 }
             }
         }
-        if r.snapshots.is_empty() && r.error.is_none() {
+        if r.waiting > 0 {
+            println!(
+                "  waiting   {} more snapshots, left for later runs (max_per_run; newest first)",
+                r.waiting
+            );
+        }
+        if r.snapshots.is_empty() && r.error.is_none() && r.waiting == 0 {
             println!("  no completed snapshots listed");
         }
     }

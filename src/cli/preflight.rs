@@ -11,6 +11,8 @@ use bytes::Bytes;
 use super::Failure;
 use atlas_archiver_engine::atlas::AtlasClient;
 use atlas_archiver_engine::config::{Config, ObjectChecksum};
+use atlas_archiver_engine::journal::Journal;
+use atlas_archiver_engine::pipeline::kinds::list_snapshots;
 use atlas_archiver_engine::store::{ObjectStore, StoreError};
 
 /// How one check went.
@@ -117,13 +119,18 @@ async fn atlas_checks(config: &Config, table: &mut Table) {
             return;
         }
     };
+    let journal = config
+        .journal
+        .path
+        .exists()
+        .then(|| Journal::open_read_only(&config.journal.path).ok())
+        .flatten();
     for target in &config.targets {
+        let choice = config.cluster_options(target).kind;
         table.result(
             &format!("Atlas: list snapshots of {target}"),
-            client
-                .list_snapshots(&target.project_id, &target.cluster)
-                .await,
-            |s| format!("{} snapshots listed", s.len()),
+            list_snapshots(&client, journal.as_ref(), target, choice, false).await,
+            |(kind, s)| format!("{} cluster, {} snapshots listed", kind.name(), s.len()),
             "the service account needs the Project Backup Export Operator role on the project",
         );
     }

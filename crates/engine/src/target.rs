@@ -36,6 +36,36 @@ impl Target {
     }
 }
 
+/// Which Atlas API serves a cluster's backups: Flex clusters and dedicated (M10+) clusters have
+/// their own endpoints, models and download jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterKind {
+    /// A Flex cluster (`/flexClusters/{name}/backup/…`).
+    Flex,
+    /// A dedicated cluster, replica set or sharded (`/clusters/{name}/backup/…`).
+    Dedicated,
+}
+
+impl ClusterKind {
+    /// The name used in `kind = "..."` and in the journal.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flex => "flex",
+            Self::Dedicated => "dedicated",
+        }
+    }
+
+    /// Parses [`ClusterKind::name`].
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "flex" => Some(Self::Flex),
+            "dedicated" => Some(Self::Dedicated),
+            _ => None,
+        }
+    }
+}
+
 /// Whether `(project_id, cluster)` is one of `targets`; an empty list selects every target.
 pub fn selects(targets: &[Target], project_id: &str, cluster: &str) -> bool {
     targets.is_empty()

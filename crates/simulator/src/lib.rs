@@ -132,6 +132,8 @@ pub struct Faults {
     pub stale_next_digests: u32,
     /// Access tokens live this many seconds (default 3600).
     pub token_lifetime_secs: Option<u64>,
+    /// Dedicated clusters: snapshots listed with `snapshotType: "fallback"`.
+    pub fallback_snapshots: HashSet<String>,
 }
 
 /// What the simulator saw, for assertions.
@@ -172,6 +174,10 @@ pub(crate) struct SimJob {
     pub(crate) created: DateTime<Utc>,
     pub(crate) token: String,
     pub(crate) failed: bool,
+    /// A dedicated cluster's job: its URL serves one GET.
+    pub(crate) dedicated: bool,
+    /// GETs of its URL so far.
+    pub(crate) fetches: u32,
 }
 
 /// Everything the simulator holds.
@@ -362,12 +368,17 @@ pub fn scenario(
 /// The project id the demo uses.
 pub const DEMO_PROJECT_ID: &str = "32b6e34b3d91647abb20e7b8";
 
-/// The demo's clusters: two Flex clusters with three snapshots of a few MiB each.
+/// The demo's clusters: two Flex clusters and a dedicated replica set, with three snapshots
+/// of a few MiB each.
 pub fn demo_clusters() -> Vec<SimCluster> {
-    scenario(
+    let mut clusters = scenario(
         DEMO_PROJECT_ID,
-        &["orders-flex", "billing-flex"],
+        &["orders-flex", "billing-flex", "payments-m10"],
         3,
         &[3 << 20, 5 << 20, (2 << 20) + 12_345],
-    )
+    );
+    if let Some(c) = clusters.last_mut() {
+        c.dedicated = true;
+    }
+    clusters
 }

@@ -26,9 +26,22 @@ use super::{
     SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, SimCluster, SimJob, SimState,
 };
 
+mod dedicated;
+
 /// The Flex endpoints' media type (CONTRACT.md section 2), spelled out here rather than taken
 /// from the client, so that a client that sends the wrong one is caught.
 const FLEX_MEDIA_TYPE: &str = "application/vnd.atlas.2024-11-13+json";
+/// The dedicated clusters' backup endpoints' media type (CONTRACT.md section 3).
+const DEDICATED_MEDIA_TYPE: &str = "application/vnd.atlas.2023-01-01+json";
+
+/// The media type an API path requires.
+fn media_type_for(path: &str) -> &'static str {
+    if path.contains("/flexClusters/") {
+        FLEX_MEDIA_TYPE
+    } else {
+        DEDICATED_MEDIA_TYPE
+    }
+}
 
 #[derive(Clone)]
 struct App {
@@ -54,10 +67,12 @@ pub(super) fn router(state: Arc<Mutex<SimState>>, addr: SocketAddr) -> Router {
         .route(&format!("{base}/download"), post(request_download))
         .route(&format!("{base}/restoreJobs"), get(list_jobs))
         .route(&format!("{base}/restoreJobs/{{id}}"), get(get_job))
+        .merge(dedicated::routes())
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), api_gate));
     Router::new()
         .route("/api/oauth/token", post(token))
         .route("/backup/download/{token}/{file}", get(download))
+        .route("/restore/{token}/{file}", get(download))
         .merge(api)
         .fallback(not_found)
         .with_state(app)
@@ -105,13 +120,14 @@ fn envelope(status: StatusCode, code: &str, detail: &str) -> Response {
 }
 
 fn ok_json(value: &Value) -> Response {
+    ok_json_as(value, FLEX_MEDIA_TYPE)
+}
+
+fn ok_json_as(value: &Value, media_type: &str) -> Response {
     (
         StatusCode::OK,
         [
-            (
-                header::CONTENT_TYPE,
-                format!("{FLEX_MEDIA_TYPE};charset=utf-8"),
-            ),
+            (header::CONTENT_TYPE, format!("{media_type};charset=utf-8")),
             (
                 header::HeaderName::from_static("ratelimit-limit"),
                 "1200".to_owned(),
@@ -191,16 +207,17 @@ fn gate(app: &App, method: &Method, headers: &HeaderMap, uri_path: &str) -> Resu
             "Service unavailable.",
         ));
     }
+    let media = media_type_for(uri_path);
     let accept_ok = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains(FLEX_MEDIA_TYPE));
+        .is_some_and(|v| v.contains(media));
     if !accept_ok {
         s.observed.missing_accept += 1;
         return Err(envelope(
             StatusCode::NOT_ACCEPTABLE,
             "INVALID_VERSION_DATE",
-            "This resource requires Accept: application/vnd.atlas.2024-11-13+json.",
+            &format!("This resource requires Accept: {media}."),
         ));
     }
     let auth = headers
@@ -250,8 +267,21 @@ fn gate(app: &App, method: &Method, headers: &HeaderMap, uri_path: &str) -> Resu
     Err(unauthorized(&mut s))
 }
 
-/// Finds the cluster, or answers as Atlas does.
+/// Finds a Flex cluster, or answers as Atlas does.
 fn cluster<'a>(s: &'a SimState, group: &str, name: &str) -> Result<&'a SimCluster, Response> {
+    let c = any_cluster(s, group, name)?;
+    if c.dedicated {
+        return Err(envelope(
+            StatusCode::BAD_REQUEST,
+            "CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API",
+            &format!("Cannot use non-flex cluster {name} in the flex API."),
+        ));
+    }
+    Ok(c)
+}
+
+/// Finds a cluster of either kind, or answers as Atlas does.
+fn any_cluster<'a>(s: &'a SimState, group: &str, name: &str) -> Result<&'a SimCluster, Response> {
     let object_id = group.len() == 24
         && group
             .bytes()
@@ -281,13 +311,6 @@ fn cluster<'a>(s: &'a SimState, group: &str, name: &str) -> Result<&'a SimCluste
                 &format!("No cluster named {name} exists in group {group}."),
             )
         })?;
-    if c.dedicated {
-        return Err(envelope(
-            StatusCode::BAD_REQUEST,
-            "CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API",
-            &format!("Cannot use non-flex cluster {name} in the flex API."),
-        ));
-    }
     Ok(c)
 }
 
@@ -600,6 +623,8 @@ async fn request_download(
         polls: 0,
         created: Utc::now(),
         token: format!("{:032x}", rand::rng().random::<u128>()),
+        dedicated: false,
+        fetches: 0,
     };
     let v = job_json(&app, &s, &job);
     s.jobs.push(job);
@@ -742,14 +767,27 @@ fn admit(
         )
             .into_response());
     }
-    let Some(job) = s.jobs.iter().find(|j| j.token == token).cloned() else {
+    let Some(index) = s.jobs.iter().position(|j| j.token == token) else {
         return Err((StatusCode::FORBIDDEN, "unknown or expired link").into_response());
     };
-    if q.get("sig").map(String::as_str) != Some(token)
-        || file != format!("{}.tar.gz", job.snapshot_id)
-        || Utc::now() > job.created + ChronoDuration::hours(4)
-    {
+    let job = s.jobs[index].clone();
+    let link_ok = if job.dedicated {
+        // `…/<token>/restore-<snapshotId>.tar.gz`, valid for an hour, one GET only.
+        file == format!("restore-{}.tar.gz", job.snapshot_id)
+            && Utc::now() <= job.created + ChronoDuration::hours(1)
+    } else {
+        q.get("sig").map(String::as_str) == Some(token)
+            && file == format!("{}.tar.gz", job.snapshot_id)
+            && Utc::now() <= job.created + ChronoDuration::hours(4)
+    };
+    if !link_ok {
         return Err((StatusCode::FORBIDDEN, "unknown or expired link").into_response());
+    }
+    if job.dedicated {
+        if job.fetches > 0 {
+            return Err((StatusCode::GONE, "this download link was already used").into_response());
+        }
+        s.jobs[index].fetches += 1;
     }
     let Some(snap) = s
         .clusters

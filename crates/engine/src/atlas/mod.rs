@@ -1,14 +1,21 @@
-//! Atlas Administration API v2 client for Flex cluster backups (`../shared/atlas-api/CONTRACT.md`):
-//! list snapshots (all pages), request a download, wait for the restore job's URL. Owns
-//! authentication, the versioned media type, error envelopes and the retry policy for API calls.
+//! Atlas Administration API v2 client for cluster backups (`../shared/atlas-api/CONTRACT.md`):
+//! list snapshots (all pages), request a download, wait for the restore job's URL, for Flex and
+//! for dedicated clusters. Owns authentication, the versioned media types, error envelopes and
+//! the retry policy for API calls.
 //! Must not: touch S3 or the journal, or ever send credentials to a snapshot URL.
-//! Files: `flex.rs` (the Flex endpoints and the paging helper), `auth.rs` (tokens, Digest, the
-//! memo of a rejected login), `models.rs` (the JSON bodies); here the error type, the client and
-//! its one call-and-retry loop.
+//! Files: `backups.rs` (the one interface the pipeline uses, [`ClusterBackups`], over the
+//! [`backups::BackupApi`] trait, the paging helper and the wait for a URL), `flex.rs` and
+//! `dedicated.rs` (its two implementations: endpoints and models of each kind), `auth.rs`
+//! (tokens, Digest, the memo of a rejected login), `models.rs` (the bodies both kinds map to);
+//! here the error type, the client and its one call-and-retry loop.
 
 mod auth;
+pub mod backups;
+mod dedicated;
 mod flex;
 pub mod models;
+
+pub use backups::ClusterBackups;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +34,8 @@ use models::ApiErrorBody;
 
 /// The only resource version the Flex endpoints accept (CONTRACT §1).
 pub const FLEX_MEDIA_TYPE: &str = "application/vnd.atlas.2024-11-13+json";
+/// The resource version of the dedicated clusters' backup endpoints (CONTRACT §3).
+pub const DEDICATED_MEDIA_TYPE: &str = "application/vnd.atlas.2023-01-01+json";
 const PAGE_SIZE: usize = 100;
 /// A safety stop for paging: 500 pages of 100 is far beyond any Flex cluster's 8 snapshots.
 const MAX_PAGES: u32 = 500;
@@ -134,6 +143,22 @@ impl AtlasError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Api { status: 404, .. })
     }
+
+    /// The kind of cluster Atlas says this one is, when the error is Atlas refusing it on the
+    /// other kind's API (CONTRACT §6.2: the error codes, not their text).
+    pub fn actual_kind(&self) -> Option<crate::target::ClusterKind> {
+        use crate::target::ClusterKind;
+        match self {
+            Self::Api { error_code, .. } => match error_code.as_str() {
+                "CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API" | "FEATURE_UNSUPPORTED" => {
+                    Some(ClusterKind::Dedicated)
+                }
+                "CANNOT_USE_FLEX_CLUSTER_IN_CLUSTER_API" => Some(ClusterKind::Flex),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 enum Auth {
@@ -217,6 +242,7 @@ impl AtlasClient {
     async fn call(
         &self,
         operation: &'static str,
+        media_type: &'static str,
         method: Method,
         path_and_query: &str,
         body: Option<serde_json::Value>,
@@ -245,14 +271,12 @@ impl AtlasClient {
                 .inner
                 .http
                 .request(method.clone(), url.clone())
-                .header(ACCEPT, FLEX_MEDIA_TYPE);
+                .header(ACCEPT, media_type);
             if let Some(h) = &auth_header {
                 request = request.header(AUTHORIZATION, h.expose_secret());
             }
             if let Some(b) = &body_bytes {
-                request = request
-                    .header(CONTENT_TYPE, FLEX_MEDIA_TYPE)
-                    .body(b.clone());
+                request = request.header(CONTENT_TYPE, media_type).body(b.clone());
             }
             let Reply {
                 status,
@@ -449,9 +473,9 @@ fn hint_for(status: StatusCode) -> &'static str {
         403 => {
             " (the service account or API key needs the Project Backup Export Operator role on this project)"
         }
-        404 => " (check target.project_id and target.cluster; the cluster must be a Flex cluster)",
+        404 => " (check target.project_id and target.cluster)",
         400 => {
-            " (if the errorCode is CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API, this cluster is not a Flex cluster)"
+            " (CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API or CANNOT_USE_FLEX_CLUSTER_IN_CLUSTER_API: the target's kind is wrong; set kind = \"auto\")"
         }
         429 => " (Atlas rate limit; the next run retries)",
         _ => "",

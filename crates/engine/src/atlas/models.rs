@@ -90,7 +90,8 @@ impl Phase {
     }
 }
 
-/// `FlexBackupSnapshot20241113`.
+/// A snapshot as the pipeline sees it: `FlexBackupSnapshot20241113` as Atlas sends it, or a
+/// dedicated cluster's `DiskBackupReplicaSet` mapped to it (`dedicated.rs`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
@@ -109,6 +110,12 @@ pub struct Snapshot {
     pub finish_time: Option<DateTime<Utc>>,
     /// When Atlas deletes it.
     pub expiration: Option<DateTime<Utc>>,
+    /// Dedicated clusters: `scheduled`, `onDemand` or `fallback` (none for Flex).
+    #[serde(skip)]
+    pub snapshot_type: Option<String>,
+    /// Dedicated clusters: a sharded cluster's snapshot (several files).
+    #[serde(skip)]
+    pub sharded: bool,
 }
 
 impl Snapshot {
@@ -118,7 +125,9 @@ impl Snapshot {
     }
 }
 
-/// `FlexBackupRestoreJob20241113`. Its `Debug` hides the URL (audit L15).
+/// A download job as the pipeline sees it: `FlexBackupRestoreJob20241113` as Atlas sends it, or
+/// a dedicated cluster's `DiskBackupSnapshotRestoreJob` mapped to it (`dedicated.rs`). Its
+/// `Debug` hides the URL (audit L15).
 #[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreJob {

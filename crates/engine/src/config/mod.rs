@@ -6,6 +6,7 @@
 //! `storage.rs` (the storage section), `protection.rs` (its Object Lock, storage class and
 //! encryption), `render.rs` (`check-config`'s output), `units.rs`.
 
+mod clusters;
 mod notify;
 mod protection;
 mod raw;
@@ -83,6 +84,8 @@ pub struct Config {
     pub journal: JournalConfig,
     /// The (project, cluster) pairs to archive, in file order.
     pub targets: Vec<Target>,
+    /// How each target's cluster is reached (same order as `targets`).
+    pub clusters: Vec<(Target, ClusterOptions)>,
     /// When `run` archives.
     pub schedule: ScheduleConfig,
     /// The HTTP endpoints of `run`.
@@ -91,6 +94,40 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[heartbeat]` and `[[notify]]` (empty unless secrets are loaded).
     pub notify: NotifyConfig,
+}
+
+/// Which kind a target's cluster is, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KindChoice {
+    /// Ask Atlas once (the Flex API refuses a dedicated cluster) and remember it.
+    #[default]
+    Auto,
+    /// As configured.
+    Known(crate::target::ClusterKind),
+}
+
+/// A target's cluster options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// Flex, dedicated or ask.
+    pub kind: KindChoice,
+    /// Dedicated clusters: the `snapshotType`s archived (lower-case).
+    pub snapshot_types: Vec<String>,
+    /// Only snapshots taken within this long.
+    pub since: Option<Duration>,
+    /// At most this many downloads per run, newest first.
+    pub max_per_run: Option<u32>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            kind: KindChoice::Auto,
+            snapshot_types: vec!["scheduled".into(), "ondemand".into()],
+            since: None,
+            max_per_run: None,
+        }
+    }
 }
 
 /// Retention, validated: the default policy (none: keep everything) and the targets' own.
@@ -111,6 +148,15 @@ impl Config {
             .find(|(t, _)| t == target)
             .map(|(_, p)| p)
             .or(self.retention.default.as_ref())
+    }
+
+    /// The cluster options of one target.
+    pub fn cluster_options(&self, target: &Target) -> ClusterOptions {
+        self.clusters
+            .iter()
+            .find(|(t, _)| t == target)
+            .map(|(_, o)| o.clone())
+            .unwrap_or_default()
     }
 
     /// The schedule of one target (its own, or the default).

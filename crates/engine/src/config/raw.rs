@@ -219,8 +219,16 @@ pub struct RawJournal {
 pub struct RawTarget {
     /// Atlas project (group) id: 24 lowercase hex digits.
     pub project_id: Option<String>,
-    /// Flex cluster name.
+    /// Cluster name.
     pub cluster: Option<String>,
+    /// `"flex"`, `"dedicated"` (M10+, replica set) or `"auto"` (default: ask Atlas once and remember the answer in the journal).
+    pub kind: Option<String>,
+    /// Dedicated clusters: which snapshot types to archive (default `["scheduled", "onDemand"]`; add `"fallback"` for fallback snapshots).
+    pub snapshot_types: Option<Vec<String>>,
+    /// Only snapshots Atlas took within this long (`"30d"`): a first run on a cluster that keeps years of snapshots does not fetch them all (default: every one Atlas holds).
+    pub since: Option<String>,
+    /// At most this many downloads per run, newest first; the rest wait for later runs and are counted by `atlas_archiver_snapshots_waiting` (default: no limit).
+    pub max_per_run: Option<u32>,
     /// This target's own cron expression (default: `schedule.cron`).
     pub cron: Option<String>,
     /// This target's own time zone (default: `schedule.timezone`).

@@ -163,9 +163,20 @@ impl Config {
             .iter()
             .map(|t| {
                 let own = sc.overrides.iter().find(|(o, _)| o == t).map(|(_, s)| s);
+                let options = self.cluster_options(t);
                 RawTarget {
                     project_id: Some(t.project_id.clone()),
                     cluster: Some(t.cluster.clone()),
+                    kind: Some(
+                        match options.kind {
+                            crate::config::KindChoice::Auto => "auto",
+                            crate::config::KindChoice::Known(k) => k.name(),
+                        }
+                        .to_owned(),
+                    ),
+                    snapshot_types: Some(options.snapshot_types),
+                    since: options.since.map(duration),
+                    max_per_run: options.max_per_run,
                     cron: own.map(|s| s.expression().to_owned()),
                     timezone: own.map(|s| s.zone().name().to_owned()),
                     retention: self

@@ -120,6 +120,7 @@ impl Validator<'_> {
             path: self.dir.join(journal_path),
         };
         let mut targets: Vec<Target> = Vec::new();
+        let mut clusters = Vec::new();
         for (i, t) in raw.targets.iter().enumerate() {
             let key = format!("target[{i}]");
             let project_id = t.project_id.clone().ok_or_else(|| {
@@ -150,6 +151,7 @@ impl Validator<'_> {
                     ),
                 ));
             }
+            clusters.push((target.clone(), self.cluster_options(&key, t)?));
             targets.push(target);
         }
         if targets.is_empty() && self.secrets != Secrets::StorageOnly {
@@ -205,6 +207,7 @@ impl Validator<'_> {
             storage,
             journal,
             targets,
+            clusters,
             schedule,
             server,
         })
@@ -357,7 +360,7 @@ impl Validator<'_> {
                     "is for a service account's secret; API keys do not expire",
                 ));
             }
-            Some(text) => Some(parse_instant(text).ok_or_else(|| {
+            Some(text) => Some(super::clusters::parse_instant(text).ok_or_else(|| {
                 self.invalid(
                     "atlas.client_secret_expires_at",
                     format!("`{text}` is not a date: use 2027-03-01 or 2027-03-01T12:00:00Z"),
@@ -488,18 +491,4 @@ pub(super) fn parse_http_url(text: &str) -> Result<Url, String> {
         return Err(format!("`{text}` has no host"));
     }
     Ok(url)
-}
-
-/// `2027-03-01` (midnight UTC) or an RFC 3339 time.
-fn parse_instant(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    let text = text.trim();
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .ok()
-        .or_else(|| {
-            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|t| t.and_utc())
-        })
 }

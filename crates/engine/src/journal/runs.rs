@@ -1,14 +1,15 @@
-//! The `runs` and `target_runs` tables: when each run started and ended and how, and each
-//! target's last run (the daemon's catch-up rule and the status page read them back).
+//! The `runs`, `target_runs` and `target_kinds` tables: when each run started and ended and how,
+//! each target's last run (the daemon's catch-up rule and the status page read them back), and
+//! the kind Atlas said each cluster is.
 //! Must not: touch snapshot rows.
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::snapshots::parse_time;
 use super::{Journal, JournalError, now, query_all, sql_error};
-use crate::target::Target;
+use crate::target::{ClusterKind, Target};
 
 /// How a run ended.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -117,6 +118,42 @@ impl Journal {
                     success,
                     error
                 ],
+            )
+            .map_err(|e| sql_error(p, &e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The kind recorded for a target's cluster, if one was.
+    pub async fn target_kind(&self, target: &Target) -> Result<Option<ClusterKind>, JournalError> {
+        let target = target.clone();
+        self.with(move |c, p| {
+            let kind: Option<String> = c
+                .query_row(
+                    "SELECT kind FROM target_kinds WHERE project_id = ?1 AND cluster = ?2",
+                    params![target.project_id, target.cluster],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| sql_error(p, &e))?;
+            Ok(kind.as_deref().and_then(ClusterKind::parse))
+        })
+        .await
+    }
+
+    /// Records the kind Atlas said a target's cluster is.
+    pub async fn record_target_kind(
+        &self,
+        target: &Target,
+        kind: ClusterKind,
+    ) -> Result<(), JournalError> {
+        let target = target.clone();
+        self.with(move |c, p| {
+            c.execute(
+                "INSERT INTO target_kinds (project_id, cluster, kind, detected_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (project_id, cluster) DO UPDATE SET kind = excluded.kind, detected_at = excluded.detected_at",
+                params![target.project_id, target.cluster, kind.name(), now()],
             )
             .map_err(|e| sql_error(p, &e))?;
             Ok(())

@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use super::{JournalError, sql_error};
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Migrations; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: [&str; 7] = [
+pub(super) const MIGRATIONS: [&str; 8] = [
     r"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -169,6 +169,16 @@ UPDATE target_runs SET first_started_at = last_started_at;
     // 6 → 7: why a target's last run failed as a whole (its listing), for the status page;
     // failures of single snapshots are on their rows.
     "ALTER TABLE target_runs ADD COLUMN last_error TEXT",
+    // 7 → 8: the kind Atlas said each `kind = "auto"` target's cluster is, asked once.
+    r"
+CREATE TABLE target_kinds (
+    project_id TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('flex','dedicated')),
+    detected_at TEXT NOT NULL,
+    PRIMARY KEY (project_id, cluster)
+);
+",
 ];
 
 /// Sets durability pragmas, checks integrity and version, and migrates.

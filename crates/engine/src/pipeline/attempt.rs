@@ -141,7 +141,7 @@ impl Archiver {
         // slot) end at once on shutdown: nothing is in flight yet, and the journalled job is
         // reused by the next run (audit L11).
         let job = self
-            .until_shutdown(self.atlas.wait_for_url(&key.project_id, &key.cluster, job))
+            .until_shutdown(self.backups(key)?.wait_for_url(job))
             .await??;
         let url = SnapshotUrl::parse(job.snapshot_url.as_deref().unwrap_or_default())?;
         info!(url = %url, "download ready");

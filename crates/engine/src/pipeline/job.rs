@@ -20,11 +20,7 @@ impl Archiver {
         record: &SnapshotRecord,
     ) -> Result<RestoreJob, ArchiveError> {
         let remembered = match &record.restore_job_id {
-            Some(job_id) => match self
-                .atlas
-                .get_restore_job(&key.project_id, &key.cluster, job_id)
-                .await
-            {
+            Some(job_id) => match self.backups(key)?.get_restore_job(job_id).await {
                 Ok(job) if usable(&job) => Some(job),
                 Ok(_) => {
                     info!(job = %job_id, "the earlier download job is no longer usable; requesting a new one");
@@ -47,7 +43,7 @@ impl Archiver {
             None => {
                 self.journal.request_download(key).await?;
                 crate::fault::point("after-download-intent");
-                match self.atlas.request_download(&key.project_id, &key.cluster, &key.snapshot_id).await {
+                match self.backups(key)?.request_download(&key.snapshot_id).await {
                     Ok(job) => job,
                     // A download of this snapshot is already being prepared: find and reuse it.
                     Err(AtlasError::Api { status: 409, .. }) => self
@@ -91,10 +87,7 @@ impl Archiver {
         &self,
         key: &SnapshotKey,
     ) -> Result<Option<RestoreJob>, ArchiveError> {
-        let jobs = self
-            .atlas
-            .list_restore_jobs(&key.project_id, &key.cluster)
-            .await?;
+        let jobs = self.backups(key)?.list_restore_jobs().await?;
         Ok(jobs
             .into_iter()
             .filter(|j| j.snapshot_id.as_deref() == Some(key.snapshot_id.as_str()))

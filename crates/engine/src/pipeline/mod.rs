@@ -5,7 +5,8 @@
 //! snapshot or target never stops the others.
 //!
 //! One file per step: `run.rs` (a run, a target's run, LOST detection), `attempt.rs` (the
-//! attempts of one snapshot), `job.rs` (the download job), `upload.rs` (start, resume, abort
+//! attempts of one snapshot), `kinds.rs` (which kind of cluster, Flex or dedicated, each
+//! target is: the one place that asks), `job.rs` (the download job), `upload.rs` (start, resume, abort
 //! the multipart upload), `finish.rs` (HEAD, validation, manifest, adoption), `orphans.rs`
 //! (start-up cleanup), `facts.rs` (what the journal says of each target at start, for the
 //! metrics); `transfer.rs` pumps bytes, `validate.rs` checks them, `verify.rs` and
@@ -22,6 +23,7 @@ pub(crate) mod digest;
 pub mod facts;
 mod finish;
 mod job;
+pub mod kinds;
 pub(crate) mod manifest;
 mod orphans;
 mod outcome;
@@ -102,6 +104,11 @@ pub enum ArchiveError {
         /// How long it had been idle.
         idle: Duration,
     },
+    /// A sharded cluster's snapshot (one file per shard): not archived by this version.
+    #[error(
+        "this is a sharded cluster's snapshot, which this version cannot archive yet (replica sets and Flex clusters only); it is not archived"
+    )]
+    Sharded,
     /// A bug of ours: an invariant did not hold.
     #[error("internal error (please report it): {0}")]
     Internal(String),
@@ -120,6 +127,7 @@ impl ArchiveError {
             Self::StoreContract(_) => Reason::StoreContract,
             Self::KeyCollision { .. } => Reason::KeyCollision,
             Self::Stalled { .. } => Reason::Stalled,
+            Self::Sharded => Reason::ShardedUnsupported,
             Self::Internal(_) => Reason::Internal,
         }
     }
@@ -154,6 +162,8 @@ pub struct PipelineSettings {
     pub validate_archives: bool,
     /// `schedule.stall_timeout`: the run watchdog's limit.
     pub stall_timeout: Duration,
+    /// Each target's cluster options (`kind`, `snapshot_types`).
+    pub clusters: Vec<(crate::target::Target, crate::config::ClusterOptions)>,
 }
 
 impl PipelineSettings {
@@ -170,6 +180,7 @@ impl PipelineSettings {
             },
             validate_archives: config.storage.validate_archives,
             stall_timeout: config.schedule.stall_timeout,
+            clusters: config.clusters.clone(),
         }
     }
 }
@@ -226,6 +237,12 @@ pub struct Archiver {
     watchdog: Watchdog,
     /// The transfers in flight, for a progress display.
     progress: crate::progress::Board,
+    /// The kind of each target's cluster, resolved at the start of its run (`kinds.rs`).
+    kinds: Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<crate::target::Target, crate::target::ClusterKind>,
+        >,
+    >,
 }
 
 impl Archiver {
@@ -251,6 +268,7 @@ impl Archiver {
             transfers,
             watchdog: Watchdog::default(),
             progress: crate::progress::Board::default(),
+            kinds: Arc::default(),
         })
     }
 

@@ -66,6 +66,8 @@ pub struct TargetReport {
     pub snapshots: Vec<SnapshotOutcome>,
     /// A target-level failure (listing failed), if any.
     pub error: Option<String>,
+    /// Completed snapshots left for later runs by `max_per_run` (not failures).
+    pub waiting: u64,
 }
 
 impl TargetReport {

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::run::Listed;
 use crate::atlas::AtlasClient;
+use crate::config::ClusterOptions;
 use crate::journal::{Journal, SnapshotKey, SnapshotState};
 use crate::target::Target;
 
@@ -66,27 +67,33 @@ impl TargetPlan {
 
 /// The plan for `target`: its listing, each snapshot judged as a run would judge it. `journal`
 /// is `None` when there is none yet (every completed snapshot is then to archive).
-pub async fn plan(atlas: &AtlasClient, journal: Option<&Journal>, target: &Target) -> TargetPlan {
+pub async fn plan(
+    atlas: &AtlasClient,
+    journal: Option<&Journal>,
+    target: &Target,
+    options: &ClusterOptions,
+) -> TargetPlan {
     let mut plan = TargetPlan {
         target: target.clone(),
         snapshots: Vec::new(),
         error: None,
     };
-    let listed = match atlas
-        .list_snapshots(&target.project_id, &target.cluster)
-        .await
-    {
-        Ok(l) => l,
-        Err(e) => {
-            plan.error = Some(e.to_string());
-            return plan;
-        }
-    };
+    let listed =
+        match super::kinds::list_snapshots(atlas, journal, target, options.kind, false).await {
+            Ok((_, l)) => l,
+            Err(e) => {
+                plan.error = Some(e.to_string());
+                return plan;
+            }
+        };
     for snapshot in &listed {
         let status = snapshot.status.clone().unwrap_or_default();
-        let (id, action) = match Listed::of(snapshot) {
+        let (id, action) = match Listed::of(snapshot, options) {
             Listed::NoId => continue,
-            Listed::BadId(id) | Listed::UnknownStatus { id, .. } => (id, PlannedAction::Skipped),
+            Listed::BadId(id)
+            | Listed::UnknownStatus { id, .. }
+            | Listed::OtherType { id, .. }
+            | Listed::Sharded(id) => (id, PlannedAction::Skipped),
             Listed::NotCompleted { id, .. } => (id, PlannedAction::NotCompleted),
             Listed::Completed(id) => {
                 let row = match journal {

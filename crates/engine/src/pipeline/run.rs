@@ -4,7 +4,7 @@
 //! Must not: transfer bytes itself (that is `attempt.rs`).
 
 use chrono::Utc;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::transfer::TransferError;
 use super::{ArchiveError, Archiver, SnapshotOutcome, TargetReport, is_object_id};
@@ -58,6 +58,7 @@ impl Archiver {
                 target: target.clone(),
                 snapshots: Vec::new(),
                 error: Some(e.to_string()),
+                waiting: 0,
             };
         }
         let report = self.archive_target_snapshots(target).await;
@@ -96,10 +97,10 @@ impl Archiver {
                 target: target.clone(),
                 snapshots: Vec::new(),
                 error: None,
+                waiting: 0,
             };
             // The listing's retries (a 429's `Retry-After`, 5xx backoff) end at once on shutdown.
-            let listing = self.until_shutdown(self.atlas.list_snapshots(&target.project_id, &target.cluster));
-            let listed = match listing.await.and_then(|l| l.map_err(ArchiveError::from)) {
+            let listed = match self.until_shutdown(self.list_target(target)).await.and_then(|l| l) {
                 Ok(l) => l,
                 Err(e @ ArchiveError::Transfer(TransferError::Cancelled)) => {
                     warn!("shutting down: the listing was interrupted; the next run lists again");
@@ -113,10 +114,31 @@ impl Archiver {
                 }
             };
             info!(count = listed.len(), "listed snapshots");
-            for snapshot in &listed {
-                let id = match Listed::of(snapshot) {
+            let options = self.options(target);
+            // Newest first: with `max_per_run`, the recovery point comes before the backlog.
+            let mut ordered: Vec<&Snapshot> = listed.iter().collect();
+            ordered.sort_by_key(|s| std::cmp::Reverse(s.finish_time.or(s.scheduled_time)));
+            let oldest = options.since.and_then(|since| chrono::Duration::from_std(since).ok()).map(|since| Utc::now() - since);
+            let mut downloads = 0u32;
+            for snapshot in ordered {
+                let id = match Listed::of(snapshot, &options) {
                     Listed::Completed(id) => id,
                     Listed::NoId => continue,
+                    Listed::OtherType { id, snapshot_type } => {
+                        debug!(snapshot = %id, snapshot_type = %snapshot_type, "not a snapshot type this target archives (snapshot_types)");
+                        continue;
+                    }
+                    Listed::Sharded(id) => {
+                        let e = ArchiveError::Sharded;
+                        error!(snapshot = %id, error = %e, "snapshot not archived");
+                        self.metrics.record_failure(target, &e.reason());
+                        report.snapshots.push(SnapshotOutcome::Failed {
+                            snapshot_id: id,
+                            reason: e.reason().to_string(),
+                            error: e.to_string(),
+                        });
+                        continue;
+                    }
                     Listed::BadId(id) => {
                         warn!(snapshot = %id.escape_debug().to_string(), "Atlas listed a snapshot id that is not 24 lowercase hex digits; skipping it");
                         continue;
@@ -130,6 +152,26 @@ impl Archiver {
                         continue;
                     }
                 };
+                if let Some(oldest) = oldest
+                    && snapshot.finish_time.or(snapshot.scheduled_time).is_some_and(|t| t < oldest)
+                {
+                    debug!(snapshot = %id, "taken before the target's `since`; not archived");
+                    continue;
+                }
+                if let Some(max) = options.max_per_run {
+                    match self.needs_download(target, &id).await {
+                        Ok(false) => {}
+                        Ok(true) if downloads < max => downloads += 1,
+                        Ok(true) => {
+                            report.waiting += 1;
+                            continue;
+                        }
+                        Err(e) => {
+                            report.error = Some(format!("{e}; stopping this target"));
+                            break;
+                        }
+                    }
+                }
                 if self.shutdown.drain.is_cancelled() {
                     info!("shutting down: the remaining snapshots wait for the next run");
                     break;
@@ -153,6 +195,10 @@ impl Archiver {
                     break;
                 }
             }
+            if report.waiting > 0 {
+                info!(waiting = report.waiting, max_per_run = options.max_per_run.unwrap_or(0), "snapshots left for later runs (max_per_run), newest taken first");
+            }
+            self.metrics.record_waiting(target, report.waiting);
             match self.report_lost(target, &listed).await {
                 Ok(lost) => report.snapshots.extend(lost),
                 Err(e) => report.error = Some(e.to_string()),
@@ -161,6 +207,19 @@ impl Archiver {
         }
         .instrument(span)
         .await
+    }
+
+    /// Whether a listed snapshot still needs a download (not archived, not pruned).
+    async fn needs_download(&self, target: &Target, id: &str) -> Result<bool, ArchiveError> {
+        let row = self
+            .journal
+            .get(&crate::journal::SnapshotKey::new(target, id))
+            .await?;
+        Ok(
+            !row.is_some_and(|r| {
+                matches!(r.state, SnapshotState::Archived | SnapshotState::Pruned)
+            }),
+        )
     }
 
     /// One snapshot under the run watchdog: work that makes no progress for
@@ -306,15 +365,35 @@ pub(super) enum Listed {
     BadId(String),
     /// No id at all.
     NoId,
+    /// A dedicated cluster's snapshot of a type the target does not archive (`snapshot_types`).
+    OtherType {
+        /// Snapshot id.
+        id: String,
+        /// Its `snapshotType`.
+        snapshot_type: String,
+    },
+    /// A sharded cluster's completed snapshot: not archived by this version, and said so.
+    Sharded(String),
 }
 
 impl Listed {
-    pub(super) fn of(snapshot: &Snapshot) -> Self {
+    pub(super) fn of(snapshot: &Snapshot, options: &crate::config::ClusterOptions) -> Self {
         let Some(id) = snapshot.id.clone() else {
             return Self::NoId;
         };
         if !is_object_id(&id) {
             return Self::BadId(id);
+        }
+        if let Some(t) = &snapshot.snapshot_type
+            && !options.snapshot_types.contains(&t.to_ascii_lowercase())
+        {
+            return Self::OtherType {
+                id,
+                snapshot_type: t.clone(),
+            };
+        }
+        if snapshot.sharded && snapshot.phase() == Phase::Completed {
+            return Self::Sharded(id);
         }
         match snapshot.phase() {
             Phase::Completed => Self::Completed(id),

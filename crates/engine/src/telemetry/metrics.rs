@@ -94,6 +94,7 @@ struct Inner {
     archive_size: Family<TargetLabels, Gauge>,
     watched_since: Family<TargetLabels, FloatGauge>,
     build_info: Family<BuildLabels, Gauge>,
+    waiting: Family<TargetLabels, Gauge>,
     /// Without labels; no series at all until an expiry is known (0 would read as "expired").
     credential_expiry: Family<Vec<(String, String)>, FloatGauge>,
 }
@@ -127,6 +128,7 @@ impl Default for Inner {
             watched_since: Family::default(),
             build_info: Family::default(),
             credential_expiry: Family::default(),
+            waiting: Family::default(),
         };
         m.build_info
             .get_or_create(&BuildLabels {
@@ -154,6 +156,11 @@ impl Default for Inner {
             "atlas_archiver_target_watched_since_timestamp_seconds",
             "Unix time the target's first run started (from the journal), else this process's start: where \"no success for 26 h\" counts from for a target that never succeeded.",
             m.watched_since.clone(),
+        );
+        registry.register(
+            "atlas_archiver_snapshots_waiting",
+            "Completed snapshots of the target its last run left for later runs (max_per_run): a backlog being worked off.",
+            m.waiting.clone(),
         );
         registry.register(
             "atlas_archiver_credential_expiry_timestamp_seconds",
@@ -264,6 +271,7 @@ impl Metrics {
         drop(self.inner.archived.get_or_create(&labels));
         self.inner.lost.get_or_create(&labels).inc_by(history.lost);
         drop(self.inner.prune_failures.get_or_create(&labels));
+        drop(self.inner.waiting.get_or_create(&labels));
         let at = |t: Option<f64>| t.unwrap_or(0.0);
         self.inner
             .last_success
@@ -394,6 +402,14 @@ impl Metrics {
                 .set(finished_unix);
         }
         self.inner.run_duration.observe(seconds);
+    }
+
+    /// How many completed snapshots of `target` its run left for later runs.
+    pub fn record_waiting(&self, target: &Target, snapshots: u64) {
+        self.inner
+            .waiting
+            .get_or_create(&target.into())
+            .set(i64::try_from(snapshots).unwrap_or(i64::MAX));
     }
 
     /// When the Atlas secret expires.

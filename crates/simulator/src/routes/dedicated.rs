@@ -1,0 +1,268 @@
+//! The dedicated clusters' backup endpoints (CONTRACT.md section 3, `openapi-subset.yaml`):
+//! D1 and D2 (`DiskBackupReplicaSet`, lower-case statuses), D5 (a restore job with
+//! `deliveryType: "download"`), D6 and D7 (jobs without a `status` field: ready when
+//! `deliveryUrl` is non-empty, which lists its URL twice as Atlas may; failed when `failed`).
+//! The URL is `/restore/<token>/restore-<snapshotId>.tar.gz`, one GET only, for an hour.
+//! Must not: share anything with the client under test.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::routing::get;
+use chrono::{Duration as ChronoDuration, Utc};
+use rand::RngExt as _;
+use serde_json::{Value, json};
+
+use super::{App, DEDICATED_MEDIA_TYPE, any_cluster, envelope, job_phase, ok_json_as, page, time};
+use crate::{SimCluster, SimJob, SimSnapshot, SimState};
+
+pub(super) fn routes() -> Router<App> {
+    let base = "/api/atlas/v2/groups/{group}/clusters/{name}/backup";
+    Router::new()
+        .route(&format!("{base}/snapshots"), get(list_snapshots))
+        .route(&format!("{base}/snapshots/{{id}}"), get(get_snapshot))
+        .route(
+            &format!("{base}/restoreJobs"),
+            get(list_jobs).post(request_download),
+        )
+        .route(&format!("{base}/restoreJobs/{{id}}"), get(get_job))
+}
+
+/// A dedicated cluster, or Atlas's answer for a Flex one on this API.
+fn cluster<'a>(s: &'a SimState, group: &str, name: &str) -> Result<&'a SimCluster, Response> {
+    let c = any_cluster(s, group, name)?;
+    if !c.dedicated {
+        return Err(envelope(
+            StatusCode::BAD_REQUEST,
+            "CANNOT_USE_FLEX_CLUSTER_IN_CLUSTER_API",
+            &format!("Cannot use flex cluster {name} in the cluster API."),
+        ));
+    }
+    Ok(c)
+}
+
+fn snapshot_json(s: &SimState, c: &SimCluster, snap: &SimSnapshot) -> Value {
+    let snapshot_type = if s.faults.fallback_snapshots.contains(&snap.id) {
+        "fallback"
+    } else {
+        "scheduled"
+    };
+    json!({
+        "id": snap.id,
+        "status": snap.status.to_ascii_lowercase(),
+        "type": "replicaSet",
+        "snapshotType": snapshot_type,
+        "frequencyType": "daily",
+        "cloudProvider": "AWS",
+        "createdAt": time(snap.finished),
+        "expiresAt": time(snap.finished + ChronoDuration::days(7)),
+        "mongodVersion": "8.0.4",
+        "replicaSetName": format!("atlas-{}-shard-0", c.name),
+        "storageSizeBytes": snap.size,
+        "copyRegions": [],
+        "policyItems": [],
+        "links": [],
+    })
+}
+
+async fn list_snapshots(
+    State(app): State<App>,
+    Path((group, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
+) -> Response {
+    let s = app.lock();
+    let c = match cluster(&s, &group, &name) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let items = c
+        .snapshots
+        .iter()
+        .rev()
+        .map(|snap| snapshot_json(&s, c, snap))
+        .collect();
+    let listing = page(
+        items,
+        &q,
+        uri.path(),
+        &format!("http://{}", app.addr),
+        s.faults.page_cap,
+    );
+    ok_json_as(&listing, DEDICATED_MEDIA_TYPE)
+}
+
+async fn get_snapshot(
+    State(app): State<App>,
+    Path((group, name, id)): Path<(String, String, String)>,
+) -> Response {
+    let s = app.lock();
+    let c = match cluster(&s, &group, &name) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match c.snapshots.iter().find(|x| x.id == id) {
+        Some(snap) => ok_json_as(&snapshot_json(&s, c, snap), DEDICATED_MEDIA_TYPE),
+        None => envelope(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            &format!("Cannot find resource snapshot {id}."),
+        ),
+    }
+}
+
+fn job_json(app: &App, s: &SimState, job: &SimJob) -> Value {
+    let phase = job_phase(s, job);
+    let mut v = json!({
+        "id": job.id,
+        "deliveryType": "download",
+        "snapshotId": job.snapshot_id,
+        "deliveryUrl": [],
+        "cancelled": false,
+        "expired": Utc::now() > job.created + ChronoDuration::hours(1),
+        "failed": job.failed,
+        "timestamp": time(job.created),
+        "links": [],
+    });
+    if phase == "COMPLETED" {
+        let url = format!(
+            "http://{}/restore/{}/restore-{}.tar.gz",
+            app.addr, job.token, job.snapshot_id
+        );
+        // Atlas may list the same file more than once.
+        v["deliveryUrl"] = json!([url, url]);
+        v["expiresAt"] = json!(time(job.created + ChronoDuration::hours(1)));
+        v["finishedAt"] = json!(time(Utc::now()));
+    }
+    v
+}
+
+async fn request_download(
+    State(app): State<App>,
+    Path((group, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type_ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(DEDICATED_MEDIA_TYPE));
+    if !content_type_ok {
+        return envelope(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Content-Type must be application/vnd.atlas.2023-01-01+json.",
+        );
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return envelope(
+            StatusCode::BAD_REQUEST,
+            "INVALID_JSON",
+            "Request body is not valid JSON.",
+        );
+    };
+    // The enum is lower-case on this API (CONTRACT §3.2).
+    if request.get("deliveryType").and_then(Value::as_str) != Some("download") {
+        return envelope(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ENUM_VALUE",
+            "deliveryType must be one of automated, download, pointInTime.",
+        );
+    }
+    let Some(snapshot_id) = request
+        .get("snapshotId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return envelope(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "snapshotId is required for a download.",
+        );
+    };
+    let mut s = app.lock();
+    s.observed.download_requests += 1;
+    let exists = match cluster(&s, &group, &name) {
+        Ok(c) => c.snapshots.iter().any(|x| x.id == snapshot_id),
+        Err(r) => return r,
+    };
+    if !exists || s.faults.vanished.contains(&snapshot_id) {
+        return envelope(
+            StatusCode::NOT_FOUND,
+            "SNAPSHOT_NOT_FOUND",
+            &format!("Cannot find snapshot {snapshot_id}."),
+        );
+    }
+    let id = s.new_id();
+    let job = SimJob {
+        id,
+        project_id: group,
+        cluster: name,
+        failed: s.faults.fail_jobs_for.contains(&snapshot_id),
+        snapshot_id,
+        polls: 0,
+        created: Utc::now(),
+        token: format!("{:032x}", rand::rng().random::<u128>()),
+        dedicated: true,
+        fetches: 0,
+    };
+    let v = job_json(&app, &s, &job);
+    s.jobs.push(job);
+    ok_json_as(&v, DEDICATED_MEDIA_TYPE)
+}
+
+async fn list_jobs(
+    State(app): State<App>,
+    Path((group, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
+) -> Response {
+    let s = app.lock();
+    if let Err(r) = cluster(&s, &group, &name) {
+        return r;
+    }
+    let items = s
+        .jobs
+        .iter()
+        .filter(|j| j.project_id == group && j.cluster == name)
+        .map(|j| job_json(&app, &s, j))
+        .collect();
+    ok_json_as(
+        &page(
+            items,
+            &q,
+            uri.path(),
+            &format!("http://{}", app.addr),
+            s.faults.page_cap,
+        ),
+        DEDICATED_MEDIA_TYPE,
+    )
+}
+
+async fn get_job(
+    State(app): State<App>,
+    Path((group, name, id)): Path<(String, String, String)>,
+) -> Response {
+    let mut s = app.lock();
+    if let Err(r) = cluster(&s, &group, &name) {
+        return r;
+    }
+    let Some(index) = s
+        .jobs
+        .iter()
+        .position(|j| j.id == id && j.project_id == group && j.cluster == name)
+    else {
+        return envelope(
+            StatusCode::NOT_FOUND,
+            "RESTORE_JOB_NOT_FOUND",
+            &format!("Cannot find restore job {id}."),
+        );
+    };
+    s.jobs[index].polls += 1;
+    let job = s.jobs[index].clone();
+    ok_json_as(&job_json(&app, &s, &job), DEDICATED_MEDIA_TYPE)
+}

@@ -1,0 +1,228 @@
+//! Issue 12 (dedicated replica sets): a dedicated cluster beside a Flex one, both `kind =
+//! "auto"`, archived end to end through the dedicated endpoints of the simulator (lower-case
+//! statuses, restore jobs without a status, the URL listed twice, one GET per URL) and restored
+//! byte for byte; the kind is asked once and remembered; a one-time URL cut mid-body leads to a
+//! new restore job and a whole archive; fallback snapshots wait for `snapshot_types`; a wrong
+//! `kind` is refused with what to set.
+// A test crate: its helpers may unwrap (clippy.toml allows it inside `#[test]` functions only).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use atlas_archiver::simulator::scenario;
+use common::World;
+use sha2::Digest as _;
+
+const PROJECT: &str = "5f0a1b2c3d4e5f60718293c4";
+
+/// A Flex cluster and a dedicated replica set with `per_cluster` snapshots each.
+async fn world(test: &str, per_cluster: usize) -> World {
+    let mut clusters = scenario(
+        PROJECT,
+        &["app-flex", "orders-m10"],
+        per_cluster,
+        &[(3 << 20) + 17, 5 << 20],
+    );
+    clusters[1].dedicated = true;
+    World::new(test, clusters).await
+}
+
+fn config(w: &World) -> String {
+    w.write_config("", "part_size = \"5MiB\"")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedicated_replica_set_is_archived_and_restored_byte_for_byte() {
+    let w = world("dedicated", 2).await;
+    let cfg = config(&w);
+    let run = w.run(&["once", "--config", &cfg, "--json"], &[]).await;
+    run.assert_code(0);
+    run.assert_no_secrets(&w.secrets());
+    let report = common::parse_json(&run.stdout);
+    let archived = report.to_string().matches("\"archived\"").count();
+    assert_eq!(archived, 4, "two snapshots of each cluster: {report}");
+    let keys = w.keys().await;
+    for c in w.sim.clusters() {
+        for snap in &c.snapshots {
+            let key = keys
+                .keys()
+                .find(|k| k.contains(&snap.id) && k.ends_with(".tar.gz"))
+                .unwrap_or_else(|| panic!("no archive of {} in {keys:?}", snap.id));
+            assert_eq!(
+                w.sha256_of_object(key).await,
+                snap.sha256(),
+                "{key} is the snapshot served"
+            );
+        }
+    }
+    assert!(w.open_uploads().await.is_empty());
+
+    // The kind was asked once: the next run lists the dedicated cluster on its own API at
+    // once (the Flex API is not asked again), and archives nothing twice.
+    let before = w.sim.observed();
+    let again = w.run(&["once", "--config", &cfg], &[]).await;
+    again.assert_code(0);
+    let after = w.sim.observed();
+    assert_eq!(
+        after.api_requests - before.api_requests,
+        2,
+        "one listing per cluster, no kind probe, no download request: {}",
+        again.stderr
+    );
+
+    // Restored, byte for byte, from the bucket.
+    let dedicated = &w.sim.clusters()[1];
+    let newest = dedicated.snapshots.last().unwrap();
+    let file = w.path("orders.tar.gz");
+    let file_text = file.to_string_lossy().into_owned();
+    let target = format!("{PROJECT}/orders-m10");
+    let restore = w
+        .run(
+            &[
+                "restore",
+                "--config",
+                &cfg,
+                "--target",
+                &target,
+                "--latest",
+                "--archive",
+                &file_text,
+            ],
+            &[],
+        )
+        .await;
+    restore.assert_code(0);
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), newest.sha256());
+    let dir = w.path("orders-restored");
+    let dir_text = dir.to_string_lossy().into_owned();
+    let to = w
+        .run(
+            &[
+                "restore", "--config", &cfg, "--target", &target, "--latest", "--to", &dir_text,
+            ],
+            &[],
+        )
+        .await;
+    to.assert_code(0);
+    assert!(dir.join("WiredTiger").is_file(), "{}", to.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_time_url_cut_mid_body_gets_a_new_restore_job() {
+    let w = world("dedicated-cut", 1).await;
+    let snap = w.sim.clusters()[1].snapshots[0].clone();
+    w.sim.set_faults(|f| {
+        f.cut_after.insert(snap.id.clone(), 3 << 20);
+        f.cut_times = 1;
+        // Ranges are honoured, but the URL serves one GET: a resume is refused.
+        f.range_support = true;
+    });
+    let cfg = config(&w);
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    let seen = w.sim.observed();
+    // Flex: one job; dedicated: the cut one and a new one.
+    assert_eq!(seen.download_requests, 3, "{seen:?}\n{}", run.stderr);
+    let key = w
+        .keys()
+        .await
+        .into_keys()
+        .find(|k| k.contains(&snap.id) && k.ends_with(".tar.gz"))
+        .unwrap();
+    assert_eq!(w.sha256_of_object(&key).await, snap.sha256());
+    assert!(w.open_uploads().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_snapshots_wait_for_snapshot_types_and_a_wrong_kind_says_what_to_set() {
+    let w = world("dedicated-types", 2).await;
+    let fallback = w.sim.clusters()[1].snapshots[0].id.clone();
+    w.sim.set_faults(|f| {
+        f.fallback_snapshots.insert(fallback.clone());
+    });
+    let cfg = config(&w);
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    let has = |keys: &std::collections::HashMap<String, u64>, id: &str| {
+        keys.keys()
+            .any(|k| k.contains(id) && k.ends_with(".tar.gz"))
+    };
+    assert!(
+        !has(&w.keys().await, &fallback),
+        "fallback skipped by default"
+    );
+
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "cluster = \"orders-m10\"\n",
+        "cluster = \"orders-m10\"\nkind = \"dedicated\"\nsnapshot_types = [\"scheduled\", \"onDemand\", \"fallback\"]\n",
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    assert!(has(&w.keys().await, &fallback), "archived once asked for");
+
+    // A Flex cluster configured as dedicated: Atlas refuses it, and the message says how.
+    let wrong = text.replace(
+        "cluster = \"app-flex\"\n",
+        "cluster = \"app-flex\"\nkind = \"dedicated\"\n",
+    );
+    std::fs::write(&cfg, wrong).unwrap();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.all().contains("CANNOT_USE_FLEX_CLUSTER_IN_CLUSTER_API"),
+        "{}",
+        run.all()
+    );
+    assert!(run.all().contains("set kind = "), "{}", run.all());
+}
+
+/// A dedicated cluster that keeps 300 daily snapshots: `since = "30d"` bounds the backlog to
+/// the 29 taken within 30 days, and `max_per_run = 10` works it off run by run, newest first,
+/// reporting what waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_and_max_per_run_bound_a_backlog_of_300_snapshots() {
+    let mut clusters = scenario(PROJECT, &["history-m10"], 300, &[64 << 10]);
+    clusters[0].dedicated = true;
+    let w = World::new("dedicated-backlog", clusters).await;
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "cluster = \"history-m10\"\n",
+        "cluster = \"history-m10\"\nsince = \"30d\"\nmax_per_run = 10\n",
+    );
+    assert!(text.contains("max_per_run = 10"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    let mut by_age = w.sim.clusters()[0].snapshots.clone();
+    by_age.sort_by_key(|s| std::cmp::Reverse(s.finished));
+    let archived = |keys: &std::collections::HashMap<String, u64>| -> Vec<String> {
+        by_age
+            .iter()
+            .filter(|s| {
+                keys.keys()
+                    .any(|k| k.contains(&s.id) && k.ends_with(".tar.gz"))
+            })
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    for (run, (total, waiting)) in [(10, 19), (20, 9), (29, 0), (29, 0)]
+        .into_iter()
+        .enumerate()
+    {
+        let out = w.run(&["once", "--config", &cfg, "--json"], &[]).await;
+        out.assert_code(0);
+        let report = common::parse_json(&out.stdout);
+        assert_eq!(
+            report
+                .to_string()
+                .matches(&format!("\"waiting\":{waiting}"))
+                .count(),
+            1,
+            "run {run}: {report}"
+        );
+        let done = archived(&w.keys().await);
+        assert_eq!(done.len(), total, "run {run}");
+        let newest: Vec<String> = by_age.iter().take(total).map(|s| s.id.clone()).collect();
+        assert_eq!(done, newest, "run {run}: newest first");
+    }
+}
