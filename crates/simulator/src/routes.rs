@@ -543,44 +543,76 @@ fn job_json(app: &App, s: &SimState, job: &SimJob) -> Value {
     v
 }
 
+/// A download request's JSON body, sent with the API's `media_type`, or Atlas's refusal.
+fn json_request(headers: &HeaderMap, body: &[u8], media_type: &str) -> Result<Value, Response> {
+    let content_type_ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(media_type));
+    if !content_type_ok {
+        return Err(envelope(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            &format!("Content-Type must be {media_type}."),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|_| {
+        envelope(
+            StatusCode::BAD_REQUEST,
+            "INVALID_JSON",
+            "Request body is not valid JSON.",
+        )
+    })
+}
+
+/// The request's `snapshotId`, or Atlas's refusal.
+fn requested_snapshot(request: &Value) -> Result<String, Response> {
+    request
+        .get("snapshotId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            envelope(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                "snapshotId is required.",
+            )
+        })
+}
+
+/// A new download job of a snapshot, failing when the faults say so.
+fn new_job(
+    s: &mut SimState,
+    group: String,
+    name: String,
+    snapshot_id: String,
+    dedicated: bool,
+) -> SimJob {
+    SimJob {
+        id: s.new_id(),
+        project_id: group,
+        cluster: name,
+        failed: s.faults.fail_jobs_for.contains(&snapshot_id),
+        snapshot_id,
+        polls: 0,
+        created: Utc::now(),
+        token: format!("{:032x}", rand::rng().random::<u128>()),
+        dedicated,
+        fetches: 0,
+    }
+}
+
 async fn request_download(
     State(app): State<App>,
     Path((group, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let content_type_ok = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains(FLEX_MEDIA_TYPE));
-    if !content_type_ok {
-        return envelope(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "Content-Type must be application/vnd.atlas.2024-11-13+json.",
-        );
-    }
-    let request: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(_) => {
-            return envelope(
-                StatusCode::BAD_REQUEST,
-                "INVALID_JSON",
-                "Request body is not valid JSON.",
-            );
-        }
-    };
-    let Some(snapshot_id) = request
-        .get("snapshotId")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-    else {
-        return envelope(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "snapshotId is required.",
-        );
-    };
+    let snapshot_id =
+        match json_request(&headers, &body, FLEX_MEDIA_TYPE).and_then(|r| requested_snapshot(&r)) {
+            Ok(id) => id,
+            Err(refusal) => return refusal,
+        };
     let mut s = app.lock();
     s.observed.download_requests += 1;
     let exists = match cluster(&s, &group, &name) {
@@ -606,7 +638,6 @@ async fn request_download(
             "A download of this snapshot is already in progress.",
         );
     }
-    let id = s.new_id();
     // A job for another snapshot than the one asked for (a server bug the client must catch).
     let snapshot_id = if s.faults.job_for_other_snapshot_burst > 0 {
         s.faults.job_for_other_snapshot_burst -= 1;
@@ -614,18 +645,7 @@ async fn request_download(
     } else {
         snapshot_id
     };
-    let job = SimJob {
-        id,
-        project_id: group,
-        cluster: name,
-        failed: s.faults.fail_jobs_for.contains(&snapshot_id),
-        snapshot_id,
-        polls: 0,
-        created: Utc::now(),
-        token: format!("{:032x}", rand::rng().random::<u128>()),
-        dedicated: false,
-        fetches: 0,
-    };
+    let job = new_job(&mut s, group, name, snapshot_id, false);
     let v = job_json(&app, &s, &job);
     s.jobs.push(job);
     ok_json(&v)
@@ -641,19 +661,49 @@ async fn list_jobs(
     if let Err(r) = cluster(&s, &group, &name) {
         return r;
     }
+    ok_json(&jobs_page(&app, &s, (&group, &name), (&q, &uri), job_json))
+}
+
+/// One page of a cluster's download jobs, each shown by `show`.
+fn jobs_page(
+    app: &App,
+    s: &SimState,
+    (group, name): (&str, &str),
+    (q, uri): (&HashMap<String, String>, &axum::http::Uri),
+    show: fn(&App, &SimState, &SimJob) -> Value,
+) -> Value {
     let items = s
         .jobs
         .iter()
         .filter(|j| j.project_id == group && j.cluster == name)
-        .map(|j| job_json(&app, &s, j))
+        .map(|j| show(app, s, j))
         .collect();
-    ok_json(&page(
+    page(
         items,
-        &q,
+        q,
         uri.path(),
         &format!("http://{}", app.addr),
         s.faults.page_cap,
-    ))
+    )
+}
+
+/// Where a cluster's job `id` is in the list, or Atlas's 404 with `code`.
+fn job_index(
+    s: &SimState,
+    (group, name): (&str, &str),
+    id: &str,
+    code: &str,
+) -> Result<usize, Response> {
+    s.jobs
+        .iter()
+        .position(|j| j.id == id && j.project_id == group && j.cluster == name)
+        .ok_or_else(|| {
+            envelope(
+                StatusCode::NOT_FOUND,
+                code,
+                &format!("Cannot find resource restore job {id}."),
+            )
+        })
 }
 
 async fn get_job(
@@ -664,16 +714,9 @@ async fn get_job(
     if let Err(r) = cluster(&s, &group, &name) {
         return r;
     }
-    let Some(index) = s
-        .jobs
-        .iter()
-        .position(|j| j.id == id && j.project_id == group && j.cluster == name)
-    else {
-        return envelope(
-            StatusCode::NOT_FOUND,
-            "RESOURCE_NOT_FOUND",
-            &format!("Cannot find resource restore job {id}."),
-        );
+    let index = match job_index(&s, (&group, &name), &id, "RESOURCE_NOT_FOUND") {
+        Ok(i) => i,
+        Err(r) => return r,
     };
     if s.faults.delete_jobs_while_polled > 0 && s.jobs[index].polls >= 1 {
         // The job is garbage-collected while the client polls it.

@@ -376,6 +376,17 @@ impl Validator<'_> {
         Ok(EmailSettings { to, from, ca_file })
     }
 
+    /// A secret that must be set, as `key` or `key_file`.
+    fn required_secret(
+        &self,
+        key: &str,
+        value: Option<&String>,
+        file: Option<&String>,
+    ) -> Result<SecretString, ConfigError> {
+        self.secret(key, value, file, None)?
+            .ok_or_else(|| self.invalid(key, format!("missing: set `{key}_file` (or `{key}`)")))
+    }
+
     /// An SMTP URL secret: `smtps://` (TLS), or `smtp://` (STARTTLS, required unless the server
     /// is this host); the login it may carry is never shown.
     fn smtp_url(
@@ -384,9 +395,7 @@ impl Validator<'_> {
         value: Option<&String>,
         file: Option<&String>,
     ) -> Result<SecretUrl, ConfigError> {
-        let Some(secret) = self.secret(key, value, file, None)? else {
-            return Err(self.invalid(key, format!("missing: set `{key}_file` (or `{key}`)")));
-        };
+        let secret = self.required_secret(key, value, file)?;
         let url = Url::parse(secret.expose_secret().trim())
             .ok()
             .filter(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some())
@@ -406,9 +415,7 @@ impl Validator<'_> {
         value: Option<&String>,
         file: Option<&String>,
     ) -> Result<SecretUrl, ConfigError> {
-        let Some(secret) = self.secret(key, value, file, None)? else {
-            return Err(self.invalid(key, format!("missing: set `{key}_file` (or `{key}`)")));
-        };
+        let secret = self.required_secret(key, value, file)?;
         let url = parse_http_url(secret.expose_secret().trim()).map_err(|_| {
             self.invalid(
                 key,

@@ -10,14 +10,16 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use chrono::{Duration as ChronoDuration, Utc};
-use rand::RngExt as _;
 use serde_json::{Value, json};
 
-use super::{App, DEDICATED_MEDIA_TYPE, any_cluster, envelope, job_phase, ok_json_as, page, time};
+use super::{
+    App, DEDICATED_MEDIA_TYPE, any_cluster, envelope, job_index, job_phase, jobs_page,
+    json_request, new_job, ok_json_as, page, requested_snapshot, time,
+};
 use crate::{SimCluster, SimJob, SimSnapshot, SimState};
 
 pub(super) fn routes() -> Router<App> {
@@ -147,23 +149,9 @@ async fn request_download(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let content_type_ok = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains(DEDICATED_MEDIA_TYPE));
-    if !content_type_ok {
-        return envelope(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "Content-Type must be application/vnd.atlas.2023-01-01+json.",
-        );
-    }
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return envelope(
-            StatusCode::BAD_REQUEST,
-            "INVALID_JSON",
-            "Request body is not valid JSON.",
-        );
+    let request = match json_request(&headers, &body, DEDICATED_MEDIA_TYPE) {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
     };
     // The enum is lower-case on this API (CONTRACT §3.2).
     if request.get("deliveryType").and_then(Value::as_str) != Some("download") {
@@ -173,16 +161,9 @@ async fn request_download(
             "deliveryType must be one of automated, download, pointInTime.",
         );
     }
-    let Some(snapshot_id) = request
-        .get("snapshotId")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-    else {
-        return envelope(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "snapshotId is required for a download.",
-        );
+    let snapshot_id = match requested_snapshot(&request) {
+        Ok(id) => id,
+        Err(refusal) => return refusal,
     };
     let mut s = app.lock();
     s.observed.download_requests += 1;
@@ -197,19 +178,7 @@ async fn request_download(
             &format!("Cannot find snapshot {snapshot_id}."),
         );
     }
-    let id = s.new_id();
-    let job = SimJob {
-        id,
-        project_id: group,
-        cluster: name,
-        failed: s.faults.fail_jobs_for.contains(&snapshot_id),
-        snapshot_id,
-        polls: 0,
-        created: Utc::now(),
-        token: format!("{:032x}", rand::rng().random::<u128>()),
-        dedicated: true,
-        fetches: 0,
-    };
+    let job = new_job(&mut s, group, name, snapshot_id, true);
     let v = job_json(&app, &s, &job);
     s.jobs.push(job);
     ok_json_as(&v, DEDICATED_MEDIA_TYPE)
@@ -225,20 +194,8 @@ async fn list_jobs(
     if let Err(r) = cluster(&s, &group, &name) {
         return r;
     }
-    let items = s
-        .jobs
-        .iter()
-        .filter(|j| j.project_id == group && j.cluster == name)
-        .map(|j| job_json(&app, &s, j))
-        .collect();
     ok_json_as(
-        &page(
-            items,
-            &q,
-            uri.path(),
-            &format!("http://{}", app.addr),
-            s.faults.page_cap,
-        ),
+        &jobs_page(&app, &s, (&group, &name), (&q, &uri), job_json),
         DEDICATED_MEDIA_TYPE,
     )
 }
@@ -251,16 +208,9 @@ async fn get_job(
     if let Err(r) = cluster(&s, &group, &name) {
         return r;
     }
-    let Some(index) = s
-        .jobs
-        .iter()
-        .position(|j| j.id == id && j.project_id == group && j.cluster == name)
-    else {
-        return envelope(
-            StatusCode::NOT_FOUND,
-            "RESTORE_JOB_NOT_FOUND",
-            &format!("Cannot find restore job {id}."),
-        );
+    let index = match job_index(&s, (&group, &name), &id, "RESTORE_JOB_NOT_FOUND") {
+        Ok(i) => i,
+        Err(r) => return r,
     };
     s.jobs[index].polls += 1;
     let job = s.jobs[index].clone();
