@@ -888,6 +888,61 @@ fn l5_template_edited_mid_upload() -> Scenario {
     )
 }
 
+/// Audit L6: a snapshot whose upload this journal still holds, archived meanwhile by another
+/// writer (a second journal on the same bucket), is adopted, and the held upload is aborted
+/// rather than orphaned. The other writer must not touch this journal's upload (H1); whether the
+/// store itself keeps that upload once another one completes the same key is the store's affair
+/// (the end state is checked either way: no upload left open).
+fn l6_adopt_aborts_the_held_upload() -> Scenario {
+    scenario_of(
+        "l6 adopting another writer's archive aborts the upload this journal held",
+        || async {
+            let mut c = Case::new("l6", one_cluster(BIG, 1), "", PARTS, false).await;
+            if let Some(skipped) = needs_upload_listing(&c) {
+                return Ok(skipped);
+            }
+            c.w.sim.set_faults(|f| {
+                f.range_support = true;
+                f.throttle_bytes_per_sec = Some(8 << 20);
+            });
+            c.crash(&[("ATLAS_ARCHIVER_CRASH_AT_BYTE", "11534336")])
+                .await?;
+            c.w.sim.set_faults(|f| f.throttle_bytes_per_sec = None);
+            expect(
+                c.w.open_uploads().await.len() == 1,
+                "the killed run left its upload open",
+            )?;
+            // A second writer, with its own journal, archives the snapshot.
+            let text = std::fs::read_to_string(&c.config).map_err(|e| e.to_string())?;
+            let other = std::path::Path::new(&c.config).with_file_name("other.toml");
+            std::fs::write(
+                &other,
+                text.replace("state/journal.sqlite", "other-state/journal.sqlite"),
+            )
+            .map_err(|e| e.to_string())?;
+            let run =
+                c.w.run(&["once", "--config", &other.to_string_lossy()], &[])
+                    .await;
+            expect(
+                run.code == 0,
+                &format!("the other writer archives:\n{}", tail(&run.all())),
+            )?;
+            expect(
+                !run.all().contains("aborted an orphan"),
+                "the other writer aborted nothing of this journal's (H1)",
+            )?;
+            let stats = c
+                .settle_and_check("adopted from the bucket; the held upload aborted, not orphaned")
+                .await?;
+            expect(
+                c.outputs.iter().any(|o| o.contains("adopt")),
+                "the first journal adopted the archive",
+            )?;
+            Ok(stats)
+        },
+    )
+}
+
 /// Audit S6: a store whose metadata lags behind Complete answers HEAD 404 for a moment; the
 /// first run asks again and archives, instead of failing the snapshot.
 fn s6_metadata_lag() -> Scenario {
@@ -1211,6 +1266,7 @@ fn main() {
     scenarios.push(l12_every_byte_journalled());
     scenarios.push(s6_metadata_lag());
     scenarios.push(l5_template_edited_mid_upload());
+    scenarios.push(l6_adopt_aborts_the_held_upload());
     scenarios.extend(url_faults());
     scenarios.extend(content_faults());
     scenarios.extend(atlas_faults());
