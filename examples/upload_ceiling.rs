@@ -43,6 +43,7 @@ async fn main() -> Result<(), String> {
         parts_in_flight: in_flight,
         checksum_calculation: Some(ChecksumCalculation::WhenRequired),
         object_checksum: ObjectChecksum::None,
+        probe_checksum: false,
         key_template: "{snapshot_id}".into(),
         max_concurrent_transfers: 1,
         request_timeout: std::time::Duration::from_secs(120),

@@ -205,6 +205,14 @@ async fn since_and_max_per_run_bound_a_backlog_of_300_snapshots() {
             .map(|s| s.id.clone())
             .collect()
     };
+    // The dry run judges as the run does: 10 to archive, 19 deferred, the rest out of scope.
+    let plan = w
+        .run(&["once", "--config", &cfg, "--dry-run", "--json"], &[])
+        .await;
+    plan.assert_code(0);
+    let plan = plan.stdout;
+    assert_eq!(plan.matches("\"archive\"").count(), 10, "{plan}");
+    assert_eq!(plan.matches("\"deferred\"").count(), 19, "{plan}");
     for (run, (total, waiting)) in [(10, 19), (20, 9), (29, 0), (29, 0)]
         .into_iter()
         .enumerate()
@@ -225,4 +233,29 @@ async fn since_and_max_per_run_bound_a_backlog_of_300_snapshots() {
         let newest: Vec<String> = by_age.iter().take(total).map(|s| s.id.clone()).collect();
         assert_eq!(done, newest, "run {run}: newest first");
     }
+}
+
+/// A cluster whose kind the journal remembers (`kind = "auto"`), upgraded from Flex to
+/// dedicated: Atlas refuses it on the Flex API, and the next run learns the kind again instead
+/// of failing for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_kind_that_atlas_refuses_is_learnt_again() {
+    let w = World::new(
+        "dedicated-upgrade",
+        scenario(PROJECT, &["grow-flex"], 1, &[1 << 20]),
+    )
+    .await;
+    let cfg = w.write_config("", "").to_string_lossy().into_owned();
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    w.sim.set_dedicated(PROJECT, "grow-flex", true);
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    assert!(run.stderr.contains("dedicated"), "{}", run.stderr);
+    let before = w.sim.observed().api_requests;
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    assert_eq!(
+        w.sim.observed().api_requests - before,
+        1,
+        "the new kind is remembered: one listing, on the dedicated API"
+    );
 }

@@ -941,3 +941,60 @@ async fn l19_a_target_named_twice_runs_once() {
     assert_eq!(w.sim.observed().snapshot_downloads, 1, "{}", run.stderr);
     assert!(w.open_uploads().await.is_empty());
 }
+
+/// Issue 15: with `checksum = "auto"` and a custom endpoint, the store is asked at start
+/// whether it verifies a full-object CRC32C (a part with a wrong one must be refused). The
+/// parts then carry CRC32C (and unsigned payloads) exactly when it does; otherwise they keep
+/// SigV4's payload hash. Either way the archive is whole, and the probe leaves no upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_checksum_asks_the_store_and_uses_crc32c_only_when_it_verifies() {
+    let mut w = World::new(
+        "auto-crc",
+        scenario(PROJECT, &["crc-flex"], 1, &[(6 << 20) + 9]),
+    )
+    .await;
+    w.attach_proxy().await;
+    let cfg = w
+        .write_config("", "part_size = \"5MiB\"")
+        .to_string_lossy()
+        .into_owned();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(!text.contains("checksum = "), "the default is auto: {text}");
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    let verified = run.stderr.contains("the store verifies CRC32C");
+    assert!(
+        verified || run.stderr.contains("the store does not verify CRC32C"),
+        "the probe's verdict is logged: {}",
+        run.stderr
+    );
+    let seen = w.proxy.as_ref().unwrap().seen();
+    // The probe's own two parts carry a checksum in both cases; the archive's parts only when
+    // the store verifies.
+    if verified {
+        assert!(seen.parts_with_checksum >= 4, "{seen:?}");
+        assert_eq!(seen.parts_without_checksum, 0, "{seen:?}");
+    } else {
+        assert_eq!(seen.parts_without_checksum, 2, "{seen:?}");
+    }
+    let snap = &w.sim.clusters()[0].snapshots[0];
+    let key = w
+        .keys()
+        .await
+        .into_keys()
+        .find(|k| k.ends_with(".tar.gz"))
+        .unwrap();
+    assert_eq!(w.sha256_of_object(&key).await, snap.sha256());
+    assert!(
+        !w.keys()
+            .await
+            .keys()
+            .any(|k| k.contains(".atlas-archiver-probe")),
+        "the probe wrote no object"
+    );
+    assert!(
+        w.open_uploads().await.is_empty(),
+        "the probe's upload was aborted"
+    );
+    eprintln!("{}: CRC32C verified = {verified}", w.s3.name);
+}

@@ -75,7 +75,7 @@ impl Mail {
     /// in words, without the login.
     pub async fn send(&self, url: &SecretUrl, timeout: Duration) -> Result<(), String> {
         let message = self.message()?;
-        let transport = self.transport(url, timeout)?;
+        let transport = self.transport(url, timeout).await?;
         transport
             .send(message)
             .await
@@ -100,7 +100,7 @@ impl Mail {
             .map_err(|e| format!("cannot build the mail: {e}"))
     }
 
-    fn transport(
+    async fn transport(
         &self,
         url: &SecretUrl,
         timeout: Duration,
@@ -115,7 +115,8 @@ impl Mail {
             .to_owned();
         let mut tls = TlsParameters::builder(host.clone());
         if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path)
+            let pem = tokio::fs::read(path)
+                .await
                 .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
             let ca = Certificate::from_pem(&pem).map_err(|e| {
                 format!(

@@ -118,6 +118,7 @@ pub(super) async fn dry_run(
                     PlannedAction::Pruned => "pruned",
                     PlannedAction::NotCompleted => "waiting",
                     PlannedAction::Skipped => "skipped",
+                    PlannedAction::Deferred => "deferred (max_per_run)",
                 };
                 let finished = s.finished_at.map_or_else(
                     || "-".to_owned(),
@@ -219,6 +220,7 @@ pub(super) async fn execute(
     let journal = Journal::open(&config.journal.path)?;
     let atlas = AtlasClient::new(&config.atlas)?;
     let store = super::connect_store(config).await?;
+    store.settle_checksum(&config.storage).await;
     let archiver = Archiver::new(
         atlas,
         store,

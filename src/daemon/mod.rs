@@ -261,6 +261,7 @@ impl Engine {
         let journal = Journal::open(&config.journal.path).map_err(|e| startup("journal", &e))?;
         let atlas = AtlasClient::new(&config.atlas).map_err(|e| startup("Atlas client", &e))?;
         let store = ObjectStore::connect(&config.storage).await;
+        store.settle_checksum(&config.storage).await;
         // A lock the bucket cannot give refuses the start. A store that cannot be asked now
         // delays nothing: every archive's lock is read back before it counts as archived.
         match store.check_object_lock().await {

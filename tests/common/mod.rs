@@ -83,6 +83,7 @@ impl S3Server {
             parts_in_flight: 2,
             checksum_calculation: Some(ChecksumCalculation::WhenRequired),
             object_checksum: atlas_archiver::config::ObjectChecksum::None,
+            probe_checksum: false,
             key_template: "{prefix}{snapshot_id}".into(),
             max_concurrent_transfers: 2,
             request_timeout: std::time::Duration::from_secs(60),

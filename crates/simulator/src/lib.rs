@@ -273,6 +273,15 @@ impl Simulator {
         }
     }
 
+    /// Makes a cluster dedicated (or Flex): an upgrade, or a name reused for the other kind.
+    pub fn set_dedicated(&self, project_id: &str, cluster: &str, dedicated: bool) {
+        for c in &mut self.lock().clusters {
+            if c.project_id == project_id && c.name == cluster {
+                c.dedicated = dedicated;
+            }
+        }
+    }
+
     /// Removes a snapshot, as Atlas's retention does after about 8 days.
     pub fn expire_snapshot(&self, snapshot_id: &str) {
         for c in &mut self.lock().clusters {

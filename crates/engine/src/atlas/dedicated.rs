@@ -65,15 +65,28 @@ struct DiskJob {
     id: Option<String>,
     delivery_type: Option<String>,
     snapshot_id: Option<String>,
-    #[serde(default)]
+    /// A list (a single string is taken as one entry); `null` is none.
+    #[serde(default, deserialize_with = "urls")]
     delivery_url: Vec<String>,
-    #[serde(default)]
-    failed: bool,
-    #[serde(default)]
-    expired: bool,
-    #[serde(default)]
-    cancelled: bool,
+    failed: Option<bool>,
+    expired: Option<bool>,
+    cancelled: Option<bool>,
     expires_at: Option<DateTime<Utc>>,
+}
+
+/// `deliveryUrl` as a list, a lone string or `null`, leniently (CONTRACT §9).
+fn urls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        Many(Vec<Option<String>>),
+        One(String),
+    }
+    Ok(match Option::<Urls>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Urls::One(u)) => vec![u],
+        Some(Urls::Many(v)) => v.into_iter().flatten().collect(),
+    })
 }
 
 impl DiskJob {
@@ -96,7 +109,8 @@ impl DiskJob {
                 ),
             });
         }
-        let status = if self.failed || self.expired || self.cancelled {
+        let ended = [self.failed, self.expired, self.cancelled];
+        let status = if ended.into_iter().any(|f| f == Some(true)) {
             "FAILED"
         } else if urls.is_empty() {
             "RUNNING"
@@ -235,6 +249,23 @@ mod tests {
             job(r#"{"id":"6a7948342c88faeba59eb866","deliveryUrl":["https://a/x.tar.gz","https://b/y.tar.gz"]}"#).is_err(),
             "two files are a sharded cluster's"
         );
+        let lenient = job(&format!(r#"{{"id":"6a7948342c88faeba59eb866","deliveryUrl":"{twice}","failed":null,"expired":null,"cancelled":null}}"#)).unwrap();
+        assert_eq!(
+            lenient.phase(),
+            Phase::Completed,
+            "a lone string, and nulls"
+        );
+        let none = job(r#"{"id":"6a7948342c88faeba59eb866","deliveryUrl":null}"#).unwrap();
+        assert_eq!(none.phase(), Phase::Running);
+    }
+
+    #[test]
+    fn a_body_that_cannot_be_read_is_reported_without_its_text() {
+        let body = br#"{"id":"6a7948342c88faeba59eb866","failed":"https://restore-x.example/SECRETTOKEN/restore.tar.gz"}"#;
+        let e = decode::<DiskJob>("get restore job", body).err().unwrap();
+        let shown = e.to_string();
+        assert!(!shown.contains("SECRETTOKEN"), "{shown}");
+        assert!(shown.contains("line 1 column"), "{shown}");
     }
 
     #[test]

@@ -150,9 +150,7 @@ impl AtlasError {
         use crate::target::ClusterKind;
         match self {
             Self::Api { error_code, .. } => match error_code.as_str() {
-                "CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API" | "FEATURE_UNSUPPORTED" => {
-                    Some(ClusterKind::Dedicated)
-                }
+                "CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API" => Some(ClusterKind::Dedicated),
                 "CANNOT_USE_FLEX_CLUSTER_IN_CLUSTER_API" => Some(ClusterKind::Flex),
                 _ => None,
             },
@@ -347,9 +345,9 @@ impl AtlasClient {
             return Err(AtlasError::Api {
                 operation,
                 status: status.as_u16(),
+                hint: hint_for(status, &error_code),
                 error_code,
                 detail,
-                hint: hint_for(status),
             });
         }
     }
@@ -450,9 +448,21 @@ fn decode<T: serde::de::DeserializeOwned>(
     operation: &'static str,
     body: &[u8],
 ) -> Result<T, AtlasError> {
+    // The parser's own message can quote the input (`invalid type: string "https://…"`), and
+    // an answer may hold a download URL: say where and what kind of error, never what was there.
     serde_json::from_slice(body).map_err(|e| AtlasError::Decode {
         operation,
-        message: e.to_string(),
+        message: format!(
+            "{} error at line {} column {}",
+            match e.classify() {
+                serde_json::error::Category::Io => "read",
+                serde_json::error::Category::Syntax => "syntax",
+                serde_json::error::Category::Data => "unexpected field type",
+                serde_json::error::Category::Eof => "cut short",
+            },
+            e.line(),
+            e.column()
+        ),
     })
 }
 
@@ -468,15 +478,18 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-fn hint_for(status: StatusCode) -> &'static str {
+fn hint_for(status: StatusCode, error_code: &str) -> &'static str {
+    if matches!(
+        error_code,
+        "CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API" | "CANNOT_USE_FLEX_CLUSTER_IN_CLUSTER_API"
+    ) {
+        return " (the target's kind is wrong: set kind = \"auto\", or the right one)";
+    }
     match status.as_u16() {
         403 => {
             " (the service account or API key needs the Project Backup Export Operator role on this project)"
         }
         404 => " (check target.project_id and target.cluster)",
-        400 => {
-            " (CANNOT_USE_NON_FLEX_CLUSTER_IN_FLEX_API or CANNOT_USE_FLEX_CLUSTER_IN_CLUSTER_API: the target's kind is wrong; set kind = \"auto\")"
-        }
         429 => " (Atlas rate limit; the next run retries)",
         _ => "",
     }

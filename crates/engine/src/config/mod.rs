@@ -328,6 +328,10 @@ pub struct StorageConfig {
     pub checksum_calculation: Option<ChecksumCalculation>,
     /// Store-verified checksum.
     pub object_checksum: ObjectChecksum,
+    /// `checksum = "auto"` with a custom endpoint: archiving commands ask the store at start
+    /// whether it verifies a full-object CRC32C, and use it when it does
+    /// (`ObjectStore::probe_crc32c`).
+    pub probe_checksum: bool,
     /// Object key template.
     pub key_template: String,
     /// Transfers at once across targets.

@@ -106,9 +106,10 @@ impl Config {
                 .to_owned(),
             ),
             checksum: Some(
-                match s.object_checksum {
-                    ObjectChecksum::Crc32c => "crc32c",
-                    ObjectChecksum::None => "none",
+                match (s.probe_checksum, s.object_checksum) {
+                    (true, _) => "auto",
+                    (false, ObjectChecksum::Crc32c) => "crc32c",
+                    (false, ObjectChecksum::None) => "none",
                 }
                 .to_owned(),
             ),

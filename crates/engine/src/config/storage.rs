@@ -123,6 +123,8 @@ impl Validator<'_> {
                 ));
             }
         };
+        let probe_checksum =
+            endpoint.is_some() && matches!(s.checksum.as_deref(), None | Some("auto"));
         let mut object_checksum = match s.checksum.as_deref() {
             None | Some("auto") => {
                 if endpoint.is_some() {
@@ -175,6 +177,8 @@ impl Validator<'_> {
             part_size,
             parts_in_flight: parts_in_flight as usize,
             checksum_calculation,
+            // A lock forces CRC32C on: nothing to probe then.
+            probe_checksum: probe_checksum && protection.object_lock.is_none(),
             object_checksum,
             key_template,
             max_concurrent_transfers: max_concurrent_transfers as usize,

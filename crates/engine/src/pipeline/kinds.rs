@@ -16,7 +16,8 @@ use crate::target::{ClusterKind, Target};
 
 /// Lists `target`'s snapshots on the API of its kind: configured, recorded in `journal`, or
 /// found by trying the Flex listing first (and then recorded, when `record`; the dry run and
-/// the preflight pass `false`). A kind learnt costs no extra request for a Flex cluster and one
+/// the preflight pass `false`). A recorded kind that Atlas refuses as the other kind is learnt
+/// again. A kind learnt costs no extra request for a Flex cluster and one
 /// refused request for a dedicated one, once.
 pub async fn list_snapshots(
     atlas: &AtlasClient,
@@ -38,15 +39,18 @@ pub async fn list_snapshots(
             .list_snapshots()
             .await
     };
-    if let Some(kind) = known {
-        return Ok((kind, list(kind).await?));
-    }
-    let (kind, listed) = match list(ClusterKind::Flex).await {
-        Ok(listed) => (ClusterKind::Flex, listed),
-        Err(e) if e.actual_kind() == Some(ClusterKind::Dedicated) => {
-            (ClusterKind::Dedicated, list(ClusterKind::Dedicated).await?)
-        }
-        Err(e) => return Err(e.into()),
+    let first = known.unwrap_or(ClusterKind::Flex);
+    let (kind, listed) = match list(first).await {
+        Ok(listed) if known.is_some() => return Ok((first, listed)),
+        Ok(listed) => (first, listed),
+        // Learnt (or remembered: a cluster upgraded from Flex, a name reused) and refused by
+        // Atlas as the other kind: learnt again. A configured kind is the operator's to fix.
+        Err(e) => match e.actual_kind() {
+            Some(actual) if actual != first && choice == KindChoice::Auto => {
+                (actual, list(actual).await?)
+            }
+            _ => return Err(e.into()),
+        },
     };
     info!(project = %target.project_id, cluster = %target.cluster, kind = kind.name(), "Atlas says what kind of cluster this is");
     if record && let Some(j) = journal {

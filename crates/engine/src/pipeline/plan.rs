@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::run::Listed;
+use super::run::{Listed, in_scope};
 use crate::atlas::AtlasClient;
 use crate::config::ClusterOptions;
 use crate::journal::{Journal, SnapshotKey, SnapshotState};
@@ -28,6 +28,8 @@ pub enum PlannedAction {
     NotCompleted,
     /// Nothing: an id or a status this version does not take.
     Skipped,
+    /// Nothing this run: beyond the target's `max_per_run`; a later run takes it.
+    Deferred,
 }
 
 /// One snapshot of the plan.
@@ -86,7 +88,8 @@ pub async fn plan(
                 return plan;
             }
         };
-    for snapshot in &listed {
+    let mut downloads = 0u32;
+    for snapshot in in_scope(&listed, options, Utc::now()) {
         let status = snapshot.status.clone().unwrap_or_default();
         let (id, action) = match Listed::of(snapshot, options) {
             Listed::NoId => continue,
@@ -109,9 +112,15 @@ pub async fn plan(
                 let action = match row {
                     Some(r) if r.state == SnapshotState::Archived => PlannedAction::AlreadyArchived,
                     Some(r) if r.state == SnapshotState::Pruned => PlannedAction::Pruned,
+                    _ if options.max_per_run.is_some_and(|max| downloads >= max) => {
+                        PlannedAction::Deferred
+                    }
                     Some(r) if r.upload_id.is_some() => PlannedAction::Resume,
                     _ => PlannedAction::Archive,
                 };
+                if matches!(action, PlannedAction::Archive | PlannedAction::Resume) {
+                    downloads += 1;
+                }
                 (id, action)
             }
         };

@@ -115,12 +115,8 @@ impl Archiver {
             };
             info!(count = listed.len(), "listed snapshots");
             let options = self.options(target);
-            // Newest first: with `max_per_run`, the recovery point comes before the backlog.
-            let mut ordered: Vec<&Snapshot> = listed.iter().collect();
-            ordered.sort_by_key(|s| std::cmp::Reverse(s.finish_time.or(s.scheduled_time)));
-            let oldest = options.since.and_then(|since| chrono::Duration::from_std(since).ok()).map(|since| Utc::now() - since);
             let mut downloads = 0u32;
-            for snapshot in ordered {
+            for snapshot in in_scope(&listed, &options, Utc::now()) {
                 let id = match Listed::of(snapshot, &options) {
                     Listed::Completed(id) => id,
                     Listed::NoId => continue,
@@ -152,12 +148,6 @@ impl Archiver {
                         continue;
                     }
                 };
-                if let Some(oldest) = oldest
-                    && snapshot.finish_time.or(snapshot.scheduled_time).is_some_and(|t| t < oldest)
-                {
-                    debug!(snapshot = %id, "taken before the target's `since`; not archived");
-                    continue;
-                }
                 if let Some(max) = options.max_per_run {
                     match self.needs_download(target, &id).await {
                         Ok(false) => {}
@@ -339,6 +329,27 @@ impl Archiver {
         }
         Ok(lost)
     }
+}
+
+/// The listed snapshots a run considers, newest first (with `max_per_run`, the recovery point
+/// comes before the backlog): those taken within the target's `since`. Shared by `run` and
+/// the dry run (`plan`).
+pub(super) fn in_scope<'a>(
+    listed: &'a [Snapshot],
+    options: &crate::config::ClusterOptions,
+    now: chrono::DateTime<Utc>,
+) -> Vec<&'a Snapshot> {
+    let taken = |s: &Snapshot| s.finish_time.or(s.scheduled_time);
+    let oldest = options
+        .since
+        .and_then(|since| chrono::Duration::from_std(since).ok())
+        .map(|since| now - since);
+    let mut scoped: Vec<&Snapshot> = listed
+        .iter()
+        .filter(|s| oldest.is_none_or(|o| taken(s).is_none_or(|t| t >= o)))
+        .collect();
+    scoped.sort_by_key(|s| std::cmp::Reverse(taken(s)));
+    scoped
 }
 
 /// What a run makes of one listed snapshot, before the journal is asked: the one filter that

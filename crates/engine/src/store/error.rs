@@ -98,7 +98,7 @@ impl StoreError {
         self.code_kind() == Some(CodeKind::Changed)
     }
 
-    fn code_kind(&self) -> Option<CodeKind> {
+    pub(super) fn code_kind(&self) -> Option<CodeKind> {
         match self {
             Self::Request {
                 code: Some(code), ..

@@ -58,7 +58,10 @@ macro_rules! protected_write {
 mod codes;
 mod error;
 mod multipart;
+mod probe;
 mod protect;
+
+pub use probe::Crc32cSupport;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
