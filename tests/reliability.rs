@@ -102,6 +102,23 @@ impl Case {
     }
 
     /// A run that must crash at the injected point (not exit by itself).
+    /// Kills a run by `kill -9` once 11 MiB of the snapshot are uploaded (two 5 MiB parts),
+    /// the download served with Range support, slowly enough to land mid-upload; the upload is
+    /// then left open.
+    async fn kill_mid_upload(&mut self) -> Result<(), String> {
+        self.w.sim.set_faults(|f| {
+            f.range_support = true;
+            f.throttle_bytes_per_sec = Some(8 << 20);
+        });
+        self.crash(&[("ATLAS_ARCHIVER_CRASH_AT_BYTE", "11534336")])
+            .await?;
+        self.w.sim.set_faults(|f| f.throttle_bytes_per_sec = None);
+        expect(
+            self.w.open_uploads().await.len() == 1,
+            "the killed run left its upload open",
+        )
+    }
+
     async fn crash(&mut self, env: &[(&str, &str)]) -> Result<(), String> {
         let run = self.once(env).await;
         if run.code == 0 || !run.stderr.contains("fault injection: crashing") {
@@ -661,19 +678,9 @@ fn m3_job_splice() -> Scenario {
             return Ok(skipped);
         }
         let id = c.w.sim.clusters()[0].snapshots[0].id.clone();
-        c.w.sim.set_faults(|f| {
-            f.range_support = true;
-            f.content_per_job = true;
-            f.throttle_bytes_per_sec = Some(8 << 20);
-        });
+        c.w.sim.set_faults(|f| f.content_per_job = true);
         // Two parts of job 0's bytes uploaded, then killed.
-        c.crash(&[("ATLAS_ARCHIVER_CRASH_AT_BYTE", "11534336")])
-            .await?;
-        c.w.sim.set_faults(|f| f.throttle_bytes_per_sec = None);
-        expect(
-            c.w.open_uploads().await.len() == 1,
-            "the killed run left its upload open",
-        )?;
+        c.kill_mid_upload().await?;
         // Job 0 expires; the next run records job 1 and is killed at once.
         c.w.sim.expire_jobs();
         c.crash(&[("ATLAS_ARCHIVER_CRASH_AT", "after-download-requested")])
@@ -847,20 +854,13 @@ fn l5_template_edited_mid_upload() -> Scenario {
             if let Some(skipped) = needs_upload_listing(&c) {
                 return Ok(skipped);
             }
-            c.w.sim.set_faults(|f| {
-                f.range_support = true;
-                f.throttle_bytes_per_sec = Some(8 << 20);
-            });
-            c.crash(&[("ATLAS_ARCHIVER_CRASH_AT_BYTE", "11534336")])
-                .await?;
-            c.w.sim.set_faults(|f| f.throttle_bytes_per_sec = None);
+            c.kill_mid_upload().await?;
             let before: Vec<String> =
                 c.w.open_uploads()
                     .await
                     .into_iter()
                     .map(|(k, _)| k)
                     .collect();
-            expect(before.len() == 1, "the killed run left one upload open")?;
             // The operator edits the layout before the next run.
             c.config =
                 c.w.write_config(
@@ -901,17 +901,7 @@ fn l6_adopt_aborts_the_held_upload() -> Scenario {
             if let Some(skipped) = needs_upload_listing(&c) {
                 return Ok(skipped);
             }
-            c.w.sim.set_faults(|f| {
-                f.range_support = true;
-                f.throttle_bytes_per_sec = Some(8 << 20);
-            });
-            c.crash(&[("ATLAS_ARCHIVER_CRASH_AT_BYTE", "11534336")])
-                .await?;
-            c.w.sim.set_faults(|f| f.throttle_bytes_per_sec = None);
-            expect(
-                c.w.open_uploads().await.len() == 1,
-                "the killed run left its upload open",
-            )?;
+            c.kill_mid_upload().await?;
             // A second writer, with its own journal, archives the snapshot.
             let text = std::fs::read_to_string(&c.config).map_err(|e| e.to_string())?;
             let other = std::path::Path::new(&c.config).with_file_name("other.toml");
