@@ -38,7 +38,8 @@ pub struct StoreFaults {
     pub black_hole_head: u32,
     /// UploadPart answers 400 BadDigest (the store found the part's checksum wrong).
     pub upload_part_bad_digest: u32,
-    /// AbortMultipartUpload answers 500 InternalError.
+    /// AbortMultipartUpload of an archive (a `.tar.gz` key) answers 500 InternalError this
+    /// many times.
     pub abort_500: u32,
     /// HeadObject answers 404 this many times once a CompleteMultipartUpload has been
     /// forwarded (a store whose metadata lags behind Complete, audit S6).
@@ -213,7 +214,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
             Some(s3_error(StatusCode::BAD_REQUEST, "InvalidRequest"))
         } else if is_upload_part && take(&mut f.upload_part_bad_digest) {
             Some(s3_error(StatusCode::BAD_REQUEST, "BadDigest"))
-        } else if (is_abort && take(&mut f.abort_500))
+        } else if (is_abort && parts.uri.path().ends_with(".tar.gz") && take(&mut f.abort_500))
             || (is_upload_part && take(&mut f.upload_part_500))
             || (is_ranged_get && take(&mut f.ranged_get_500))
         {

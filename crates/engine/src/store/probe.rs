@@ -16,6 +16,9 @@ use super::codes::CodeKind;
 use super::multipart::MultipartUpload;
 use super::{ObjectStore, StoreError};
 
+/// Tries of the probe's own abort.
+const ABORT_TRIES: u32 = 3;
+
 /// What the probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Crc32cSupport {
@@ -46,10 +49,9 @@ impl ObjectStore {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let key = format!(
-            "{prefix}.atlas-archiver-probe/checksum-{nanos:x}-{}",
-            std::process::id()
-        );
+        let probes = format!("{prefix}.atlas-archiver-probe/");
+        self.sweep_probes(&probes).await;
+        let key = format!("{probes}checksum-{nanos:x}-{}", std::process::id());
         let created = MultipartUpload::create(
             self.client.clone(),
             &self.bucket,
@@ -66,10 +68,33 @@ impl ObjectStore {
             Err(e) => return Err(e),
         };
         let verdict = probe_parts(&upload).await;
-        if let Err(e) = upload.abort().await {
-            warn!(key = %key, error = %e, "cannot abort the checksum probe's upload (a lifecycle rule that aborts incomplete uploads removes it)");
+        let mut tries = 0;
+        while let Err(e) = upload.abort().await {
+            tries += 1;
+            if tries == ABORT_TRIES {
+                warn!(key = %key, error = %e, "cannot abort the checksum probe's upload; the next probe aborts it (or a lifecycle rule that aborts incomplete uploads)");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250 << tries)).await;
         }
         Ok(self.decide(verdict?))
+    }
+
+    /// Aborts probe uploads an earlier probe could not (under `probes`, a namespace only
+    /// probes use: no archive is ever there). Best effort: a store that cannot list uploads
+    /// keeps them until a lifecycle rule removes them.
+    async fn sweep_probes(&self, probes: &str) {
+        let Ok(left) = self.list_multipart_uploads(probes).await else {
+            return;
+        };
+        for (key, upload_id) in left.into_iter().filter(|(k, _)| k.starts_with(probes)) {
+            match self.abort_multipart(&key, &upload_id).await {
+                Ok(()) => info!(key = %key, "aborted an earlier checksum probe's upload"),
+                Err(e) => {
+                    warn!(key = %key, error = %e, "cannot abort an earlier checksum probe's upload")
+                }
+            }
+        }
     }
 
     fn decide(&self, support: Crc32cSupport) -> Crc32cSupport {
