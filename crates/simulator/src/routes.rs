@@ -580,6 +580,25 @@ fn requested_snapshot(request: &Value) -> Result<String, Response> {
         })
 }
 
+/// Whether `snapshot_id` can be downloaded from the cluster `found`: listed, and not vanished;
+/// else Atlas's answer (`code` and `what` for a missing snapshot differ between the two APIs).
+fn downloadable(
+    s: &SimState,
+    found: Result<&SimCluster, Response>,
+    snapshot_id: &str,
+    (code, what): (&str, &str),
+) -> Result<(), Response> {
+    let listed = found?.snapshots.iter().any(|x| x.id == snapshot_id);
+    if !listed || s.faults.vanished.contains(snapshot_id) {
+        return Err(envelope(
+            StatusCode::NOT_FOUND,
+            code,
+            &format!("Cannot find {what} {snapshot_id}."),
+        ));
+    }
+    Ok(())
+}
+
 /// A new download job of a snapshot, failing when the faults say so.
 fn new_job(
     s: &mut SimState,
@@ -615,16 +634,13 @@ async fn request_download(
         };
     let mut s = app.lock();
     s.observed.download_requests += 1;
-    let exists = match cluster(&s, &group, &name) {
-        Ok(c) => c.snapshots.iter().any(|x| x.id == snapshot_id),
-        Err(r) => return r,
-    };
-    if !exists || s.faults.vanished.contains(&snapshot_id) {
-        return envelope(
-            StatusCode::NOT_FOUND,
-            "RESOURCE_NOT_FOUND",
-            &format!("Cannot find resource snapshot {snapshot_id}."),
-        );
+    if let Err(r) = downloadable(
+        &s,
+        cluster(&s, &group, &name),
+        &snapshot_id,
+        ("RESOURCE_NOT_FOUND", "resource snapshot"),
+    ) {
+        return r;
     }
     let in_progress = s.jobs.iter().any(|j| {
         j.snapshot_id == snapshot_id

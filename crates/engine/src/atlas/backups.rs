@@ -55,7 +55,6 @@ pub(super) trait BackupApi: Send + Sync {
 pub struct ClusterBackups<'a> {
     client: &'a AtlasClient,
     api: &'static dyn BackupApi,
-    kind: ClusterKind,
     project_id: &'a str,
     cluster: &'a str,
 }
@@ -75,7 +74,6 @@ impl AtlasClient {
         ClusterBackups {
             client: self,
             api,
-            kind,
             project_id,
             cluster,
         }
@@ -110,11 +108,6 @@ impl AtlasClient {
 }
 
 impl ClusterBackups<'_> {
-    /// The cluster's kind.
-    pub fn kind(&self) -> ClusterKind {
-        self.kind
-    }
-
     /// Every snapshot, every page; one that appears twice (the list changed while paging) is
     /// kept once.
     pub async fn list_snapshots(&self) -> Result<Vec<Snapshot>, AtlasError> {

@@ -119,6 +119,17 @@ pub struct ClusterOptions {
     pub max_per_run: Option<u32>,
 }
 
+impl ClusterOptions {
+    /// The options of `target` in `clusters` (the defaults for a target not listed).
+    pub fn of(clusters: &[(Target, Self)], target: &Target) -> Self {
+        clusters
+            .iter()
+            .find(|(t, _)| t == target)
+            .map(|(_, o)| o.clone())
+            .unwrap_or_default()
+    }
+}
+
 impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
@@ -152,11 +163,7 @@ impl Config {
 
     /// The cluster options of one target.
     pub fn cluster_options(&self, target: &Target) -> ClusterOptions {
-        self.clusters
-            .iter()
-            .find(|(t, _)| t == target)
-            .map(|(_, o)| o.clone())
-            .unwrap_or_default()
+        ClusterOptions::of(&self.clusters, target)
     }
 
     /// The schedule of one target (its own, or the default).

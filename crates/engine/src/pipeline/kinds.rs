@@ -62,12 +62,7 @@ pub async fn list_snapshots(
 impl Archiver {
     /// The options of a target (defaults for one the config does not name).
     pub(super) fn options(&self, target: &Target) -> ClusterOptions {
-        self.settings
-            .clusters
-            .iter()
-            .find(|(t, _)| t == target)
-            .map(|(_, o)| o.clone())
-            .unwrap_or_default()
+        ClusterOptions::of(&self.settings.clusters, target)
     }
 
     /// Lists a target's snapshots for this run, and keeps its cluster's kind for its snapshots.

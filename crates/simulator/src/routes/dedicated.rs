@@ -17,8 +17,8 @@ use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::{Value, json};
 
 use super::{
-    App, DEDICATED_MEDIA_TYPE, any_cluster, envelope, job_index, job_phase, jobs_page,
-    json_request, new_job, ok_json_as, page, requested_snapshot, time,
+    App, DEDICATED_MEDIA_TYPE, any_cluster, downloadable, envelope, job_index, job_phase,
+    jobs_page, json_request, new_job, ok_json_as, page, requested_snapshot, time,
 };
 use crate::{SimCluster, SimJob, SimSnapshot, SimState};
 
@@ -167,16 +167,13 @@ async fn request_download(
     };
     let mut s = app.lock();
     s.observed.download_requests += 1;
-    let exists = match cluster(&s, &group, &name) {
-        Ok(c) => c.snapshots.iter().any(|x| x.id == snapshot_id),
-        Err(r) => return r,
-    };
-    if !exists || s.faults.vanished.contains(&snapshot_id) {
-        return envelope(
-            StatusCode::NOT_FOUND,
-            "SNAPSHOT_NOT_FOUND",
-            &format!("Cannot find snapshot {snapshot_id}."),
-        );
+    if let Err(r) = downloadable(
+        &s,
+        cluster(&s, &group, &name),
+        &snapshot_id,
+        ("SNAPSHOT_NOT_FOUND", "snapshot"),
+    ) {
+        return r;
     }
     let job = new_job(&mut s, group, name, snapshot_id, true);
     let v = job_json(&app, &s, &job);
