@@ -259,3 +259,55 @@ async fn a_remembered_kind_that_atlas_refuses_is_learnt_again() {
         "the new kind is remembered: one listing, on the dedicated API"
     );
 }
+
+/// Atlas holds one download job at a time for a dedicated cluster: while a person's download
+/// in the Atlas UI holds the slot, every snapshot waits for a later run (no failure, no
+/// alert-worthy run, one refused request rather than one per snapshot); once the slot is free,
+/// the next run archives them all, one job after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_download_slot_defers_the_cluster_to_a_later_run() {
+    let w = world("dedicated-slot", 3).await;
+    w.sim.set_faults(|f| f.one_download_per_cluster = true);
+    w.sim
+        .start_foreign_download(PROJECT, "orders-m10", "0123456789abcdef01234567");
+    let cfg = config(&w);
+    let before = w.sim.observed().download_requests;
+    let run = w.run(&["once", "--config", &cfg, "--json"], &[]).await;
+    run.assert_code(0);
+    let report = common::parse_json(&run.stdout);
+    let text = report.to_string();
+    assert!(!text.contains("\"failed\""), "{report}");
+    assert!(text.contains("\"waiting\":3"), "{report}");
+    assert!(
+        run.stderr.contains("CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY"),
+        "{}",
+        run.stderr
+    );
+    // Three Flex downloads and one refused dedicated request: the other two did not ask.
+    assert_eq!(w.sim.observed().download_requests - before, 4);
+    let keys = w.keys().await;
+    let dedicated = w.sim.clusters()[1].clone();
+    assert!(
+        dedicated
+            .snapshots
+            .iter()
+            .all(|s| !keys.keys().any(|k| k.contains(&s.id))),
+        "{keys:?}"
+    );
+    assert!(w.open_uploads().await.is_empty());
+
+    // The person's download expires: the next run takes the three, one job at a time.
+    w.sim.expire_jobs();
+    let again = w.run(&["once", "--config", &cfg, "--json"], &[]).await;
+    again.assert_code(0);
+    let report = common::parse_json(&again.stdout);
+    assert!(report.to_string().contains("\"waiting\":0"), "{report}");
+    let keys = w.keys().await;
+    for snap in &dedicated.snapshots {
+        let key = keys
+            .keys()
+            .find(|k| k.contains(&snap.id) && k.ends_with(".tar.gz"))
+            .unwrap_or_else(|| panic!("no archive of {} in {keys:?}", snap.id));
+        assert_eq!(w.sha256_of_object(key).await, snap.sha256());
+    }
+}

@@ -322,7 +322,7 @@ pub(super) fn print_reports(reports: &[TargetReport]) {
         }
         if r.waiting > 0 {
             println!(
-                "  waiting   {} more snapshots, left for later runs (max_per_run; newest first)",
+                "  waiting   {} more snapshots, left for later runs (max_per_run, or Atlas's download slot for the cluster was taken; newest first)",
                 r.waiting
             );
         }

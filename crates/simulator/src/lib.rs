@@ -134,6 +134,10 @@ pub struct Faults {
     pub token_lifetime_secs: Option<u64>,
     /// Dedicated clusters: snapshots listed with `snapshotType: "fallback"`.
     pub fallback_snapshots: HashSet<String>,
+    /// Dedicated clusters: refuse a download job while another one of the same cluster is
+    /// live (not failed, not expired, its one-time URL not yet used), as Atlas does in some
+    /// cases, with 400 `CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY`.
+    pub one_download_per_cluster: bool,
 }
 
 /// What the simulator saw, for assertions.
@@ -287,6 +291,21 @@ impl Simulator {
         for c in &mut self.lock().clusters {
             c.snapshots.retain(|s| s.id != snapshot_id);
         }
+    }
+
+    /// Starts a download job of a dedicated cluster as a person would in the Atlas UI (for a
+    /// snapshot id that need not be listed): under `one_download_per_cluster` it holds the
+    /// cluster's download slot until it expires ([`Simulator::expire_jobs`]).
+    pub fn start_foreign_download(&self, project_id: &str, cluster: &str, snapshot_id: &str) {
+        let mut s = self.lock();
+        let job = routes::new_job(
+            &mut s,
+            project_id.to_owned(),
+            cluster.to_owned(),
+            snapshot_id.to_owned(),
+            true,
+        );
+        s.jobs.push(job);
     }
 
     /// Makes every download job issued so far expired: its `expirationDate` passes and its

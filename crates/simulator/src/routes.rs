@@ -600,7 +600,7 @@ fn downloadable(
 }
 
 /// A new download job of a snapshot, failing when the faults say so.
-fn new_job(
+pub(crate) fn new_job(
     s: &mut SimState,
     group: String,
     name: String,

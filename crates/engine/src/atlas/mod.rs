@@ -139,6 +139,20 @@ impl AtlasError {
         }
     }
 
+    /// Whether Atlas refuses a download job because another one holds the cluster's (or the
+    /// project's) download slot: a person's download in the Atlas UI, or one of ours from an
+    /// earlier run (the error codes of CONTRACT §6, not their text). Not a failure of the
+    /// snapshot: a later run asks again.
+    pub fn is_download_slot_taken(&self) -> bool {
+        matches!(self, Self::Api { error_code, .. } if matches!(
+            error_code.as_str(),
+            "CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY"
+                | "TOO_MANY_SNAPSHOT_DOWNLOADS"
+                | "ATLAS_CLUSTER_RESTORE_IN_PROGRESS"
+                | "CANNOT_DOWNLOAD_JOB_IN_PROGRESS"
+        ))
+    }
+
     /// Whether this says the snapshot (or cluster) no longer exists.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Api { status: 404, .. })

@@ -81,6 +81,10 @@ impl Archiver {
                 // attempt of this run; otherwise it is aborted now, so that nothing is left behind.
                 // A shutdown keeps the upload too: its parts are journalled, so a planned restart
                 // resumes like a crash does (audit L1).
+                if matches!(e, ArchiveError::DownloadSlotTaken(_)) {
+                    // Nothing was started: the snapshot waits for a later run, uncounted.
+                    return Err(e);
+                }
                 let cancelled = matches!(e, ArchiveError::Transfer(TransferError::Cancelled));
                 let keep_upload = cancelled
                     || (retry && matches!(&e, ArchiveError::Transfer(t) if t.upload_is_resumable()));

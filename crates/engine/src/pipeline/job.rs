@@ -45,11 +45,21 @@ impl Archiver {
                 crate::fault::point("after-download-intent");
                 match self.backups(key)?.request_download(&key.snapshot_id).await {
                     Ok(job) => job,
-                    // A download of this snapshot is already being prepared: find and reuse it.
-                    Err(AtlasError::Api { status: 409, .. }) => self
-                        .find_live_job(key)
-                        .await?
-                        .ok_or_else(|| ArchiveError::AtlasContract("Atlas says a download is in progress but lists none for this snapshot".into()))?,
+                    // A download of this snapshot is already being prepared: find and reuse
+                    // it. If Atlas lists none for this snapshot, another download holds the
+                    // cluster's slot: this snapshot waits for a later run.
+                    Err(e)
+                        if matches!(e, AtlasError::Api { status: 409, .. })
+                            || e.is_download_slot_taken() =>
+                    {
+                        match self.find_live_job(key).await? {
+                            Some(job) => job,
+                            None if e.is_download_slot_taken() => {
+                                return Err(ArchiveError::DownloadSlotTaken(e));
+                            }
+                            None => return Err(ArchiveError::AtlasContract("Atlas says a download is in progress but lists none for this snapshot".into())),
+                        }
+                    }
                     Err(e) if e.is_not_found() => return Err(ArchiveError::SnapshotGone(e)),
                     Err(e) => return Err(e.into()),
                 }

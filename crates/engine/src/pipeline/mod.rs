@@ -80,6 +80,13 @@ pub enum ArchiveError {
     /// without a valid id, a 409 with no job listed).
     #[error("Atlas broke its API contract: {0}")]
     AtlasContract(String),
+    /// Atlas refused the download job because another download holds the cluster's slot
+    /// (CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY and kin): not a failure of this snapshot; it
+    /// waits for a later run, and the run asks for no more downloads of this cluster.
+    #[error(
+        "another download holds this cluster's download slot at Atlas; a later run asks again: {0}"
+    )]
+    DownloadSlotTaken(#[source] AtlasError),
     /// The store answered something no S3 store should (an object missing right after its
     /// upload completed).
     #[error("the store broke the S3 contract: {0}")]
@@ -123,6 +130,7 @@ impl ArchiveError {
             Self::Store(e) => e.reason(),
             Self::Journal(_) => Reason::Journal,
             Self::SnapshotGone(_) => Reason::SnapshotLost,
+            Self::DownloadSlotTaken(e) => e.reason(),
             Self::AtlasContract(_) => Reason::AtlasContract,
             Self::StoreContract(_) => Reason::StoreContract,
             Self::KeyCollision { .. } => Reason::KeyCollision,

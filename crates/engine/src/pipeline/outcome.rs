@@ -66,7 +66,8 @@ pub struct TargetReport {
     pub snapshots: Vec<SnapshotOutcome>,
     /// A target-level failure (listing failed), if any.
     pub error: Option<String>,
-    /// Completed snapshots left for later runs by `max_per_run` (not failures).
+    /// Completed snapshots left for later runs (not failures): by `max_per_run`, or because
+    /// another download held the cluster's download slot at Atlas.
     pub waiting: u64,
 }
 

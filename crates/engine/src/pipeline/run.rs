@@ -116,6 +116,10 @@ impl Archiver {
             info!(count = listed.len(), "listed snapshots");
             let options = self.options(target);
             let mut downloads = 0u32;
+            // Set once Atlas says another download holds this cluster's slot: the snapshots
+            // that have no download job of ours yet wait for a later run instead of each
+            // asking again.
+            let mut slot_taken = false;
             for snapshot in in_scope(&listed, &options, Utc::now()) {
                 let id = match Listed::of(snapshot, &options) {
                     Listed::Completed(id) => id,
@@ -166,7 +170,26 @@ impl Archiver {
                     info!("shutting down: the remaining snapshots wait for the next run");
                     break;
                 }
+                if slot_taken {
+                    match self.has_own_job(target, &id).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            report.waiting += 1;
+                            continue;
+                        }
+                        Err(e) => {
+                            report.error = Some(format!("{e}; stopping this target"));
+                            break;
+                        }
+                    }
+                }
                 let outcome = self.watched_snapshot(target, &id, snapshot).await;
+                if let Err(e @ ArchiveError::DownloadSlotTaken(_)) = &outcome {
+                    warn!(snapshot = %id, error = %e, "snapshot waits for a later run");
+                    slot_taken = true;
+                    report.waiting += 1;
+                    continue;
+                }
                 let journal_failed = match &outcome {
                     Err(ArchiveError::Journal(e)) => Some(e.to_string()),
                     _ => None,
@@ -186,7 +209,7 @@ impl Archiver {
                 }
             }
             if report.waiting > 0 {
-                info!(waiting = report.waiting, max_per_run = options.max_per_run.unwrap_or(0), "snapshots left for later runs (max_per_run), newest taken first");
+                info!(waiting = report.waiting, max_per_run = options.max_per_run.unwrap_or(0), download_slot_taken = slot_taken, "snapshots left for later runs, newest taken first");
             }
             self.metrics.record_waiting(target, report.waiting);
             match self.report_lost(target, &listed).await {
@@ -210,6 +233,17 @@ impl Archiver {
                 matches!(r.state, SnapshotState::Archived | SnapshotState::Pruned)
             }),
         )
+    }
+
+    /// Whether the journal remembers a download job or an upload of ours for this snapshot:
+    /// such a snapshot goes on even when the cluster's download slot is taken, since the job
+    /// holding the slot may be its own.
+    async fn has_own_job(&self, target: &Target, id: &str) -> Result<bool, ArchiveError> {
+        let row = self
+            .journal
+            .get(&crate::journal::SnapshotKey::new(target, id))
+            .await?;
+        Ok(row.is_some_and(|r| r.restore_job_id.is_some() || r.upload_id.is_some()))
     }
 
     /// One snapshot under the run watchdog: work that makes no progress for

@@ -175,6 +175,24 @@ async fn request_download(
     ) {
         return r;
     }
+    if s.faults.one_download_per_cluster {
+        let now = Utc::now();
+        let busy = s.jobs.iter().any(|j| {
+            j.dedicated
+                && j.project_id == group
+                && j.cluster == name
+                && !j.failed
+                && j.fetches == 0
+                && now <= j.created + ChronoDuration::hours(1)
+        });
+        if busy {
+            return envelope(
+                StatusCode::BAD_REQUEST,
+                "CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY",
+                "Cannot create a manual download of a snapshot when there is already an active download for that snapshot.",
+            );
+        }
+    }
     let job = new_job(&mut s, group, name, snapshot_id, true);
     let v = job_json(&app, &s, &job);
     s.jobs.push(job);
