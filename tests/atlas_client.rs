@@ -295,6 +295,7 @@ async fn client_errors_carry_the_envelope_and_are_not_retried() {
         name: "dedicated-m10".into(),
         snapshots: vec![],
         dedicated: true,
+        ..SimCluster::default()
     });
     let s = sim(clusters).await;
     let c = client(&s);

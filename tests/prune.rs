@@ -36,6 +36,7 @@ fn forty() -> Vec<SimCluster> {
         name: "orders-flex".into(),
         snapshots,
         dedicated: false,
+        ..SimCluster::default()
     }]
 }
 

@@ -89,6 +89,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print what the config resolves to now: configured targets and the clusters each [[discover]] takes (with why) or skips (with why not); exit 1 if a listing failed.
+    Targets {
+        /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the archived snapshots, newest first, from the bucket's manifests alone (no journal or Atlas account needed).
     List {
         /// Config file [default: $ATLAS_ARCHIVER_CONFIG, then /etc/atlas-archiver/config.toml]; only [storage] is needed.

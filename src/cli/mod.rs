@@ -11,6 +11,7 @@ mod progress;
 mod prune;
 mod restore;
 mod status;
+mod targets;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -193,6 +194,10 @@ async fn dispatch(
             } else {
                 check_config(&path, &env)
             }
+        }
+        Command::Targets { config, json } => {
+            let path = config_path(config.as_deref(), &env);
+            targets::run(&path, &env, json).await
         }
         Command::Status { config, json } => {
             let path = config_path(config.as_deref(), &env);

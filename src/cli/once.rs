@@ -30,6 +30,7 @@ pub(super) async fn run(
     display: Option<&Display>,
 ) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Load)?;
+    let (config, resolved) = super::targets::resolve(config).await?;
     let targets = select_targets(&config, target_args)?;
     if prune && targets.iter().all(|t| config.retention_for(t).is_none()) {
         return Err(Failure::Usage(format!(
@@ -63,7 +64,8 @@ pub(super) async fn run(
         }
     }
     Ok(
-        if reports.iter().all(TargetReport::succeeded) && pruned_ok {
+        if reports.iter().all(TargetReport::succeeded) && pruned_ok && resolved.failures.is_empty()
+        {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
@@ -82,6 +84,7 @@ pub(super) async fn dry_run(
     prune: bool,
 ) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Load)?;
+    let (config, _) = super::targets::resolve(config).await?;
     let targets = select_targets(&config, target_args)?;
     let atlas = AtlasClient::new(&config.atlas)?;
     let journal = if config.journal.path.exists() {

@@ -32,6 +32,7 @@
 
 pub mod atlas;
 pub mod config;
+pub mod discover;
 pub(crate) mod fault;
 pub mod journal;
 pub(crate) mod keys;

@@ -52,8 +52,8 @@ impl SimSnapshot {
     }
 }
 
-/// A simulated Flex cluster.
-#[derive(Debug, Clone)]
+/// A simulated cluster (Flex unless `dedicated`).
+#[derive(Debug, Clone, Default)]
 pub struct SimCluster {
     /// Project id.
     pub project_id: String,
@@ -63,6 +63,10 @@ pub struct SimCluster {
     pub snapshots: Vec<SimSnapshot>,
     /// A dedicated (non-Flex) cluster: the Flex API refuses it.
     pub dedicated: bool,
+    /// Its tags (`ResourceTag`), as the cluster listings show them.
+    pub tags: Vec<(String, String)>,
+    /// Atlas takes no backups of it (`backupEnabled: false` / `backupSettings.enabled: false`).
+    pub backups_off: bool,
 }
 
 /// Faults to inject. Counters (`*_burst`) count down as requests consume them.
@@ -196,6 +200,8 @@ pub(crate) struct SimState {
     /// The highest `nc` seen per nonce, under `strict_digest_nc`.
     pub(crate) nonce_counts: HashMap<String, u32>,
     pub(crate) next_id: u64,
+    /// Organisations and their projects (`GET /orgs/{orgId}/groups`).
+    pub(crate) orgs: Vec<(String, Vec<String>)>,
 }
 
 impl SimState {
@@ -293,6 +299,28 @@ impl Simulator {
         }
     }
 
+    /// Makes `org_id` an organisation holding `projects` (a project need not have clusters).
+    pub fn set_org(&self, org_id: &str, projects: &[&str]) {
+        let mut s = self.lock();
+        s.orgs.retain(|(o, _)| o != org_id);
+        s.orgs.push((
+            org_id.to_owned(),
+            projects.iter().map(|p| (*p).to_owned()).collect(),
+        ));
+    }
+
+    /// Adds a cluster, as creating one in Atlas does.
+    pub fn add_cluster(&self, cluster: SimCluster) {
+        self.lock().clusters.push(cluster);
+    }
+
+    /// Removes a cluster, as terminating one in Atlas does.
+    pub fn remove_cluster(&self, project_id: &str, cluster: &str) {
+        self.lock()
+            .clusters
+            .retain(|c| !(c.project_id == project_id && c.name == cluster));
+    }
+
     /// Starts a download job of a dedicated cluster as a person would in the Atlas UI (for a
     /// snapshot id that need not be listed): under `one_download_per_cluster` it holds the
     /// cluster's download slot until it expires ([`Simulator::expire_jobs`]).
@@ -371,6 +399,8 @@ pub fn scenario(
             project_id: project_id.to_owned(),
             name: (*name).to_owned(),
             dedicated: false,
+            tags: Vec::new(),
+            backups_off: false,
             snapshots: (0..per_cluster)
                 .map(|day| {
                     counter += 1;

@@ -27,6 +27,7 @@ use super::{
 };
 
 mod dedicated;
+mod listing;
 
 /// The Flex endpoints' media type (CONTRACT.md section 2), spelled out here rather than taken
 /// from the client, so that a client that sends the wrong one is caught.
@@ -34,10 +35,15 @@ const FLEX_MEDIA_TYPE: &str = "application/vnd.atlas.2024-11-13+json";
 /// The dedicated clusters' backup endpoints' media type (CONTRACT.md section 3).
 const DEDICATED_MEDIA_TYPE: &str = "application/vnd.atlas.2023-01-01+json";
 
+/// The cluster listing's media type (its latest version, 2024-08-05).
+const CLUSTERS_MEDIA_TYPE: &str = "application/vnd.atlas.2024-08-05+json";
+
 /// The media type an API path requires.
 fn media_type_for(path: &str) -> &'static str {
-    if path.contains("/flexClusters/") {
+    if path.contains("/flexClusters/") || path.ends_with("/flexClusters") {
         FLEX_MEDIA_TYPE
+    } else if path.ends_with("/clusters") {
+        CLUSTERS_MEDIA_TYPE
     } else {
         DEDICATED_MEDIA_TYPE
     }
@@ -68,6 +74,7 @@ pub(super) fn router(state: Arc<Mutex<SimState>>, addr: SocketAddr) -> Router {
         .route(&format!("{base}/restoreJobs"), get(list_jobs))
         .route(&format!("{base}/restoreJobs/{{id}}"), get(get_job))
         .merge(dedicated::routes())
+        .merge(listing::routes())
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), api_gate));
     Router::new()
         .route("/api/oauth/token", post(token))

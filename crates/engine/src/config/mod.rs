@@ -7,6 +7,7 @@
 //! encryption), `render.rs` (`check-config`'s output), `units.rs`.
 
 mod clusters;
+mod discover;
 mod notify;
 mod protection;
 mod raw;
@@ -27,6 +28,7 @@ use url::Url;
 
 use crate::schedule::Schedule;
 pub use crate::target::Target;
+pub use discover::{DiscoverRule, DiscoverScope, RawDiscover};
 pub use notify::{
     CREDENTIAL_WARNING, Channel, ChannelKind, EmailSettings, EventKind, NotifyConfig, SecretUrl,
 };
@@ -86,6 +88,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// How each target's cluster is reached (same order as `targets`).
     pub clusters: Vec<(Target, ClusterOptions)>,
+    /// `[[discover]]`: selectors of clusters found by listing Atlas (`crate::discover`).
+    pub discover: Vec<DiscoverRule>,
     /// When `run` archives.
     pub schedule: ScheduleConfig,
     /// The HTTP endpoints of `run`.

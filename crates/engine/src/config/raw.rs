@@ -25,6 +25,9 @@ pub struct RawConfig {
     /// `[[target]]`: one table per (project, Flex cluster) pair to archive.
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
+    /// `[[discover]]`: clusters found by listing Atlas, archived like targets.
+    #[serde(default, rename = "discover")]
+    pub discover: Vec<super::discover::RawDiscover>,
     /// `[retention]`: which archives `prune` keeps (absent: keep everything).
     pub retention: Option<RawRetention>,
     /// `[heartbeat]`: a dead-man's switch pinged by `run` (absent: none).

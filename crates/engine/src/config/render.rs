@@ -198,6 +198,7 @@ impl Config {
             schedule,
             server,
             targets,
+            discover: self.discover.iter().map(discover_rule).collect(),
             retention: self.retention.default.as_ref().map(policy),
             heartbeat: self.notify.heartbeat.as_ref().map(|u| RawHeartbeat {
                 url: Some(secrets.show(&u.0)),
@@ -225,6 +226,26 @@ impl Config {
                 })
                 .collect(),
         }
+    }
+}
+
+/// A `[[discover]]` as the loader reads it.
+fn discover_rule(d: &crate::config::DiscoverRule) -> crate::config::RawDiscover {
+    use crate::config::DiscoverScope;
+    let (projects, org_id) = match &d.scope {
+        DiscoverScope::Projects(p) => (Some(p.clone()), None),
+        DiscoverScope::Org(o) => (None, Some(o.clone())),
+    };
+    crate::config::RawDiscover {
+        projects,
+        org_id,
+        kinds: Some(d.kinds.iter().map(|k| k.name().to_owned()).collect()),
+        name: d.name.clone(),
+        tags: Some(d.tags.clone()),
+        exclude: Some(d.exclude.clone()),
+        snapshot_types: Some(d.options.snapshot_types.clone()),
+        since: d.options.since.map(duration),
+        max_per_run: d.options.max_per_run,
     }
 }
 

@@ -729,6 +729,7 @@ fn the_example_config_names_every_key() {
         };
         let wanted = match (name, ty.contains("Raw")) {
             ("targets", _) => "[[target]]".to_owned(),
+            ("discover", _) => "[[discover]]".to_owned(),
             ("object_lock", _) => "[storage.object_lock]".to_owned(),
             (table, true) if table != "retention" => format!("[{table}]"),
             ("retention", _) => "[retention]".to_owned(),

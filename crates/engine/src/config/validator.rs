@@ -154,10 +154,11 @@ impl Validator<'_> {
             clusters.push((target.clone(), self.cluster_options(&key, t)?));
             targets.push(target);
         }
-        if targets.is_empty() && self.secrets != Secrets::StorageOnly {
+        let discover = self.discover(&raw.discover)?;
+        if targets.is_empty() && discover.is_empty() && self.secrets != Secrets::StorageOnly {
             return Err(self.invalid(
                 "target",
-                "no [[target]] tables: add at least one with project_id and cluster",
+                "no [[target]] or [[discover]] tables: add a target with project_id and cluster, or a selector",
             ));
         }
         let mut schedule = self.schedule(&raw.schedule, &raw.targets, &targets)?;
@@ -208,6 +209,7 @@ impl Validator<'_> {
             journal,
             targets,
             clusters,
+            discover,
             schedule,
             server,
         })
