@@ -691,10 +691,18 @@ async fn metrics_start_from_the_journal_and_cover_every_name_the_kit_uses() {
     w.sim.set_faults(|f| {
         f.fail_jobs_for.insert(failing.id.clone());
     });
+    // And a cluster that only a [[discover]] selector finds.
+    w.sim.add_cluster(atlas_archiver::simulator::SimCluster {
+        project_id: PROJECT.into(),
+        name: "found-flex".into(),
+        ..Default::default()
+    });
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "cron = \"0 0 0 1 1 *\"\nrun_on_first_start = false",
         "cron = \"*/2 * * * * *\"",
-    ) + "\n[retention]\nkeep_last = 1\nmin_keep = 1\n";
+    ) + &format!(
+        "\n[[discover]]\nprojects = [\"{PROJECT}\"]\nname = \"found-*\"\n\n[retention]\nkeep_last = 1\nmin_keep = 1\n"
+    );
     std::fs::write(&config, text).unwrap();
     let child = spawn_run(&w, &config, &notify);
     wait_for(

@@ -195,3 +195,98 @@ async fn a_selector_whose_listing_fails_fails_the_run_but_not_the_others() {
     let orders = &w.sim.clusters()[0].snapshots[0];
     assert!(keys.keys().any(|k| k.contains(&orders.id)), "{keys:?}");
 }
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+/// The daemon looks again at every slot: a cluster created in Atlas between two firings is
+/// archived at the next one; one that disappears is reported once (a `warn` line and
+/// `atlas_archiver_target_discovered 0`), and its archive is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_picks_up_a_new_cluster_and_reports_a_removed_one_once() {
+    use std::time::Duration;
+    let mut clusters = scenario(PROJECT, &["prod-first", "prod-later"], 1, &[256 << 10]);
+    let later = clusters.pop().unwrap();
+    let first = clusters[0].clone();
+    let w = World::new("discover-daemon", clusters).await;
+    let port = common::free_port();
+    let cfg = common::daemon_config(&w, port, "10s", "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let head = text.split("\n[[target]]").next().unwrap().to_owned();
+    std::fs::write(
+        &cfg,
+        format!("{head}\n[[discover]]\nprojects = [\"{PROJECT}\"]\nname = \"prod-*\"\n"),
+    )
+    .unwrap();
+    let child = common::spawn_daemon(&w, &cfg, &[]);
+    let archived = |c: &atlas_archiver::simulator::SimCluster,
+                    keys: &std::collections::HashMap<String, u64>| {
+        c.snapshots.iter().all(|s| {
+            keys.keys()
+                .any(|k| k.contains(&s.id) && k.ends_with(".tar.gz"))
+        })
+    };
+    common::wait_for(
+        "the first cluster archived",
+        Duration::from_secs(60),
+        async || archived(&first, &w.keys().await),
+    )
+    .await;
+    w.sim.add_cluster(later.clone());
+    common::wait_for(
+        "the new cluster archived",
+        Duration::from_secs(60),
+        async || archived(&later, &w.keys().await),
+    )
+    .await;
+
+    w.sim.remove_cluster(PROJECT, "prod-first");
+    let http = reqwest::Client::new();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let gauge = |cluster: &str| {
+        format!("atlas_archiver_target_discovered{{project=\"{PROJECT}\",cluster=\"{cluster}\"}}")
+    };
+    let mut seen = String::new();
+    common::wait_for(
+        "the removed cluster reported",
+        Duration::from_secs(60),
+        async || {
+            seen = http
+                .get(&metrics)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            metric(&seen, &gauge("prod-first")) == Some(0.0)
+        },
+    )
+    .await;
+    assert_eq!(metric(&seen, &gauge("prod-later")), Some(1.0), "{seen}");
+    assert_eq!(
+        metric(&seen, "atlas_archiver_discovery_failures_total"),
+        Some(0.0),
+        "{seen}"
+    );
+    // More discoveries: the disappearance is not reported again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    common::signal(&child, "-TERM");
+    let (code, stderr, _) = common::finish(child, Duration::from_secs(60)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr.matches("has disappeared from Atlas").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.matches("discovery done").count() >= 4,
+        "discovery looked again after the removal: {stderr}"
+    );
+    // Its archive is kept.
+    assert!(archived(&first, &w.keys().await));
+}

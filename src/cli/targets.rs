@@ -8,8 +8,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use tracing::{error, info};
-
 use super::Failure;
 use atlas_archiver_engine::atlas::AtlasClient;
 use atlas_archiver_engine::config::{Config, Secrets};
@@ -25,19 +23,6 @@ pub(super) async fn resolve(config: Config) -> Result<(Config, Resolved), Failur
     }
     let client = AtlasClient::new(&config.atlas)?;
     let resolved = discover::resolve(&config, &client).await;
-    for f in &resolved.failures {
-        error!(selector = %format!("discover[{}]", f.rule), error = %f.error, "discovery failed: the clusters of this selector are not archived in this run");
-    }
-    let found = resolved
-        .targets
-        .iter()
-        .filter(|r| matches!(r.origin, Origin::Discovered { .. }))
-        .count();
-    info!(
-        discovered = found,
-        skipped = resolved.skipped.len(),
-        "discovery done"
-    );
     Ok((resolved.apply(&config), resolved))
 }
 

@@ -5,6 +5,7 @@
 //! remains cleanly (a second signal aborts at once).
 //! Must not: archive anything itself (that is `pipeline`).
 
+mod discovery;
 pub mod notify;
 pub mod scheduler;
 pub mod status;
@@ -150,7 +151,12 @@ where
     F: Future<Output = ()> + Send,
 {
     let notifier = Notifier::from_env();
+    let (config, discovery) = discovery::Discovery::start(config).await?;
     let engine = Engine::start(&config).await?;
+    for target in discovery.iter().flat_map(|d| d.targets()) {
+        engine.metrics.record_discovered(target, true);
+    }
+    let archiver = engine.archiver.clone();
     let last_failure = Arc::new(Mutex::new(None));
     let watchdog = engine.archiver.watchdog().clone();
     let journal = engine.archiver.journal().clone();
@@ -174,13 +180,14 @@ where
     );
     let next_runs = status::NextRuns::default();
     let running = Arc::clone(&control);
+    let planned = Arc::clone(&control);
     let server_state = Arc::new(ServerState {
         metrics: engine.metrics.clone(),
         ready: AtomicBool::new(false),
         trigger: Arc::new(ControlTrigger(Arc::clone(&control))),
         status: Arc::new(status::DaemonStatus::new(
             journal,
-            config.targets.clone(),
+            move || planned.targets(),
             (board, next_runs.clone()),
             move || running.running_targets(),
             config.atlas.secret_expires_at,
@@ -207,6 +214,13 @@ where
         last_failure,
         engine.shutdown.stopping.clone(),
     );
+    let discovery_task = discovery.map(|d| {
+        d.spawn(
+            Arc::clone(&control),
+            archiver,
+            engine.shutdown.stopping.clone(),
+        )
+    });
     notifier.ready();
     info!(targets = config.targets.len(), "daemon started");
 
@@ -216,6 +230,9 @@ where
     // Cancels `stopping` too (one tree: abort → drain → stopping).
     engine.shutdown.drain.cancel();
     let _ = loop_task.await;
+    if let Some(task) = discovery_task {
+        let _ = task.await;
+    }
     tokio::select! {
         () = control.wait_idle() => info!("all runs finished"),
         () = tokio::time::sleep(config.schedule.shutdown_grace) => {

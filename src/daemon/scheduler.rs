@@ -103,7 +103,9 @@ pub struct Control<R: TargetRunner, C: Clock> {
     runner: Arc<R>,
     clock: Arc<C>,
     running: Mutex<HashSet<Target>>,
-    targets: Vec<Target>,
+    targets: Mutex<Vec<Target>>,
+    /// Targets a discovery added or removed since the loop's last round.
+    changes: Mutex<Vec<PlanChange>>,
     tracker: TaskTracker,
     stopping: CancellationToken,
     /// Liveness of the loop.
@@ -122,7 +124,8 @@ impl<R: TargetRunner, C: Clock> Control<R, C> {
             runner,
             clock,
             running: Mutex::new(HashSet::new()),
-            targets,
+            targets: Mutex::new(targets),
+            changes: Mutex::new(Vec::new()),
             tracker: TaskTracker::new(),
             stopping,
             heartbeat: Heartbeat::default(),
@@ -133,6 +136,28 @@ impl<R: TargetRunner, C: Clock> Control<R, C> {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a target a discovery found: the loop runs it at its next round (it is new, so its
+    /// first run is due now), then on `schedule` like the others.
+    pub fn add_target(&self, target: Target, schedule: Schedule) {
+        let mut targets = lock(&self.targets);
+        if targets.contains(&target) {
+            return;
+        }
+        targets.push(target.clone());
+        lock(&self.changes).push(PlanChange::Add(target, Box::new(schedule)));
+    }
+
+    /// Removes a target a discovery no longer finds: no new run starts (one in progress ends).
+    pub fn remove_target(&self, target: &Target) {
+        lock(&self.targets).retain(|t| t != target);
+        lock(&self.changes).push(PlanChange::Remove(target.clone()));
+    }
+
+    /// The targets the loop plans now.
+    pub fn targets(&self) -> Vec<Target> {
+        lock(&self.targets).clone()
     }
 
     /// Targets with a run in progress.
@@ -155,7 +180,7 @@ impl<R: TargetRunner, C: Clock> Control<R, C> {
         if self.stopping.is_cancelled() {
             return Err(TriggerError::ShuttingDown);
         }
-        if !self.targets.contains(target) {
+        if !lock(&self.targets).contains(target) {
             return Err(TriggerError::UnknownTarget);
         }
         if !self.running().insert(target.clone()) {
@@ -190,6 +215,17 @@ impl<R: TargetRunner, C: Clock> Control<R, C> {
         self.tracker.close();
         self.tracker.wait().await;
     }
+}
+
+/// A change of the planned targets, applied by the loop at its next round.
+#[derive(Debug, Clone)]
+enum PlanChange {
+    Add(Target, Box<Schedule>),
+    Remove(Target),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Removes a target from the running set when its run task ends, however it ends.
@@ -267,6 +303,20 @@ pub async fn run_loop<R: TargetRunner, C: Clock>(
 ) {
     loop {
         let now = control.now();
+        for change in std::mem::take(&mut *lock(&control.changes)) {
+            match change {
+                PlanChange::Add(target, schedule) => {
+                    let jitter = stable_jitter(&target.to_string(), settings.jitter);
+                    planned.push(PlannedTarget {
+                        target,
+                        schedule: *schedule,
+                        jitter,
+                        due: Some(now),
+                    });
+                }
+                PlanChange::Remove(target) => planned.retain(|p| p.target != target),
+            }
+        }
         for p in &mut planned {
             let Some(due) = p.due else { continue };
             if due > now {

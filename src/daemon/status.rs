@@ -50,7 +50,7 @@ impl NextRuns {
 /// The daemon's [`StatusSource`].
 pub struct DaemonStatus {
     journal: Journal,
-    targets: Vec<Target>,
+    targets: Box<dyn Fn() -> Vec<Target> + Send + Sync>,
     started: DateTime<Utc>,
     board: Board,
     next_runs: NextRuns,
@@ -60,11 +60,12 @@ pub struct DaemonStatus {
 }
 
 impl DaemonStatus {
-    /// For `targets`; `running` says which targets have a run in progress,
-    /// `credential_expires` when the Atlas secret ends.
+    /// For the targets `targets` gives (they change as discovery finds clusters); `running`
+    /// says which targets have a run in progress, `credential_expires` when the Atlas secret
+    /// ends.
     pub fn new(
         journal: Journal,
-        targets: Vec<Target>,
+        targets: impl Fn() -> Vec<Target> + Send + Sync + 'static,
         (board, next_runs): (Board, NextRuns),
         running: impl Fn() -> Vec<Target> + Send + Sync + 'static,
         credential_expires: Option<DateTime<Utc>>,
@@ -72,7 +73,7 @@ impl DaemonStatus {
         Self {
             credential_expires,
             journal,
-            targets,
+            targets: Box::new(targets),
             started: Utc::now(),
             board,
             next_runs,
@@ -90,7 +91,7 @@ impl DaemonStatus {
         }
         let read = async {
             let history = self.journal.target_history().await?;
-            target_summaries(&self.journal, &history, &self.targets, self.started).await
+            target_summaries(&self.journal, &history, &(self.targets)(), self.started).await
         };
         let summaries = read.await.map_err(|e| e.to_string());
         *cache = Some((Instant::now(), summaries.clone()));

@@ -6,6 +6,7 @@
 //! read as "the clusters are gone".
 
 use serde::Serialize;
+use tracing::{error, info};
 
 use crate::atlas::listing::ListedCluster;
 use crate::atlas::{AtlasClient, AtlasError};
@@ -129,16 +130,29 @@ impl Resolved {
 
 /// Lists what every `[[discover]]` of `config` names and resolves the targets. A selector
 /// whose listing fails is recorded in [`Resolved::failures`]; the others still resolve.
+/// Each failure is logged at `error`, the outcome at `info`.
 pub async fn resolve(config: &Config, client: &AtlasClient) -> Resolved {
     let mut resolved = Resolved::configured(config);
     for rule in &config.discover {
         if let Err(e) = resolve_rule(rule, client, &mut resolved).await {
+            error!(selector = %format!("discover[{}]", rule.index), error = %e, "discovery failed: the clusters of this selector are not archived in this run");
             resolved.failures.push(Failure {
                 rule: rule.index,
                 error: e.to_string(),
             });
         }
     }
+    let found = resolved
+        .targets
+        .iter()
+        .filter(|r| matches!(r.origin, Origin::Discovered { .. }))
+        .count();
+    info!(
+        discovered = found,
+        skipped = resolved.skipped.len(),
+        failed = resolved.failures.len(),
+        "discovery done"
+    );
     resolved
 }
 

@@ -60,9 +60,26 @@ pub async fn list_snapshots(
 }
 
 impl Archiver {
-    /// The options of a target (defaults for one the config does not name).
+    /// The options of a target: the config's, or those a discovery gave it
+    /// ([`Archiver::add_discovered`]), else the defaults.
     pub(super) fn options(&self, target: &Target) -> ClusterOptions {
+        if let Some(options) = self
+            .discovered
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(target)
+        {
+            return options.clone();
+        }
         ClusterOptions::of(&self.settings.clusters, target)
+    }
+
+    /// Makes a target found by a later discovery (the daemon's) known with its options.
+    pub fn add_discovered(&self, target: Target, options: ClusterOptions) {
+        self.discovered
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(target, options);
     }
 
     /// Lists a target's snapshots for this run, and keeps its cluster's kind for its snapshots.

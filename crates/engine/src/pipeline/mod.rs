@@ -245,6 +245,12 @@ pub struct Archiver {
     watchdog: Watchdog,
     /// The transfers in flight, for a progress display.
     progress: crate::progress::Board,
+    /// Targets a discovery found after the start, with their options (`kinds.rs`).
+    discovered: Arc<
+        std::sync::RwLock<
+            std::collections::HashMap<crate::target::Target, crate::config::ClusterOptions>,
+        >,
+    >,
     /// The kind of each target's cluster, resolved at the start of its run (`kinds.rs`).
     kinds: Arc<
         std::sync::Mutex<
@@ -276,6 +282,7 @@ impl Archiver {
             transfers,
             watchdog: Watchdog::default(),
             progress: crate::progress::Board::default(),
+            discovered: Arc::default(),
             kinds: Arc::default(),
         })
     }

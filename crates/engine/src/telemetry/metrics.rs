@@ -95,6 +95,8 @@ struct Inner {
     watched_since: Family<TargetLabels, FloatGauge>,
     build_info: Family<BuildLabels, Gauge>,
     waiting: Family<TargetLabels, Gauge>,
+    discovered: Family<TargetLabels, Gauge>,
+    discovery_failures: Counter,
     /// Without labels; no series at all until an expiry is known (0 would read as "expired").
     credential_expiry: Family<Vec<(String, String)>, FloatGauge>,
 }
@@ -129,6 +131,8 @@ impl Default for Inner {
             build_info: Family::default(),
             credential_expiry: Family::default(),
             waiting: Family::default(),
+            discovered: Family::default(),
+            discovery_failures: Counter::default(),
         };
         m.build_info
             .get_or_create(&BuildLabels {
@@ -161,6 +165,16 @@ impl Default for Inner {
             "atlas_archiver_snapshots_waiting",
             "Completed snapshots of the target its last run left for later runs (max_per_run): a backlog being worked off.",
             m.waiting.clone(),
+        );
+        registry.register(
+            "atlas_archiver_target_discovered",
+            "1 while a [[discover]] selector finds the target's cluster, 0 once the cluster has disappeared (its archives are kept, retention no longer prunes it); absent for configured targets.",
+            m.discovered.clone(),
+        );
+        registry.register(
+            "atlas_archiver_discovery_failures",
+            "Discoveries in which a [[discover]] selector's listing failed (its clusters were kept as they were).",
+            m.discovery_failures.clone(),
         );
         registry.register(
             "atlas_archiver_credential_expiry_timestamp_seconds",
@@ -410,6 +424,19 @@ impl Metrics {
             .waiting
             .get_or_create(&target.into())
             .set(i64::try_from(snapshots).unwrap_or(i64::MAX));
+    }
+
+    /// Whether discovery finds `target`'s cluster (false: it disappeared).
+    pub fn record_discovered(&self, target: &Target, present: bool) {
+        self.inner
+            .discovered
+            .get_or_create(&target.into())
+            .set(i64::from(present));
+    }
+
+    /// A selector's listing failed in a discovery.
+    pub fn record_discovery_failure(&self) {
+        self.inner.discovery_failures.inc();
     }
 
     /// When the Atlas secret expires.
