@@ -46,6 +46,12 @@ async fn demo_archives_and_verifies_without_any_account() {
         .count();
     assert_eq!(verified, 9, "{}", run.stdout);
     assert!(!run.stdout.contains("MISMATCH"), "{}", run.stdout);
+    // The dedicated replica set is found by the demo's [[discover]] selector, and says why.
+    assert!(
+        run.stdout.contains("discovered       32b6e34b3d91647abb20e7b8/payments-m10  (discover[0]: kind dedicated, tags env=prod)"),
+        "{}",
+        run.stdout
+    );
     // The README's first command: no error, no warning, no debug dump (issue 9), and each
     // archive's validation shown.
     let all = format!("{}{}", run.stdout, run.stderr);

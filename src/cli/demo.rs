@@ -49,9 +49,11 @@ pub(super) async fn run(dir: Option<PathBuf>) -> Result<ExitCode, Failure> {
     // A real config file, so that the demo goes through the same loading and validation as `once`.
     std::fs::write(dir.join("atlas_client_secret"), SIM_CLIENT_SECRET)
         .map_err(|e| runtime_error("cannot write the secret file", &e))?;
+    // The Flex clusters are listed as targets; the dedicated one is found by a selector.
     let targets: String = simulator
         .clusters()
         .iter()
+        .filter(|c| !c.dedicated)
         .map(|c| {
             format!(
                 "\n[[target]]\nproject_id = \"{}\"\ncluster = \"{}\"\n",
@@ -77,7 +79,14 @@ secret_access_key = "{SECRET_KEY}"
 
 [journal]
 path = "journal.sqlite"
-{targets}"#,
+{targets}
+# Every dedicated cluster of the project tagged env=prod (`atlas-archiver targets` shows why).
+[[discover]]
+projects = ["{project}"]
+kinds = ["dedicated"]
+tags = {{ env = "prod" }}
+"#,
+        project = atlas_archiver_simulator::DEMO_PROJECT_ID,
         atlas = simulator.base_url(),
         s3 = store.endpoint(),
     );
@@ -87,13 +96,19 @@ path = "journal.sqlite"
     // The demo ignores the caller's environment, so that AWS_* or ATLAS_ARCHIVER__* variables
     // meant for a real setup cannot point it elsewhere.
     let config = Config::load(&config_path, &HashMap::new(), Secrets::Load)?;
+    let (config, resolved) = super::targets::resolve(config).await?;
 
     println!("atlas-archiver demo");
     println!(
-        "  Atlas simulator  {}  ({} Flex clusters)",
+        "  Atlas simulator  {}  ({} clusters)",
         simulator.base_url(),
         config.targets.len()
     );
+    for r in &resolved.targets {
+        if let atlas_archiver_engine::discover::Origin::Discovered { rule, why } = &r.origin {
+            println!("  discovered       {}  (discover[{rule}]: {why})", r.target);
+        }
+    }
     println!(
         "  local S3 server  {}  (bucket {DEMO_BUCKET}, files under {})",
         store.endpoint(),

@@ -437,6 +437,7 @@ pub fn demo_clusters() -> Vec<SimCluster> {
     );
     if let Some(c) = clusters.last_mut() {
         c.dedicated = true;
+        c.tags = vec![("env".to_owned(), "prod".to_owned())];
     }
     clusters
 }
