@@ -302,6 +302,25 @@ async fn a_taken_download_slot_defers_the_cluster_to_a_later_run() {
     again.assert_code(0);
     let report = common::parse_json(&again.stdout);
     assert!(report.to_string().contains("\"waiting\":0"), "{report}");
+    // A new snapshot while the slot is taken again: it waits, and only it (the archived ones
+    // are not counted as waiting).
+    w.sim.add_snapshot(
+        PROJECT,
+        "orders-m10",
+        atlas_archiver::simulator::SimSnapshot {
+            id: "6a6f78e1fa11fa11fa110001".into(),
+            size: 1 << 20,
+            status: "COMPLETED".into(),
+            scheduled: chrono::Utc::now(),
+            finished: chrono::Utc::now(),
+        },
+    );
+    w.sim
+        .start_foreign_download(PROJECT, "orders-m10", "0123456789abcdef01234568");
+    let third = w.run(&["once", "--config", &cfg, "--json"], &[]).await;
+    third.assert_code(0);
+    let report = common::parse_json(&third.stdout);
+    assert!(report.to_string().contains("\"waiting\":1"), "{report}");
     let keys = w.keys().await;
     for snap in &dedicated.snapshots {
         let key = keys

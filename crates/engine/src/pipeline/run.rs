@@ -171,9 +171,9 @@ impl Archiver {
                     break;
                 }
                 if slot_taken {
-                    match self.has_own_job(target, &id).await {
-                        Ok(true) => {}
-                        Ok(false) => {
+                    match self.waits_for_slot(target, &id).await {
+                        Ok(false) => {}
+                        Ok(true) => {
                             report.waiting += 1;
                             continue;
                         }
@@ -235,15 +235,22 @@ impl Archiver {
         )
     }
 
-    /// Whether the journal remembers a download job or an upload of ours for this snapshot:
-    /// such a snapshot goes on even when the cluster's download slot is taken, since the job
-    /// holding the slot may be its own.
-    async fn has_own_job(&self, target: &Target, id: &str) -> Result<bool, ArchiveError> {
+    /// Once the cluster's download slot is taken: whether this snapshot must wait for a later
+    /// run. Not one already archived or pruned, and not one the journal remembers a download
+    /// job or an upload of ours for, since the job holding the slot may be its own.
+    async fn waits_for_slot(&self, target: &Target, id: &str) -> Result<bool, ArchiveError> {
         let row = self
             .journal
             .get(&crate::journal::SnapshotKey::new(target, id))
             .await?;
-        Ok(row.is_some_and(|r| r.restore_job_id.is_some() || r.upload_id.is_some()))
+        Ok(match row {
+            None => true,
+            Some(r) => {
+                !matches!(r.state, SnapshotState::Archived | SnapshotState::Pruned)
+                    && r.restore_job_id.is_none()
+                    && r.upload_id.is_none()
+            }
+        })
     }
 
     /// One snapshot under the run watchdog: work that makes no progress for
