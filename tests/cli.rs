@@ -506,3 +506,37 @@ async fn the_log_level_flag_wins_over_rust_log() {
     by_env.assert_code(0);
     assert!(chatty(&by_env.stderr), "{}", by_env.stderr);
 }
+
+/// A stdout that cannot be written (here `/dev/full`, which answers every write with ENOSPC, as
+/// a full disk under `> report.json` does): the demo's work still completes, the failure is
+/// one readable line on stderr and the exit code is 1; no panic, no backtrace.
+#[test]
+fn a_full_disk_under_stdout_is_an_error_line_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"))
+        .args(["demo", "--dir", &out.to_string_lossy()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("cannot write the output to stdout: No space left on device"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    // The work itself was done: the demo's journal holds its archives.
+    assert!(out.join("journal.sqlite").is_file());
+}

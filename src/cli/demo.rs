@@ -98,24 +98,24 @@ tags = {{ env = "prod" }}
     let config = Config::load(&config_path, &HashMap::new(), Secrets::Load)?;
     let (config, resolved) = super::targets::resolve(config).await?;
 
-    println!("atlas-archiver demo");
-    println!(
+    outln!("atlas-archiver demo");
+    outln!(
         "  Atlas simulator  {}  ({} clusters)",
         simulator.base_url(),
         config.targets.len()
     );
     for r in &resolved.targets {
         if let atlas_archiver_engine::discover::Origin::Discovered { rule, why } = &r.origin {
-            println!("  discovered       {}  (discover[{rule}]: {why})", r.target);
+            outln!("  discovered       {}  (discover[{rule}]: {why})", r.target);
         }
     }
-    println!(
+    outln!(
         "  local S3 server  {}  (bucket {DEMO_BUCKET}, files under {})",
         store.endpoint(),
         dir.join("s3").display()
     );
-    println!("  config           {}", config_path.display());
-    println!("\nfirst run: archive every completed snapshot");
+    outln!("  config           {}", config_path.display());
+    outln!("\nfirst run: archive every completed snapshot");
     let shutdown = atlas_archiver_engine::pipeline::Shutdown::default();
     spawn_signal_handler(shutdown.clone());
     let reports = execute(&config, &config.targets, "demo", shutdown.clone(), None).await?;
@@ -124,7 +124,7 @@ tags = {{ env = "prod" }}
     let mut all_good = reports
         .iter()
         .all(atlas_archiver_engine::pipeline::TargetReport::succeeded);
-    println!("\nverification: SHA-256 of each file on disk against the bytes Atlas served");
+    outln!("\nverification: SHA-256 of each file on disk against the bytes Atlas served");
     let expected: HashMap<String, String> = simulator
         .clusters()
         .iter()
@@ -143,7 +143,7 @@ tags = {{ env = "prod" }}
                 .map_err(|e| runtime_error(&format!("cannot read {}", path.display()), &e))?;
             let ok = expected.get(snapshot_id) == Some(&on_disk);
             all_good &= ok;
-            println!(
+            outln!(
                 "  {}  {:>9}  {}  {}",
                 if ok { "ok      " } else { "MISMATCH" },
                 format_bytes(*size_bytes),
@@ -153,7 +153,7 @@ tags = {{ env = "prod" }}
         }
     }
 
-    println!("\nsecond run: nothing is downloaded twice");
+    outln!("\nsecond run: nothing is downloaded twice");
     let again = execute(&config, &config.targets, "demo", shutdown, None).await?;
     let already: usize = again
         .iter()
@@ -161,18 +161,18 @@ tags = {{ env = "prod" }}
         .filter(|s| matches!(s, SnapshotOutcome::AlreadyArchived { .. }))
         .count();
     let downloads_before = simulator.observed().snapshot_downloads;
-    println!("  {already} snapshots already archived, {downloads_before} downloads in total");
+    outln!("  {already} snapshots already archived, {downloads_before} downloads in total");
     all_good &= again
         .iter()
         .all(atlas_archiver_engine::pipeline::TargetReport::succeeded);
 
     all_good &= restore_one(&config, &dir).await?;
 
-    println!(
+    outln!(
         "\nnext: `atlas-archiver status --config {}`, `atlas-archiver list --config {0}`",
         config_path.display()
     );
-    println!(
+    outln!(
         "      then write your own config (see config/atlas-archiver.example.toml) and run `atlas-archiver once`"
     );
     simulator.stop();
@@ -191,7 +191,7 @@ async fn restore_one(config: &Config, dir: &std::path::Path) -> Result<bool, Fai
     let Some(target) = config.targets.first() else {
         return Ok(true);
     };
-    println!("\nrestore: the newest snapshot of {target}, from the bucket's manifests alone");
+    outln!("\nrestore: the newest snapshot of {target}, from the bucket's manifests alone");
     let store = atlas_archiver_engine::store::ObjectStore::connect(&config.storage).await;
     let catalog = Catalog::read(&store, &config.storage, std::slice::from_ref(target)).await?;
     let entry = restore::select(&catalog, target, &Selector::Latest)?;
@@ -206,12 +206,12 @@ async fn restore_one(config: &Config, dir: &std::path::Path) -> Result<bool, Fai
     )
     .await?;
     let entries = done.content.as_ref().map_or(0, |c| c.tar_entries);
-    println!(
+    outln!(
         "  ok        {}  sha256 matches the manifest, {entries} tar entries unpacked into {}",
         done.snapshot.manifest.snapshot_id,
         into.display()
     );
-    println!("  then: mongod --dbpath {}", into.display());
+    outln!("  then: mongod --dbpath {}", into.display());
     Ok(entries > 0)
 }
 
@@ -257,22 +257,23 @@ pub(super) async fn simulate(
         .await
         .map_err(|e| Failure::Runtime(format!("cannot listen on {listen}: {e}")))?;
     simulator.set_faults(|f| f.range_support = range);
-    println!("Atlas simulator listening on {}", simulator.base_url());
-    println!("\nPut this in your config to archive its snapshots into your own bucket:\n");
-    println!(
+    outln!("Atlas simulator listening on {}", simulator.base_url());
+    outln!("\nPut this in your config to archive its snapshots into your own bucket:\n");
+    outln!(
         "[atlas]\nbase_url = \"{}\"\nclient_id = \"{SIM_CLIENT_ID}\"\nclient_secret = \"{SIM_CLIENT_SECRET}\"",
         simulator.base_url()
     );
-    println!(
+    outln!(
         "# or a legacy API key: public_key = \"{SIM_PUBLIC_KEY}\", private_key = \"{SIM_PRIVATE_KEY}\""
     );
     for c in simulator.clusters() {
-        println!(
+        outln!(
             "\n[[target]]\nproject_id = \"{}\"\ncluster = \"{}\"",
-            c.project_id, c.name
+            c.project_id,
+            c.name
         );
     }
-    println!("\nStop with Ctrl-C.");
+    outln!("\nStop with Ctrl-C.");
     let _ = tokio::signal::ctrl_c().await;
     simulator.stop();
     Ok(ExitCode::SUCCESS)

@@ -50,7 +50,7 @@ pub(super) async fn verify(
         .count();
     if json {
         let text = serde_json::to_string_pretty(&findings)?;
-        println!("{text}");
+        outln!("{text}");
     } else {
         for f in &findings {
             let label = match f.verdict {
@@ -61,14 +61,14 @@ pub(super) async fn verify(
                 Verdict::Extra => "EXTRA",
                 Verdict::Cold => "cold",
             };
-            println!("{label:<12} {}  {}", f.key, f.detail);
+            outln!("{label:<12} {}  {}", f.key, f.detail);
         }
         let cold_note = if cold > 0 {
             format!(", {cold} in a cold storage class (sizes checked by HEAD only)")
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "\n{} checked, {} ok{cold_note}, {bad} with problems",
             findings.len(),
             findings.len() - bad - cold
@@ -89,12 +89,12 @@ pub(super) async fn rebuild(
     let store = super::connect_store(&config).await?;
     let (journal, moved) = Journal::open_fresh(&config.journal.path)?;
     if let Some(old) = &moved {
-        println!("the old journal was moved to {}", old.display());
+        outln!("the old journal was moved to {}", old.display());
     }
     let report = rebuild_journal(&store, &journal, &config.storage.prefix)
         .await
         .map_err(|e| Failure::Runtime(format!("rebuild failed: {e}")))?;
-    println!(
+    outln!(
         "journal {} rebuilt from the bucket: {} archived snapshots recovered, {} manifests skipped",
         config.journal.path.display(),
         report.recovered,
@@ -141,17 +141,17 @@ pub(super) async fn healthcheck(
         .map_err(|e| Failure::Runtime(format!("cannot build an HTTP client: {e}")))?;
     match client.get(&url).send().await {
         Ok(r) if r.status().is_success() => {
-            println!("healthy: {url} answered {}", r.status());
+            outln!("healthy: {url} answered {}", r.status());
             Ok(ExitCode::SUCCESS)
         }
         Ok(r) => {
             let status = r.status();
             let body = r.text().await.unwrap_or_default();
-            println!("unhealthy: {url} answered {status}: {}", body.trim());
+            outln!("unhealthy: {url} answered {status}: {}", body.trim());
             Ok(ExitCode::from(1))
         }
         Err(e) => {
-            println!("unhealthy: {url} did not answer: {e}");
+            outln!("unhealthy: {url} did not answer: {e}");
             Ok(ExitCode::from(1))
         }
     }
@@ -173,15 +173,15 @@ pub(super) async fn notify_test(
     let mut failed = 0;
     for (channel, result) in &results {
         match result {
-            Ok(()) => println!("ok      {channel}"),
+            Ok(()) => outln!("ok      {channel}"),
             Err(e) => {
                 failed += 1;
-                println!("FAILED  {channel}: {e}");
+                outln!("FAILED  {channel}: {e}");
             }
         }
     }
     if config.notify.heartbeat.is_some() {
-        println!("(the heartbeat is not pinged: a test ping would tell it a run succeeded)");
+        outln!("(the heartbeat is not pinged: a test ping would tell it a run succeeded)");
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS

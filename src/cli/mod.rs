@@ -2,6 +2,8 @@
 //! codes: 0 success, 1 a snapshot or run failed, 2 usage or configuration errors.
 //! Must not: contain archiving logic (that is `pipeline`).
 
+#[macro_use]
+pub(crate) mod output;
 mod args;
 mod demo;
 mod maintenance;
@@ -140,12 +142,28 @@ pub fn main() -> ExitCode {
     };
     let env: HashMap<String, String> = std::env::vars().collect();
     let result = runtime.block_on(dispatch(cli.command, env, display.as_ref()));
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(failure) => {
             eprintln!("{}", telemetry::error_line(&format!("error: {failure}")));
             ExitCode::from(failure.exit_code())
         }
+    };
+    // The work is done (and journalled), but its report did not reach stdout: say so, and do
+    // not exit 0 on a report nobody got.
+    match output::failure() {
+        Some(e) => {
+            eprintln!(
+                "{}",
+                telemetry::error_line(&format!("error: cannot write the output to stdout: {e}"))
+            );
+            if code == ExitCode::SUCCESS {
+                ExitCode::from(1)
+            } else {
+                code
+            }
+        }
+        None => code,
     }
 }
 
@@ -189,7 +207,7 @@ async fn dispatch(
             if online {
                 let config = Config::load(&path, &env, Secrets::Load)?;
                 check_journal_writable(&config)?;
-                println!("# {} is valid; trying it:\n", path.display());
+                outln!("# {} is valid; trying it:\n", path.display());
                 preflight::run(&config).await
             } else {
                 check_config(&path, &env)
@@ -305,14 +323,14 @@ async fn dispatch(
 fn check_config(path: &Path, env: &HashMap<String, String>) -> Result<ExitCode, Failure> {
     let config = Config::load(path, env, Secrets::Load)?;
     check_journal_writable(&config)?;
-    println!(
+    outln!(
         "# {} is valid; effective configuration (secrets shown as ***):\n",
         path.display()
     );
     let text = config
         .redacted_toml()
         .map_err(|e| Failure::Runtime(format!("cannot render the configuration: {e}")))?;
-    print!("{text}");
+    out!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -46,7 +46,7 @@ pub(super) async fn run(
     if !json || !prune {
         // The run's report first: a prune that cannot run must not hide it.
         if json {
-            println!("{}", serde_json::to_string_pretty(&reports)?);
+            outln!("{}", serde_json::to_string_pretty(&reports)?);
         } else {
             print_reports(&reports);
         }
@@ -57,9 +57,9 @@ pub(super) async fn run(
         pruned_ok = super::prune::exit_code(&pruned) == ExitCode::SUCCESS;
         if json {
             let text = serde_json::json!({"runs": reports, "prunes": pruned.reports});
-            println!("{}", serde_json::to_string_pretty(&text)?);
+            outln!("{}", serde_json::to_string_pretty(&text)?);
         } else {
-            println!();
+            outln!();
             super::prune::print_reports(&pruned.reports);
         }
     }
@@ -106,12 +106,12 @@ pub(super) async fn dry_run(
     if json {
         let prunes = pruned.as_ref().map(|p| &p.reports);
         let text = serde_json::json!({"dry_run": true, "plans": plans, "prunes": prunes});
-        println!("{}", serde_json::to_string_pretty(&text)?);
+        outln!("{}", serde_json::to_string_pretty(&text)?);
     } else {
         for p in &plans {
-            println!("{} (dry run: nothing downloaded or written)", p.target);
+            outln!("{} (dry run: nothing downloaded or written)", p.target);
             if let Some(e) = &p.error {
-                println!("  FAILED: {e}");
+                outln!("  FAILED: {e}");
             }
             for s in &p.snapshots {
                 let action = match s.action {
@@ -127,15 +127,16 @@ pub(super) async fn dry_run(
                     || "-".to_owned(),
                     |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
                 );
-                println!(
+                outln!(
                     "  {action:<9} {}  {:<10} {finished}",
-                    s.snapshot_id, s.status
+                    s.snapshot_id,
+                    s.status
                 );
             }
-            println!("  {} to download", p.to_archive());
+            outln!("  {} to download", p.to_archive());
         }
         if let Some(pruned) = &pruned {
-            println!();
+            outln!();
             super::prune::print_reports(&pruned.reports);
         }
     }
@@ -274,9 +275,9 @@ pub(super) async fn wait_for_signal() {
 
 pub(super) fn print_reports(reports: &[TargetReport]) {
     for r in reports {
-        println!("{}", r.target);
+        outln!("{}", r.target);
         if let Some(e) = &r.error {
-            println!("  FAILED: {e}");
+            outln!("  FAILED: {e}");
         }
         for s in &r.snapshots {
             match s {
@@ -290,7 +291,7 @@ pub(super) fn print_reports(reports: &[TargetReport]) {
                     let checked = tar_entries
                         .map(|n| format!("  valid tar.gz, {n} entries"))
                         .unwrap_or_default();
-                    println!(
+                    outln!(
                         "  archived  {snapshot_id}  {:>10}  sha256 {sha256}{checked}  -> {object_key}",
                         format_bytes(*size_bytes)
                     );
@@ -299,13 +300,13 @@ pub(super) fn print_reports(reports: &[TargetReport]) {
                     snapshot_id,
                     object_key,
                 } => {
-                    println!("  adopted   {snapshot_id}  already in the bucket at {object_key}");
+                    outln!("  adopted   {snapshot_id}  already in the bucket at {object_key}");
                 }
                 SnapshotOutcome::AlreadyArchived { snapshot_id } => {
-                    println!("  ok        {snapshot_id}  archived earlier");
+                    outln!("  ok        {snapshot_id}  archived earlier");
                 }
                 SnapshotOutcome::Pruned { snapshot_id } => {
-                    println!(
+                    outln!(
                         "  pruned    {snapshot_id}  archived earlier, since removed by the retention policy"
                     );
                 }
@@ -314,23 +315,23 @@ pub(super) fn print_reports(reports: &[TargetReport]) {
                     reason,
                     error,
                 } => {
-                    println!("  FAILED    {snapshot_id}  {reason}: {error}");
+                    outln!("  FAILED    {snapshot_id}  {reason}: {error}");
                 }
                 SnapshotOutcome::Lost { snapshot_id } => {
-                    println!(
+                    outln!(
                         "  LOST      {snapshot_id}  Atlas no longer holds it and it was never archived"
                     );
                 }
             }
         }
         if r.waiting > 0 {
-            println!(
+            outln!(
                 "  waiting   {} more snapshots, left for later runs (max_per_run, or Atlas's download slot for the cluster was taken; newest first)",
                 r.waiting
             );
         }
         if r.snapshots.is_empty() && r.error.is_none() && r.waiting == 0 {
-            println!("  no completed snapshots listed");
+            outln!("  no completed snapshots listed");
         }
     }
 }

@@ -71,7 +71,7 @@ impl Table {
             .max()
             .unwrap_or(5)
             .max(5);
-        println!("{:<width$}  {:<6}  DETAIL / FIX", "CHECK", "RESULT");
+        outln!("{:<width$}  {:<6}  DETAIL / FIX", "CHECK", "RESULT");
         for c in &self.0 {
             let label = match c.outcome {
                 Outcome::Pass => "ok",
@@ -79,10 +79,10 @@ impl Table {
                 Outcome::Fail => "FAIL",
                 Outcome::Skip => "skip",
             };
-            println!("{:<width$}  {label:<6}  {}", c.name, c.detail);
+            outln!("{:<width$}  {label:<6}  {}", c.name, c.detail);
         }
         let failed = self.failed();
-        println!(
+        outln!(
             "\n{} checks: {failed} failed{}",
             self.0.len(),
             if failed == 0 {

@@ -32,7 +32,7 @@ pub(super) async fn run(
     let store = ObjectStore::connect(&config.storage).await;
     let pruned = prune_targets(&config, &store, &targets, dry_run).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&pruned.reports)?);
+        outln!("{}", serde_json::to_string_pretty(&pruned.reports)?);
     } else {
         print_reports(&pruned.reports);
     }
@@ -97,7 +97,7 @@ pub(super) fn exit_code(pruned: &Pruned) -> ExitCode {
 pub(super) fn print_reports(reports: &[PruneReport]) {
     for r in reports {
         let verb = if r.dry_run { "would remove" } else { "removed" };
-        println!(
+        outln!(
             "{}: keep {}, {verb} {} ({} bytes){}",
             r.target,
             r.kept(),
@@ -119,7 +119,7 @@ pub(super) fn print_reports(reports: &[PruneReport]) {
                 Some(e) => e.clone(),
                 None => a.reasons.join(", "),
             };
-            println!(
+            outln!(
                 "  {action}  {}  {}  {}  {why}",
                 a.snapshot_id,
                 a.taken_at.format("%Y-%m-%d %H:%M"),
@@ -127,7 +127,7 @@ pub(super) fn print_reports(reports: &[PruneReport]) {
             );
         }
         for m in &r.finished {
-            println!("  finished an interrupted prune: {m}");
+            outln!("  finished an interrupted prune: {m}");
         }
     }
 }

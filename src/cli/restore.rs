@@ -54,7 +54,7 @@ pub(super) async fn list(
         catalog.compare_with_journal(&journal, &targets).await?;
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&catalog)?);
+        outln!("{}", serde_json::to_string_pretty(&catalog)?);
         return Ok(ExitCode::SUCCESS);
     }
     print_catalog(&catalog, &config, journal.is_some());
@@ -65,17 +65,23 @@ fn print_catalog(catalog: &Catalog, config: &Config, journal: bool) {
     let bucket = &config.storage.bucket;
     let prefix = &config.storage.prefix;
     if catalog.snapshots.is_empty() {
-        println!("no archived snapshots in s3://{bucket}/{prefix}");
+        outln!("no archived snapshots in s3://{bucket}/{prefix}");
     }
     let mut targets: Vec<Target> = catalog.snapshots.iter().map(CatalogEntry::target).collect();
     targets.sort();
     targets.dedup();
     for target in &targets {
         let entries: Vec<&CatalogEntry> = catalog.of(target).collect();
-        println!("{target}: {} archived snapshots", entries.len());
-        println!(
+        outln!("{target}: {} archived snapshots", entries.len());
+        outln!(
             "  {:<24}  {:<20}  {:>10}  {:>8}  {:<8}  {:<16}  {:<9}  KEY",
-            "SNAPSHOT", "TAKEN (UTC)", "SIZE", "ENTRIES", "MONGODB", "SHA-256", "RETENTION"
+            "SNAPSHOT",
+            "TAKEN (UTC)",
+            "SIZE",
+            "ENTRIES",
+            "MONGODB",
+            "SHA-256",
+            "RETENTION"
         );
         for e in entries {
             let m = &e.manifest;
@@ -84,7 +90,7 @@ fn print_catalog(catalog: &Catalog, config: &Config, journal: bool) {
                 Some(v) if v.keep => "keep",
                 Some(_) => "prune",
             };
-            println!(
+            outln!(
                 "  {:<24}  {:<20}  {:>10}  {:>8}  {:<8}  {:<16}  {verdict:<9}  {}",
                 m.snapshot_id,
                 e.taken_at().format("%Y-%m-%d %H:%M:%S"),
@@ -97,19 +103,19 @@ fn print_catalog(catalog: &Catalog, config: &Config, journal: bool) {
                 m.object_key
             );
         }
-        println!();
+        outln!();
     }
     if !catalog.problems.is_empty() {
-        println!("{} problems:", catalog.problems.len());
+        outln!("{} problems:", catalog.problems.len());
         for p in &catalog.problems {
             let kind = serde_json::to_value(p.kind)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            println!("  {kind:<26} {}  {}", p.key, p.detail);
+            outln!("  {kind:<26} {}  {}", p.key, p.detail);
         }
     } else if !journal {
-        println!(
+        outln!(
             "(no journal at {}: the bucket alone was read)",
             config.journal.path.display()
         );
@@ -191,7 +197,7 @@ pub(super) async fn restore(
     drop(watch);
     let restored = result?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&restored)?);
+        outln!("{}", serde_json::to_string_pretty(&restored)?);
     } else {
         print_next_steps(&restored);
     }
@@ -221,7 +227,7 @@ fn print_next_steps(r: &Restored) {
         .as_ref()
         .map(|c| format!(", {} tar entries", c.tar_entries))
         .unwrap_or_default();
-    println!(
+    outln!(
         "restored snapshot {} of {}/{} to {} ({}, sha256 {} matches the manifest{entries}; {:.1}s, {rate:.1} MiB/s)",
         m.snapshot_id,
         m.project_id,
@@ -240,7 +246,7 @@ fn print_next_steps(r: &Restored) {
             r.destination.display()
         ),
     };
-    println!(
+    outln!(
         "\nNext steps:\n\
          1. Start a local mongod on it (MongoDB {version}; {rule}):\n\
          \x20    mongod --dbpath {dbpath} --port 27017 --bind_ip 127.0.0.1\n\

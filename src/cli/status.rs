@@ -63,17 +63,17 @@ pub(super) async fn run(
     };
     if json {
         let text = serde_json::to_string_pretty(&report)?;
-        println!("{text}");
+        outln!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("journal: {}", report.journal);
+    outln!("journal: {}", report.journal);
     for t in &report.targets {
-        println!("\n{}/{}", t.project_id, t.cluster);
+        outln!("\n{}/{}", t.project_id, t.cluster);
         if t.snapshots.is_empty() {
-            println!("  (nothing recorded yet)");
+            outln!("  (nothing recorded yet)");
         }
         for s in &t.snapshots {
-            println!(
+            outln!(
                 "  {:<24} {:<18} {:>10}  {}  {}",
                 s.snapshot_id,
                 s.state.as_str(),
@@ -84,12 +84,12 @@ pub(super) async fn run(
             if let Some(e) = &s.last_error
                 && s.state != atlas_archiver_engine::journal::SnapshotState::Archived
             {
-                println!("      last error ({} attempts): {e}", s.attempts);
+                outln!("      last error ({} attempts): {e}", s.attempts);
             }
         }
     }
     if let Some(last) = report.recent_runs.first() {
-        println!(
+        outln!(
             "\nlast run #{} ({}) started {}: {} (archived {}, already archived {}, failed {})",
             last.id,
             last.kind,

@@ -34,7 +34,7 @@ pub(super) async fn run(
     let config = Config::load(path, env, Secrets::Load)?;
     let (_, resolved) = resolve(config).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&resolved)?);
+        outln!("{}", serde_json::to_string_pretty(&resolved)?);
     } else {
         print(&resolved);
     }
@@ -51,14 +51,14 @@ fn print(resolved: &Resolved) {
     for r in &resolved.targets {
         match &r.origin {
             Origin::Configured => {
-                println!(
+                outln!(
                     "configured  {:<48}  {:<9}  [[target]]",
                     r.target.to_string(),
                     kind(r.kind)
                 );
             }
             Origin::Discovered { rule, why } => {
-                println!(
+                outln!(
                     "discovered  {:<48}  {:<9}  discover[{rule}]: {why}",
                     r.target.to_string(),
                     kind(r.kind)
@@ -67,7 +67,7 @@ fn print(resolved: &Resolved) {
         }
     }
     for s in &resolved.skipped {
-        println!(
+        outln!(
             "skipped     {:<48}  {:<9}  discover[{}]: {}",
             s.target.to_string(),
             s.kind.name(),
@@ -76,9 +76,9 @@ fn print(resolved: &Resolved) {
         );
     }
     for f in &resolved.failures {
-        println!("FAILED      discover[{}]: {}", f.rule, f.error);
+        outln!("FAILED      discover[{}]: {}", f.rule, f.error);
     }
     if resolved.targets.is_empty() {
-        println!("no targets: nothing would be archived");
+        outln!("no targets: nothing would be archived");
     }
 }
