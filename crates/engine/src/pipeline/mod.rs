@@ -22,7 +22,6 @@ mod attempt;
 pub(crate) mod digest;
 pub mod facts;
 mod finish;
-mod hasher;
 mod job;
 pub mod kinds;
 pub(crate) mod manifest;

@@ -19,7 +19,6 @@ use url::Url;
 use async_trait::async_trait;
 
 use super::digest::ResumableSha256;
-use super::hasher::{Hasher, HasherGone};
 use super::validate::{self, ContentError, ContentFacts, Validator};
 use crate::journal::PartRecord;
 use crate::progress::Ticket;
@@ -449,7 +448,7 @@ pub async fn pump(
     // A resumed stream starts mid-archive, where no validator can pick it up: the pipeline
     // validates the completed object instead.
     let validator = (options.validate && resume.is_none()).then(Validator::start);
-    let mut state = PumpState::new(options.part_size, options.parts_in_flight.max(1), resume)?;
+    let mut state = PumpState::new(options.part_size, options.parts_in_flight.max(1), resume);
     state.validator = validator;
     let result = tokio::select! {
         r = state.run(&mut source, upload, log, progress) => r,
@@ -475,14 +474,6 @@ pub async fn pump(
     }
 }
 
-/// The hashing thread ended before the stream did.
-fn hasher_gone(_: HasherGone) -> TransferError {
-    TransferError::Download {
-        kind: DownloadFailure::UploadTask,
-        message: "the hashing thread ended unexpectedly".into(),
-    }
-}
-
 /// A part on its way to the store, with the hash state at its end.
 struct PartDone {
     info: CompletedPartInfo,
@@ -500,8 +491,7 @@ struct PumpState {
     in_flight: JoinSet<Result<PartDone, StoreError>>,
     done: Vec<CompletedPartInfo>,
     next_part: i32,
-    /// SHA-256 of the stream, on its own thread (`hasher.rs`).
-    hasher: Option<Hasher>,
+    sha: ResumableSha256,
     crc: u32,
     part_crc: u32,
     bytes: u64,
@@ -509,21 +499,13 @@ struct PumpState {
 }
 
 impl PumpState {
-    fn new(
-        part_size: u64,
-        parts_in_flight: usize,
-        resume: Option<ResumePoint>,
-    ) -> Result<Self, TransferError> {
+    fn new(part_size: u64, parts_in_flight: usize, resume: Option<ResumePoint>) -> Self {
         let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
         let (done, sha, crc, bytes) = match resume {
             Some(r) => (r.parts, r.sha, r.crc, r.offset),
             None => (Vec::new(), ResumableSha256::default(), 0, 0),
         };
-        let hasher = Hasher::start(sha).map_err(|e| TransferError::Download {
-            kind: DownloadFailure::UploadTask,
-            message: format!("cannot start the hashing thread: {e}"),
-        })?;
-        Ok(Self {
+        Self {
             part_size,
             parts_in_flight,
             buffer: Vec::new(),
@@ -531,12 +513,12 @@ impl PumpState {
             in_flight: JoinSet::new(),
             next_part: i32::try_from(done.len()).unwrap_or(i32::MAX),
             done,
-            hasher: Some(hasher),
+            sha,
             crc,
             part_crc: 0,
             bytes,
             validator: None,
-        })
+        }
     }
 
     async fn run(
@@ -561,8 +543,8 @@ impl PumpState {
             if let Some(validator) = &mut self.validator {
                 validator.feed(chunk.clone()).await?;
             }
-            // Split at part boundaries: each full part is hashed (on the hashing thread) and
-            // uploaded at once, and the hash state at its end is journalled for a resume.
+            // Split at part boundaries before hashing, so that the hash state at the end of
+            // each part is known (and journalled) for a resume.
             let mut rest = &chunk[..];
             while !rest.is_empty() {
                 if self.buffer.capacity() == 0 {
@@ -570,6 +552,7 @@ impl PumpState {
                 }
                 let take = (self.part_size - self.buffer.len()).min(rest.len());
                 let piece = &rest[..take];
+                self.sha.update(piece);
                 self.crc = crc32c::crc32c_append(self.crc, piece);
                 self.part_crc = crc32c::crc32c_append(self.part_crc, piece);
                 self.bytes += take as u64;
@@ -615,13 +598,10 @@ impl PumpState {
             self.finish_part(joined, log).await?;
         }
         self.done.sort_by_key(|p| p.number);
-        let sha256 = match self.hasher.take() {
-            Some(hasher) => hasher.finish().await.map_err(hasher_gone)?,
-            None => return Err(hasher_gone(HasherGone)),
-        };
+        let sha = std::mem::take(&mut self.sha);
         Ok(TransferOutcome {
             bytes: self.bytes,
-            sha256,
+            sha256: sha.finalize_hex(),
             crc32c: format!("{:08x}", self.crc),
             parts: std::mem::take(&mut self.done),
             content,
@@ -651,17 +631,10 @@ impl PumpState {
         let upload = upload.clone();
         let number = self.next_part;
         let part_crc = std::mem::take(&mut self.part_crc);
-        let hashed = match &self.hasher {
-            Some(hasher) => hasher.part(body.clone()),
-            None => return Err(hasher_gone(HasherGone)),
-        };
+        let sha256_state = self.sha.checkpoint().unwrap_or_default();
         let (crc32c_after, bytes_after) = (self.crc, self.bytes);
         self.in_flight.spawn(async move {
-            // The part uploads while the hashing thread hashes it: the same bytes, shared.
             let info = upload.upload_part(number, body, part_crc).await?;
-            // A part whose hash state is lost is not journalled (a resume redoes it), but the
-            // transfer fails at its end when the thread is gone.
-            let sha256_state = hashed.await.ok().flatten().unwrap_or_default();
             Ok(PartDone {
                 info,
                 sha256_state,
