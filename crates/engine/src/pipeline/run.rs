@@ -152,28 +152,21 @@ impl Archiver {
                         continue;
                     }
                 };
-                if let Some(max) = options.max_per_run {
-                    match self.needs_download(target, &id).await {
-                        Ok(false) => {}
-                        Ok(true) if downloads < max => downloads += 1,
-                        Ok(true) => {
-                            report.waiting += 1;
-                            continue;
-                        }
-                        Err(e) => {
-                            report.error = Some(format!("{e}; stopping this target"));
-                            break;
-                        }
-                    }
-                }
                 if self.shutdown.drain.is_cancelled() {
                     info!("shutting down: the remaining snapshots wait for the next run");
                     break;
                 }
-                if slot_taken {
-                    match self.waits_for_slot(target, &id).await {
-                        Ok(false) => {}
-                        Ok(true) => {
+                if options.max_per_run.is_some() || slot_taken {
+                    match self.waits(target, &id, slot_taken).await {
+                        Ok(Wait::No) => {}
+                        Ok(Wait::Download) => match options.max_per_run {
+                            Some(max) if downloads >= max => {
+                                report.waiting += 1;
+                                continue;
+                            }
+                            _ => downloads += 1,
+                        },
+                        Ok(Wait::ForSlot) => {
                             report.waiting += 1;
                             continue;
                         }
@@ -222,34 +215,27 @@ impl Archiver {
         .await
     }
 
-    /// Whether a listed snapshot still needs a download (not archived, not pruned).
-    async fn needs_download(&self, target: &Target, id: &str) -> Result<bool, ArchiveError> {
-        let row = self
-            .journal
-            .get(&crate::journal::SnapshotKey::new(target, id))
-            .await?;
-        Ok(
-            !row.is_some_and(|r| {
-                matches!(r.state, SnapshotState::Archived | SnapshotState::Pruned)
-            }),
-        )
-    }
-
-    /// Once the cluster's download slot is taken: whether this snapshot must wait for a later
-    /// run. Not one already archived or pruned, and not one the journal remembers a download
-    /// job or an upload of ours for, since the job holding the slot may be its own.
-    async fn waits_for_slot(&self, target: &Target, id: &str) -> Result<bool, ArchiveError> {
+    /// What the journal says of a listed snapshot before its turn: nothing to download
+    /// (archived or pruned), a download to count against `max_per_run`, or, once the cluster's
+    /// download slot is taken, a wait for a later run (unless the journal remembers a download
+    /// job or an upload of ours for it: the job holding the slot may be its own).
+    async fn waits(
+        &self,
+        target: &Target,
+        id: &str,
+        slot_taken: bool,
+    ) -> Result<Wait, ArchiveError> {
         let row = self
             .journal
             .get(&crate::journal::SnapshotKey::new(target, id))
             .await?;
         Ok(match row {
-            None => true,
-            Some(r) => {
-                !matches!(r.state, SnapshotState::Archived | SnapshotState::Pruned)
-                    && r.restore_job_id.is_none()
-                    && r.upload_id.is_none()
+            Some(r) if matches!(r.state, SnapshotState::Archived | SnapshotState::Pruned) => {
+                Wait::No
             }
+            Some(r) if r.restore_job_id.is_some() || r.upload_id.is_some() => Wait::Download,
+            _ if slot_taken => Wait::ForSlot,
+            _ => Wait::Download,
         })
     }
 
@@ -370,6 +356,16 @@ impl Archiver {
         }
         Ok(lost)
     }
+}
+
+/// What [`Archiver::waits`] decides for a snapshot before its turn.
+enum Wait {
+    /// Archived or pruned: nothing to download.
+    No,
+    /// A download (counted against `max_per_run`).
+    Download,
+    /// The cluster's download slot is taken and no job of ours is known for it.
+    ForSlot,
 }
 
 /// The listed snapshots a run considers, newest first (with `max_per_run`, the recovery point

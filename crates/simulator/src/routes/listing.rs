@@ -109,39 +109,22 @@ async fn flex_clusters(
     Query(q): Query<HashMap<String, String>>,
     uri: axum::http::Uri,
 ) -> Response {
-    let s = app.lock();
-    if let Err(r) = known_project(&s, &group) {
-        return r;
-    }
-    let items = s
-        .clusters
-        .iter()
-        .filter(|c| c.project_id == group && !c.dedicated)
-        .map(|c| {
-            json!({
-                "id": format!("{:024x}", c.name.len() as u64 + 0x6b00_0000_0000),
-                "groupId": group,
-                "name": c.name,
-                "clusterType": "REPLICASET",
-                "stateName": "IDLE",
-                "mongoDBVersion": "8.0.29",
-                "backupSettings": {"enabled": !c.backups_off},
-                "providerSettings": {"backingProviderName": "AWS", "diskSizeGB": 5.0, "providerName": "FLEX", "regionName": "US_EAST_1"},
-                "tags": tags(c),
-                "terminationProtectionEnabled": false,
-                "versionReleaseSystem": "LTS",
-                "createDate": "2026-01-05T10:00:00Z",
-            })
+    cluster_page(&app, &group, (&q, &uri), false, |group, c| {
+        json!({
+            "id": format!("{:024x}", c.name.len() as u64 + 0x6b00_0000_0000),
+            "groupId": group,
+            "name": c.name,
+            "clusterType": "REPLICASET",
+            "stateName": "IDLE",
+            "mongoDBVersion": "8.0.29",
+            "backupSettings": {"enabled": !c.backups_off},
+            "providerSettings": {"backingProviderName": "AWS", "diskSizeGB": 5.0, "providerName": "FLEX", "regionName": "US_EAST_1"},
+            "tags": tags(c),
+            "terminationProtectionEnabled": false,
+            "versionReleaseSystem": "LTS",
+            "createDate": "2026-01-05T10:00:00Z",
         })
-        .collect();
-    let listing = page(
-        items,
-        &q,
-        uri.path(),
-        &format!("http://{}", app.addr),
-        s.faults.page_cap,
-    );
-    ok_json_as(&listing, FLEX_MEDIA_TYPE)
+    })
 }
 
 async fn clusters(
@@ -150,38 +133,57 @@ async fn clusters(
     Query(q): Query<HashMap<String, String>>,
     uri: axum::http::Uri,
 ) -> Response {
+    cluster_page(&app, &group, (&q, &uri), true, |group, c| {
+        let region = json!({"providerName": "AWS", "regionName": "EU_WEST_1", "priority": 7,
+            "electableSpecs": {"instanceSize": "M10", "nodeCount": 3}});
+        json!({
+            "id": format!("{:024x}", c.name.len() as u64 + 0x6c00_0000_0000),
+            "groupId": group,
+            "name": c.name,
+            "clusterType": "REPLICASET",
+            "stateName": "IDLE",
+            "paused": false,
+            "backupEnabled": !c.backups_off,
+            "mongoDBVersion": "8.0.29",
+            "replicationSpecs": [{"id": "6a70000000000000000000aa", "zoneName": "Zone 1", "regionConfigs": [region]}],
+            "tags": tags(c),
+            "createDate": "2026-01-05T10:00:00Z",
+        })
+    })
+}
+
+/// One page of a project's Flex (`dedicated = false`) or dedicated clusters, each shown by
+/// `show`, in its listing's media type.
+fn cluster_page(
+    app: &App,
+    group: &str,
+    (q, uri): (&HashMap<String, String>, &axum::http::Uri),
+    dedicated: bool,
+    show: fn(&str, &SimCluster) -> Value,
+) -> Response {
     let s = app.lock();
-    if let Err(r) = known_project(&s, &group) {
+    if let Err(r) = known_project(&s, group) {
         return r;
     }
     let items = s
         .clusters
         .iter()
-        .filter(|c| c.project_id == group && c.dedicated)
-        .map(|c| {
-            let region = json!({"providerName": "AWS", "regionName": "EU_WEST_1", "priority": 7,
-                "electableSpecs": {"instanceSize": "M10", "nodeCount": 3}});
-            json!({
-                "id": format!("{:024x}", c.name.len() as u64 + 0x6c00_0000_0000),
-                "groupId": group,
-                "name": c.name,
-                "clusterType": "REPLICASET",
-                "stateName": "IDLE",
-                "paused": false,
-                "backupEnabled": !c.backups_off,
-                "mongoDBVersion": "8.0.29",
-                "replicationSpecs": [{"id": "6a70000000000000000000aa", "zoneName": "Zone 1", "regionConfigs": [region]}],
-                "tags": tags(c),
-                "createDate": "2026-01-05T10:00:00Z",
-            })
-        })
+        .filter(|c| c.project_id == group && c.dedicated == dedicated)
+        .map(|c| show(group, c))
         .collect();
     let listing = page(
         items,
-        &q,
+        q,
         uri.path(),
         &format!("http://{}", app.addr),
         s.faults.page_cap,
     );
-    ok_json_as(&listing, CLUSTERS_MEDIA_TYPE)
+    ok_json_as(
+        &listing,
+        if dedicated {
+            CLUSTERS_MEDIA_TYPE
+        } else {
+            FLEX_MEDIA_TYPE
+        },
+    )
 }
