@@ -268,6 +268,17 @@ async fn the_daemon_picks_up_a_new_cluster_and_reports_a_removed_one_once() {
     )
     .await;
     assert_eq!(metric(&seen, &gauge("prod-later")), Some(1.0), "{seen}");
+    // Its other series are gone, so that no staleness alert fires for it; the new one's stay.
+    let success = |cluster: &str| {
+        format!(
+            "atlas_archiver_last_success_timestamp_seconds{{project=\"{PROJECT}\",cluster=\"{cluster}\"}}"
+        )
+    };
+    assert_eq!(metric(&seen, &success("prod-first")), None, "{seen}");
+    assert!(
+        metric(&seen, &success("prod-later")).is_some_and(|t| t > 0.0),
+        "{seen}"
+    );
     assert_eq!(
         metric(&seen, "atlas_archiver_discovery_failures_total"),
         Some(0.0),

@@ -1,8 +1,9 @@
 //! The daemon's discovery: `[[discover]]` resolved at the start, then again at every slot of
 //! `schedule.cron`. A cluster that appears joins the plan and runs at once (then on the
 //! schedule, with its own stable jitter); one that disappears is reported once (`warn` and
-//! `atlas_archiver_target_discovered 0`), leaves the plan (so retention stops pruning it) and
-//! keeps its archives. A selector whose listing fails changes nothing of what it found before.
+//! `atlas_archiver_target_discovered 0`, its other series dropped so that the staleness alerts
+//! do not fire for it for ever), leaves the plan (so retention stops pruning it) and keeps its
+//! archives. A selector whose listing fails changes nothing of what it found before.
 //! Must not: archive anything, or read a failed listing as clusters gone.
 
 use std::collections::{HashMap, HashSet};
@@ -125,8 +126,9 @@ impl Discovery {
             .collect();
         for target in gone {
             warn!(project = %target.project_id, cluster = %target.cluster, "a discovered cluster has disappeared from Atlas: no longer archived; its archives are kept and retention no longer prunes them");
-            metrics.record_discovered(&target, false);
             control.remove_target(&target);
+            metrics.forget_target(&target);
+            metrics.record_discovered(&target, false);
             self.known.remove(&target);
         }
     }

@@ -434,6 +434,29 @@ impl Metrics {
             .set(i64::from(present));
     }
 
+    /// Drops the per-target series of a target no longer archived (a discovered cluster that
+    /// disappeared), so that its ageing timestamps do not raise the staleness alerts for ever;
+    /// `atlas_archiver_target_discovered 0` stays to say what happened. (The failure counters,
+    /// labelled by reason, stay: alerts read their increase, which stops.)
+    pub fn forget_target(&self, target: &Target) {
+        let labels = TargetLabels::from(target);
+        let m = &self.inner;
+        m.last_success.remove(&labels);
+        m.last_status.remove(&labels);
+        m.archived.remove(&labels);
+        m.lost.remove(&labels);
+        m.next_run.remove(&labels);
+        m.archives_kept.remove(&labels);
+        m.archives_pruned.remove(&labels);
+        m.bytes_reclaimed.remove(&labels);
+        m.last_prune.remove(&labels);
+        m.prune_failures.remove(&labels);
+        m.newest_archived.remove(&labels);
+        m.archive_size.remove(&labels);
+        m.watched_since.remove(&labels);
+        m.waiting.remove(&labels);
+    }
+
     /// A selector's listing failed in a discovery.
     pub fn record_discovery_failure(&self) {
         self.inner.discovery_failures.inc();
