@@ -50,8 +50,8 @@ cargo test --locked --workspace --all-targets "${FEATURES[@]}"
 echo "== starting Garage"
 eval "$(scripts/start-garage.sh)"
 [ "$ATLAS_ARCHIVER_TEST_S3_STARTED" = 1 ] && pids+=("$ATLAS_ARCHIVER_TEST_S3_PID")
-echo "== cargo test (S3 end-to-end, dedicated, restore, prune, immutability, preflight, daemon and reliability suites, S3 server: Garage)"
-cargo test --locked "${FEATURES[@]}" --test e2e --test dedicated --test restore --test prune --test immutability --test preflight --test daemon --test reliability
+echo "== cargo test (S3 end-to-end, dedicated, discovery, restore, prune, immutability, preflight, daemon and reliability suites, S3 server: Garage)"
+cargo test --locked "${FEATURES[@]}" --test e2e --test dedicated --test discover --test restore --test prune --test immutability --test preflight --test daemon --test reliability
 
 echo "== short benchmark (1 GiB through atlas-archiver into Garage; fails only if the object is wrong)"
 QUICK=1 bench/run.sh
