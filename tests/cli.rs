@@ -540,3 +540,68 @@ fn a_full_disk_under_stdout_is_an_error_line_not_a_panic() {
     // The work itself was done: the demo's journal holds its archives.
     assert!(out.join("journal.sqlite").is_file());
 }
+
+/// `simulate --clusters N` serves N Flex clusters (the scale benchmark's organisation), prints a
+/// `[[target]]` for each, and tells what it served on `/_simulator/observed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_serves_many_clusters_and_counts_what_it_served() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let port = common::free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_atlas-archiver"))
+        .args([
+            "simulate",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--snapshot-size",
+            "64KiB",
+            "--snapshots",
+            "2",
+            "--clusters",
+            "3",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        let stop = line.starts_with("Stop with Ctrl-C");
+        printed.push(line);
+        if stop {
+            break;
+        }
+    }
+    let clusters: Vec<&String> = printed
+        .iter()
+        .filter(|l| l.starts_with("cluster = "))
+        .collect();
+    assert_eq!(
+        clusters,
+        [
+            "cluster = \"bench-flex-0001\"",
+            "cluster = \"bench-flex-0002\"",
+            "cluster = \"bench-flex-0003\""
+        ],
+        "{printed:#?}"
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let observed = |http: reqwest::Client| {
+        let url = format!("{base}/_simulator/observed");
+        async move { common::parse_json(&http.get(url).send().await.unwrap().text().await.unwrap()) }
+    };
+    assert_eq!(observed(http.clone()).await["api_requests"], 0);
+    // A request without credentials is refused, and still counted as an API request.
+    let listing = http
+        .get(format!(
+            "{base}/api/atlas/v2/groups/32b6e34b3d91647abb20e7b8/flexClusters/bench-flex-0002/backup/snapshots"
+        ))
+        .header("accept", "application/vnd.atlas.2024-11-13+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(observed(http.clone()).await["api_requests"], 1);
+    assert_eq!(observed(http).await["snapshot_downloads"], 0);
+}

@@ -210,9 +210,12 @@ pub enum Command {
         /// Serve one cluster whose snapshots have this size (e.g. "8GiB"), generated on the fly, instead of the demo's.
         #[arg(long, value_name = "SIZE")]
         snapshot_size: Option<String>,
-        /// With --snapshot-size: how many snapshots.
+        /// With --snapshot-size: how many snapshots per cluster.
         #[arg(long, default_value_t = 1)]
         snapshots: usize,
+        /// With --snapshot-size: how many Flex clusters (bench-flex-0001, ...), to try a whole organisation's worth of targets.
+        #[arg(long, default_value_t = 1)]
+        clusters: usize,
         /// Honour Range requests on snapshot URLs (unknown for real Atlas; off by default).
         #[arg(long)]
         range: bool,

@@ -233,6 +233,7 @@ pub(super) async fn simulate(
     listen: SocketAddr,
     snapshot_size: Option<&str>,
     snapshots: usize,
+    clusters: usize,
     range: bool,
 ) -> Result<ExitCode, Failure> {
     let clusters = match snapshot_size {
@@ -240,14 +241,22 @@ pub(super) async fn simulate(
         Some(text) => {
             let size = atlas_archiver_engine::config::units::parse_byte_size(text)
                 .map_err(|m| Failure::Usage(format!("--snapshot-size: {m}")))?;
-            if size == 0 || snapshots == 0 {
+            if size == 0 || snapshots == 0 || clusters == 0 {
                 return Err(Failure::Usage(
-                    "--snapshot-size and --snapshots must be more than zero".into(),
+                    "--snapshot-size, --snapshots and --clusters must be more than zero".into(),
                 ));
             }
+            let names: Vec<String> = if clusters == 1 {
+                vec!["bench-flex".to_owned()]
+            } else {
+                (1..=clusters)
+                    .map(|i| format!("bench-flex-{i:04}"))
+                    .collect()
+            };
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
             atlas_archiver_simulator::scenario(
                 atlas_archiver_simulator::DEMO_PROJECT_ID,
-                &["bench-flex"],
+                &names,
                 snapshots,
                 &[size],
             )
@@ -273,7 +282,10 @@ pub(super) async fn simulate(
             c.name
         );
     }
-    outln!("\nStop with Ctrl-C.");
+    outln!(
+        "\nWhat it has served so far, as JSON: {}/_simulator/observed\nStop with Ctrl-C.",
+        simulator.base_url()
+    );
     let _ = tokio::signal::ctrl_c().await;
     simulator.stop();
     Ok(ExitCode::SUCCESS)

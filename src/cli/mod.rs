@@ -315,8 +315,9 @@ async fn dispatch(
             listen,
             snapshot_size,
             snapshots,
+            clusters,
             range,
-        } => demo::simulate(listen, snapshot_size.as_deref(), snapshots, range).await,
+        } => demo::simulate(listen, snapshot_size.as_deref(), snapshots, clusters, range).await,
     }
 }
 

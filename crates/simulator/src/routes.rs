@@ -80,9 +80,28 @@ pub(super) fn router(state: Arc<Mutex<SimState>>, addr: SocketAddr) -> Router {
         .route("/api/oauth/token", post(token))
         .route("/backup/download/{token}/{file}", get(download))
         .route("/restore/{token}/{file}", get(download))
+        .route("/_simulator/observed", get(observed))
         .merge(api)
         .fallback(not_found)
         .with_state(app)
+}
+
+/// What the simulator has served so far (not an Atlas endpoint: for benchmarks and for anyone
+/// who wants to see what a run asked of Atlas).
+async fn observed(State(app): State<App>) -> Response {
+    let o = app.lock().observed.clone();
+    ok_json_as(
+        &json!({
+            "token_requests": o.token_requests,
+            "api_requests": o.api_requests,
+            "download_requests": o.download_requests,
+            "snapshot_downloads": o.snapshot_downloads,
+            "ranged_downloads": o.ranged_downloads,
+            "throttled": o.throttled,
+            "credentials_sent_to_snapshot_url": o.credentials_sent_to_snapshot_url,
+        }),
+        "application/json",
+    )
 }
 
 async fn api_gate(
