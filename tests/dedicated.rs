@@ -67,8 +67,8 @@ async fn a_dedicated_replica_set_is_archived_and_restored_byte_for_byte() {
     let after = w.sim.observed();
     assert_eq!(
         after.api_requests - before.api_requests,
-        2,
-        "one listing per cluster, no kind probe, no download request: {}",
+        3,
+        "one listing per cluster (two for the dedicated one: its replica-set and sharded snapshots), no kind probe, no download request: {}",
         again.stderr
     );
 
@@ -255,8 +255,8 @@ async fn a_remembered_kind_that_atlas_refuses_is_learnt_again() {
     w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
     assert_eq!(
         w.sim.observed().api_requests - before,
-        1,
-        "the new kind is remembered: one listing, on the dedicated API"
+        2,
+        "the new kind is remembered: one listing, on the dedicated API (its replica-set and its sharded snapshots)"
     );
 }
 

@@ -50,6 +50,17 @@ impl SimSnapshot {
     pub fn sha256(&self) -> String {
         content::sha256_of(&self.id, self.size)
     }
+
+    /// SHA-256 of the file the simulator serves for one component (`replica_set`) of a sharded
+    /// cluster's snapshot: each component is its own archive of `size` bytes.
+    pub fn component_sha256(&self, replica_set: &str) -> String {
+        content::sha256_of(&component_seed(&self.id, replica_set), self.size)
+    }
+}
+
+/// What a component's content is generated from.
+pub(crate) fn component_seed(snapshot_id: &str, replica_set: &str) -> String {
+    format!("{snapshot_id}/{replica_set}")
 }
 
 /// A simulated cluster (Flex unless `dedicated`).
@@ -67,6 +78,24 @@ pub struct SimCluster {
     pub tags: Vec<(String, String)>,
     /// Atlas takes no backups of it (`backupEnabled: false` / `backupSettings.enabled: false`).
     pub backups_off: bool,
+    /// A sharded (dedicated) cluster with this many shards and a dedicated config server;
+    /// 0 for a replica set or a Flex cluster.
+    pub shards: usize,
+}
+
+impl SimCluster {
+    /// A sharded cluster's replica sets, each a component of its snapshots: the shards
+    /// (`atlas-<name>-shard-<i>`) and then the config server (`atlas-<name>-config-0`). Empty
+    /// for a replica set or a Flex cluster.
+    pub fn replica_sets(&self) -> Vec<String> {
+        if self.shards == 0 {
+            return Vec::new();
+        }
+        (0..self.shards)
+            .map(|i| format!("atlas-{}-shard-{i}", self.name))
+            .chain(std::iter::once(format!("atlas-{}-config-0", self.name)))
+            .collect()
+    }
 }
 
 /// Faults to inject. Counters (`*_burst`) count down as requests consume them.
@@ -142,6 +171,9 @@ pub struct Faults {
     /// live (not failed, not expired, its one-time URL not yet used), as Atlas does in some
     /// cases, with 400 `CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY`.
     pub one_download_per_cluster: bool,
+    /// Sharded clusters: the download of this component (replica set name) is cut after this
+    /// many bytes, every time.
+    pub cut_component: HashMap<String, u64>,
 }
 
 /// What the simulator saw, for assertions.
@@ -186,6 +218,8 @@ pub(crate) struct SimJob {
     pub(crate) dedicated: bool,
     /// GETs of its URL so far.
     pub(crate) fetches: u32,
+    /// A sharded cluster's job: the components whose URL was used (one GET each).
+    pub(crate) fetched_components: Vec<String>,
 }
 
 /// Everything the simulator holds.
@@ -401,6 +435,7 @@ pub fn scenario(
             dedicated: false,
             tags: Vec::new(),
             backups_off: false,
+            shards: 0,
             snapshots: (0..per_cluster)
                 .map(|day| {
                     counter += 1;

@@ -644,6 +644,7 @@ pub(crate) fn new_job(
         token: format!("{:032x}", rand::rng().random::<u128>()),
         dedicated,
         fetches: 0,
+        fetched_components: Vec::new(),
     }
 }
 
@@ -856,9 +857,22 @@ fn admit(
         return Err((StatusCode::FORBIDDEN, "unknown or expired link").into_response());
     };
     let job = s.jobs[index].clone();
+    // A sharded cluster's job serves one file per replica set:
+    // `…/<token>/<replicaSetName>-restore-<snapshotId>.tar.gz`.
+    let replica_sets = s
+        .clusters
+        .iter()
+        .find(|c| c.project_id == job.project_id && c.name == job.cluster)
+        .map(SimCluster::replica_sets)
+        .unwrap_or_default();
+    let component = replica_sets
+        .iter()
+        .find(|rs| file == format!("{rs}-restore-{}.tar.gz", job.snapshot_id))
+        .cloned();
     let link_ok = if job.dedicated {
         // `…/<token>/restore-<snapshotId>.tar.gz`, valid for an hour, one GET only.
-        file == format!("restore-{}.tar.gz", job.snapshot_id)
+        (component.is_some()
+            || (replica_sets.is_empty() && file == format!("restore-{}.tar.gz", job.snapshot_id)))
             && Utc::now() <= job.created + ChronoDuration::hours(1)
     } else {
         q.get("sig").map(String::as_str) == Some(token)
@@ -868,7 +882,15 @@ fn admit(
     if !link_ok {
         return Err((StatusCode::FORBIDDEN, "unknown or expired link").into_response());
     }
-    if job.dedicated {
+    if let Some(rs) = &component {
+        if job.fetched_components.contains(rs) {
+            return Err((StatusCode::GONE, "this download link was already used").into_response());
+        }
+        s.jobs[index].fetched_components.push(rs.clone());
+        if s.jobs[index].fetched_components.len() == replica_sets.len() {
+            s.jobs[index].fetches += 1;
+        }
+    } else if job.dedicated {
         if job.fetches > 0 {
             return Err((StatusCode::GONE, "this download link was already used").into_response());
         }
@@ -922,13 +944,19 @@ fn admit(
             s.faults.stall_after.remove(&snap.id);
         }
     }
+    if let Some(n) = component
+        .as_ref()
+        .and_then(|rs| s.faults.cut_component.get(rs))
+    {
+        ending = Ending::Cut(*n);
+    }
     if ending.at().is_some_and(|c| c >= snap.size) {
         ending = Ending::Whole;
     }
-    let seed = if s.faults.content_per_job {
-        format!("{}-{}", snap.id, job.id)
-    } else {
-        snap.id.clone()
+    let seed = match &component {
+        Some(rs) => crate::component_seed(&snap.id, rs),
+        None if s.faults.content_per_job => format!("{}-{}", snap.id, job.id),
+        None => snap.id.clone(),
     };
     Ok(Served {
         size: snap.size,

@@ -160,7 +160,7 @@ impl ClusterBackups<'_> {
                         snapshot_id,
                     });
                 }
-                _ if job.snapshot_url.as_deref().is_some_and(|u| !u.is_empty()) => return Ok(job),
+                _ if job.has_urls() => return Ok(job),
                 phase => {
                     debug!(job = %job_id, status = phase.as_str(), "restore job not ready yet")
                 }

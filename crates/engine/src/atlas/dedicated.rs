@@ -1,17 +1,20 @@
-//! The backup endpoints of dedicated (M10+) clusters (CONTRACT §3): list snapshots (D1),
-//! request a download (D5, `deliveryType: "download"`), read and list restore jobs (D6, D7);
-//! their bodies (`DiskBackupReplicaSet`, `DiskBackupSnapshotRestoreJob`) mapped to the shared
+//! The backup endpoints of dedicated (M10+) clusters (CONTRACT §3): list snapshots (D1 for a
+//! replica set's, D3 for a sharded cluster's), request a download (D5, `deliveryType:
+//! "download"`), read and list restore jobs (D6, D7); their bodies (`DiskBackupReplicaSet`,
+//! `DiskBackupShardedClusterSnapshot`, `DiskBackupSnapshotRestoreJob`) mapped to the shared
 //! models: lower-case statuses, a job with no `status` (ready when `deliveryUrl` is non-empty,
-//! failed when `failed`, `expired` or `cancelled`), repeated `deliveryUrl` entries kept once.
+//! or, for a sharded cluster, when every `components` entry has its URL; failed when `failed`,
+//! `expired` or `cancelled`), repeated `deliveryUrl` entries kept once.
 //! Must not: authenticate or retry (that is `call` in `mod.rs`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde::Deserialize;
+use tracing::debug;
 
 use super::backups::BackupApi;
-use super::models::{RestoreJob, Snapshot};
+use super::models::{JobComponent, Page, RestoreJob, Snapshot};
 use super::{AtlasClient, AtlasError, DEDICATED_MEDIA_TYPE, decode};
 
 /// The dedicated implementation of [`BackupApi`].
@@ -54,8 +57,48 @@ impl From<DiskSnapshot> for Snapshot {
                 .layout
                 .as_deref()
                 .is_some_and(|l| l.eq_ignore_ascii_case("shardedCluster")),
+            replica_sets: Vec::new(),
         }
     }
+}
+
+/// `DiskBackupShardedClusterSnapshot` (CONTRACT §3.1, D3), the fields the archiver uses.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ShardedSnapshot {
+    #[serde(flatten)]
+    snapshot: DiskSnapshot,
+    #[serde(default)]
+    members: Vec<Member>,
+}
+
+/// `members[]`: the shards and the config server.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Member {
+    replica_set_name: Option<String>,
+}
+
+impl From<ShardedSnapshot> for Snapshot {
+    fn from(s: ShardedSnapshot) -> Self {
+        Snapshot {
+            sharded: true,
+            replica_sets: s
+                .members
+                .into_iter()
+                .filter_map(|m| m.replica_set_name)
+                .collect(),
+            ..Snapshot::from(s.snapshot)
+        }
+    }
+}
+
+/// `DiskBackupRestoreMember`: one file of a sharded cluster's download.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DiskComponent {
+    download_url: Option<String>,
+    replica_set_name: Option<String>,
 }
 
 /// `DiskBackupSnapshotRestoreJob` (CONTRACT §3.2), the fields the archiver uses.
@@ -72,6 +115,9 @@ struct DiskJob {
     expired: Option<bool>,
     cancelled: Option<bool>,
     expires_at: Option<DateTime<Utc>>,
+    /// A sharded cluster's files, one per replica set; `null` is none.
+    #[serde(default)]
+    components: Option<Vec<DiskComponent>>,
 }
 
 /// `deliveryUrl` as a list, a lone string or `null`, leniently (CONTRACT §9).
@@ -94,6 +140,21 @@ impl DiskJob {
     /// the URL once one is listed, else `RUNNING`. A replica set's snapshot is one file: the
     /// same URL listed twice is one URL; two different ones are a sharded cluster's components.
     fn into_job(self, operation: &'static str) -> Result<RestoreJob, AtlasError> {
+        let ended = [self.failed, self.expired, self.cancelled]
+            .into_iter()
+            .any(|f| f == Some(true));
+        let components = self.components.unwrap_or_default();
+        if !components.is_empty() {
+            return sharded_job(
+                self.id,
+                self.delivery_type,
+                self.snapshot_id,
+                self.expires_at,
+                ended,
+                components,
+                operation,
+            );
+        }
         let mut urls: Vec<String> = Vec::new();
         for url in self.delivery_url.into_iter().filter(|u| !u.is_empty()) {
             if !urls.contains(&url) {
@@ -109,8 +170,7 @@ impl DiskJob {
                 ),
             });
         }
-        let ended = [self.failed, self.expired, self.cancelled];
-        let status = if ended.into_iter().any(|f| f == Some(true)) {
+        let status = if ended {
             "FAILED"
         } else if urls.is_empty() {
             "RUNNING"
@@ -124,8 +184,61 @@ impl DiskJob {
             snapshot_url: urls.pop(),
             expiration_date: self.expires_at,
             snapshot_id: self.snapshot_id,
+            components: Vec::new(),
         })
     }
+}
+
+/// A sharded cluster's job: ready when every component has a URL; a component without a
+/// replica set name, or two with the same one, cannot be archived under its own name.
+fn sharded_job(
+    id: Option<String>,
+    delivery_type: Option<String>,
+    snapshot_id: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+    ended: bool,
+    listed: Vec<DiskComponent>,
+    operation: &'static str,
+) -> Result<RestoreJob, AtlasError> {
+    let mut components: Vec<JobComponent> = Vec::new();
+    for c in listed {
+        let Some(replica_set) = c.replica_set_name.filter(|n| !n.is_empty()) else {
+            return Err(AtlasError::Decode {
+                operation,
+                message: "a component of the download job names no replica set".into(),
+            });
+        };
+        let url = c.download_url.unwrap_or_default();
+        match components.iter().find(|k| k.replica_set == replica_set) {
+            Some(k) if k.url == url => continue,
+            Some(_) => {
+                return Err(AtlasError::Decode {
+                    operation,
+                    message: format!(
+                        "the download job lists replica set {replica_set} twice, with different files"
+                    ),
+                });
+            }
+            None => components.push(JobComponent { replica_set, url }),
+        }
+    }
+    let ready = components.iter().all(|c| !c.url.is_empty());
+    let status = if ended {
+        "FAILED"
+    } else if ready {
+        "COMPLETED"
+    } else {
+        "RUNNING"
+    };
+    Ok(RestoreJob {
+        id,
+        delivery_type,
+        status: Some(status.to_owned()),
+        snapshot_url: None,
+        expiration_date: expires_at,
+        snapshot_id,
+        components,
+    })
 }
 
 #[async_trait]
@@ -143,7 +256,42 @@ impl BackupApi for Dedicated {
                 &path(project_id, cluster, "snapshots"),
             )
             .await?;
-        Ok(listed.into_iter().map(Snapshot::from).collect())
+        let mut snapshots: Vec<Snapshot> = listed.into_iter().map(Snapshot::from).collect();
+        // A sharded cluster's snapshots are on their own endpoint (D3, no paging declared). A
+        // cluster that answered D1 but refuses D3 with a client error has none there.
+        const SHARDED: &str = "list sharded snapshots";
+        match client
+            .call(
+                SHARDED,
+                DEDICATED_MEDIA_TYPE,
+                Method::GET,
+                &path(project_id, cluster, "snapshots/shardedClusters"),
+                None,
+            )
+            .await
+        {
+            Ok(answer) => {
+                let page = decode::<Page<ShardedSnapshot>>(SHARDED, &answer.body)?;
+                for s in page.results.into_iter().map(Snapshot::from) {
+                    match snapshots
+                        .iter_mut()
+                        .find(|x| x.id.is_some() && x.id == s.id)
+                    {
+                        Some(known) => *known = s,
+                        None => snapshots.push(s),
+                    }
+                }
+            }
+            Err(AtlasError::Api {
+                status: 400 | 404 | 405,
+                error_code,
+                ..
+            }) => {
+                debug!(error_code = %error_code, "no sharded-cluster snapshot listing for this cluster");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(snapshots)
     }
 
     async fn request_download(
@@ -221,6 +369,41 @@ mod tests {
                 message: e.to_string(),
             })?
             .into_job("test")
+    }
+
+    #[test]
+    fn a_sharded_job_is_ready_when_every_component_has_its_url() {
+        let waiting = job(r#"{"id":"6a7948342c88faeba59eb866","deliveryUrl":[],"components":[{"replicaSetName":"atlas-x-shard-0"},{"replicaSetName":"atlas-x-config-0","downloadUrl":"https://a/c.tar.gz"}]}"#).unwrap();
+        assert_eq!(waiting.phase(), Phase::Running);
+        assert!(!waiting.has_urls());
+        let ready = job(r#"{"id":"6a7948342c88faeba59eb866","deliveryUrl":["https://a/s0.tar.gz","https://a/c.tar.gz"],"components":[{"replicaSetName":"atlas-x-shard-0","downloadUrl":"https://a/s0.tar.gz"},{"replicaSetName":"atlas-x-config-0","downloadUrl":"https://a/c.tar.gz"},{"replicaSetName":"atlas-x-shard-0","downloadUrl":"https://a/s0.tar.gz"}]}"#).unwrap();
+        assert_eq!(ready.phase(), Phase::Completed);
+        assert!(ready.has_urls());
+        assert!(ready.snapshot_url.is_none());
+        let sets: Vec<&str> = ready
+            .components
+            .iter()
+            .map(|c| c.replica_set.as_str())
+            .collect();
+        assert_eq!(
+            sets,
+            ["atlas-x-shard-0", "atlas-x-config-0"],
+            "one entry listed twice is one"
+        );
+        assert!(
+            !format!("{ready:?}").contains("https://"),
+            "Debug hides the URLs"
+        );
+        let failed = job(r#"{"id":"6a7948342c88faeba59eb866","failed":true,"components":[{"replicaSetName":"atlas-x-shard-0","downloadUrl":"https://a/s0.tar.gz"}]}"#).unwrap();
+        assert_eq!(failed.phase(), Phase::Failed);
+        assert!(job(r#"{"id":"6a7948342c88faeba59eb866","components":[{"downloadUrl":"https://a/s0.tar.gz"}]}"#).is_err(), "a component without a name");
+        assert!(job(r#"{"id":"6a7948342c88faeba59eb866","components":[{"replicaSetName":"r","downloadUrl":"https://a/1"},{"replicaSetName":"r","downloadUrl":"https://a/2"}]}"#).is_err(), "one name, two files");
+        let sharded: ShardedSnapshot = serde_json::from_str(r#"{"id":"6a79468a2c88faeba59de489","status":"completed","type":"shardedCluster","snapshotType":"scheduled","createdAt":"2026-08-10T03:40:36Z","members":[{"cloudProvider":"AWS","id":"6a79468a2c88faeba59de400","replicaSetName":"atlas-x-shard-0"},{"cloudProvider":"AWS","id":"6a79468a2c88faeba59de401","replicaSetName":"atlas-x-config-0"}]}"#).unwrap();
+        let s = Snapshot::from(sharded);
+        assert!(s.sharded);
+        assert_eq!(s.replica_sets, ["atlas-x-shard-0", "atlas-x-config-0"]);
+        assert_eq!(s.snapshot_type.as_deref(), Some("scheduled"));
+        assert_eq!(s.phase(), Phase::Completed);
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub struct Snapshot {
     /// Dedicated clusters: a sharded cluster's snapshot (several files).
     #[serde(skip)]
     pub sharded: bool,
+    /// A sharded cluster's snapshot: the replica sets it is made of (`members[].replicaSetName`:
+    /// the shards and the config server), as D3 lists them.
+    #[serde(skip)]
+    pub replica_sets: Vec<String>,
 }
 
 impl Snapshot {
@@ -143,6 +147,29 @@ pub struct RestoreJob {
     pub expiration_date: Option<DateTime<Utc>>,
     /// The snapshot it serves.
     pub snapshot_id: Option<String>,
+    /// A sharded cluster's download: one file per replica set (`components`), each with its
+    /// own URL; empty for a replica set or a Flex cluster, whose file is `snapshot_url`.
+    #[serde(skip)]
+    pub components: Vec<JobComponent>,
+}
+
+/// One file of a sharded cluster's download: `DiskBackupRestoreMember`. Its `Debug` hides the
+/// URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JobComponent {
+    /// The shard's or the config server's replica set.
+    pub replica_set: String,
+    /// Its one-time download URL (a bearer secret: never log it).
+    pub url: String,
+}
+
+impl std::fmt::Debug for JobComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobComponent")
+            .field("replica_set", &self.replica_set)
+            .field("url", &"<redacted>")
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for RestoreJob {
@@ -157,6 +184,7 @@ impl std::fmt::Debug for RestoreJob {
             )
             .field("expiration_date", &self.expiration_date)
             .field("snapshot_id", &self.snapshot_id)
+            .field("components", &self.components)
             .finish()
     }
 }
@@ -165,6 +193,15 @@ impl RestoreJob {
     /// Parsed status.
     pub fn phase(&self) -> Phase {
         Phase::parse(self.status.as_deref())
+    }
+
+    /// Whether its file (or, for a sharded cluster's, every component's file) has a URL.
+    pub fn has_urls(&self) -> bool {
+        if self.components.is_empty() {
+            self.snapshot_url.as_deref().is_some_and(|u| !u.is_empty())
+        } else {
+            self.components.iter().all(|c| !c.url.is_empty())
+        }
     }
 
     /// Whether this is a download (not a restore into another cluster).

@@ -3,6 +3,11 @@
 //! `deliveryType: "download"`), D6 and D7 (jobs without a `status` field: ready when
 //! `deliveryUrl` is non-empty, which lists its URL twice as Atlas may; failed when `failed`).
 //! The URL is `/restore/<token>/restore-<snapshotId>.tar.gz`, one GET only, for an hour.
+//! Sharded clusters: D3 and D4 (`DiskBackupShardedClusterSnapshot`, with `members`), D1 lists
+//! none of their snapshots, and a job lists one `components` entry per replica set (the shards,
+//! then the config server), each with its own one-time URL
+//! `/restore/<token>/<replicaSetName>-restore-<snapshotId>.tar.gz`, all of them in
+//! `deliveryUrl` too.
 //! Must not: share anything with the client under test.
 
 use std::collections::HashMap;
@@ -27,6 +32,14 @@ pub(super) fn routes() -> Router<App> {
     Router::new()
         .route(&format!("{base}/snapshots"), get(list_snapshots))
         .route(&format!("{base}/snapshots/{{id}}"), get(get_snapshot))
+        .route(
+            &format!("{base}/snapshots/shardedClusters"),
+            get(list_sharded_snapshots),
+        )
+        .route(
+            &format!("{base}/snapshots/shardedCluster/{{id}}"),
+            get(get_sharded_snapshot),
+        )
         .route(
             &format!("{base}/restoreJobs"),
             get(list_jobs).post(request_download),
@@ -71,6 +84,82 @@ fn snapshot_json(s: &SimState, c: &SimCluster, snap: &SimSnapshot) -> Value {
     })
 }
 
+/// `DiskBackupShardedClusterSnapshot`: the replica set's fields minus `replicaSetName`,
+/// `cloudProvider` and `copyRegions`, plus `configServerType`, `members` and `snapshotIds`.
+fn sharded_json(s: &SimState, c: &SimCluster, snap: &SimSnapshot) -> Value {
+    let mut v = snapshot_json(s, c, snap);
+    if let Some(o) = v.as_object_mut() {
+        for field in ["replicaSetName", "cloudProvider", "copyRegions"] {
+            o.remove(field);
+        }
+    }
+    let sets = c.replica_sets();
+    v["type"] = json!("shardedCluster");
+    v["storageSizeBytes"] = json!(snap.size * sets.len() as u64);
+    v["configServerType"] = json!("DEDICATED");
+    v["members"] = sets
+        .iter()
+        .enumerate()
+        .map(|(i, rs)| json!({"cloudProvider": "AWS", "id": member_id(&snap.id, i), "replicaSetName": rs}))
+        .collect();
+    v["snapshotIds"] = (0..sets.len())
+        .map(|i| json!(member_id(&snap.id, i)))
+        .collect();
+    v
+}
+
+/// The id of a member's own snapshot within a sharded snapshot.
+fn member_id(snapshot_id: &str, i: usize) -> String {
+    format!("{}{i:02x}", &snapshot_id[..snapshot_id.len().min(22)])
+}
+
+/// D3: a sharded cluster's snapshots; none for a replica set. The spec declares no paging
+/// parameters here: every snapshot is on the one page.
+async fn list_sharded_snapshots(
+    State(app): State<App>,
+    Path((group, name)): Path<(String, String)>,
+) -> Response {
+    let s = app.lock();
+    let c = match cluster(&s, &group, &name) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let items: Vec<Value> = if c.shards == 0 {
+        Vec::new()
+    } else {
+        c.snapshots
+            .iter()
+            .rev()
+            .map(|snap| sharded_json(&s, c, snap))
+            .collect()
+    };
+    let total = items.len();
+    ok_json_as(
+        &json!({"results": items, "totalCount": total, "links": []}),
+        DEDICATED_MEDIA_TYPE,
+    )
+}
+
+/// D4: one sharded snapshot.
+async fn get_sharded_snapshot(
+    State(app): State<App>,
+    Path((group, name, id)): Path<(String, String, String)>,
+) -> Response {
+    let s = app.lock();
+    let c = match cluster(&s, &group, &name) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match c.snapshots.iter().find(|x| x.id == id && c.shards > 0) {
+        Some(snap) => ok_json_as(&sharded_json(&s, c, snap), DEDICATED_MEDIA_TYPE),
+        None => envelope(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            &format!("Cannot find resource snapshot {id}."),
+        ),
+    }
+}
+
 async fn list_snapshots(
     State(app): State<App>,
     Path((group, name)): Path<(String, String)>,
@@ -82,10 +171,12 @@ async fn list_snapshots(
         Ok(c) => c,
         Err(r) => return r,
     };
+    // D1 lists a replica set's snapshots; a sharded cluster's are on D3.
     let items = c
         .snapshots
         .iter()
         .rev()
+        .filter(|_| c.shards == 0)
         .map(|snap| snapshot_json(&s, c, snap))
         .collect();
     let listing = page(
@@ -107,7 +198,7 @@ async fn get_snapshot(
         Ok(c) => c,
         Err(r) => return r,
     };
-    match c.snapshots.iter().find(|x| x.id == id) {
+    match c.snapshots.iter().find(|x| x.id == id && c.shards == 0) {
         Some(snap) => ok_json_as(&snapshot_json(&s, c, snap), DEDICATED_MEDIA_TYPE),
         None => envelope(
             StatusCode::NOT_FOUND,
@@ -130,7 +221,33 @@ fn job_json(app: &App, s: &SimState, job: &SimJob) -> Value {
         "timestamp": time(job.created),
         "links": [],
     });
-    if phase == "COMPLETED" {
+    let replica_sets = s
+        .clusters
+        .iter()
+        .find(|c| c.project_id == job.project_id && c.name == job.cluster)
+        .map(SimCluster::replica_sets)
+        .unwrap_or_default();
+    if phase == "COMPLETED" && !replica_sets.is_empty() {
+        // A sharded cluster's download: one file per replica set, each in `components` and
+        // all of them in `deliveryUrl`.
+        let urls: Vec<String> = replica_sets
+            .iter()
+            .map(|rs| {
+                format!(
+                    "http://{}/restore/{}/{rs}-restore-{}.tar.gz",
+                    app.addr, job.token, job.snapshot_id
+                )
+            })
+            .collect();
+        v["components"] = replica_sets
+            .iter()
+            .zip(&urls)
+            .map(|(rs, url)| json!({"downloadUrl": url, "replicaSetName": rs, "privateDownloadDeliveryUrls": []}))
+            .collect();
+        v["deliveryUrl"] = json!(urls);
+        v["expiresAt"] = json!(time(job.created + ChronoDuration::hours(1)));
+        v["finishedAt"] = json!(time(Utc::now()));
+    } else if phase == "COMPLETED" {
         let url = format!(
             "http://{}/restore/{}/restore-{}.tar.gz",
             app.addr, job.token, job.snapshot_id
