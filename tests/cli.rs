@@ -44,7 +44,13 @@ async fn demo_archives_and_verifies_without_any_account() {
         .lines()
         .filter(|l| l.trim_start().starts_with("ok ") && l.ends_with(".tar.gz"))
         .count();
-    assert_eq!(verified, 9, "{}", run.stdout);
+    // Three snapshots of three clusters, and two of a sharded one, one file per replica set.
+    assert_eq!(verified, 9 + 2 * 4, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("discovered       32b6e34b3d91647abb20e7b8/catalog-sharded  (discover[0]: kind dedicated, tags env=prod)"),
+        "{}",
+        run.stdout
+    );
     assert!(!run.stdout.contains("MISMATCH"), "{}", run.stdout);
     // The dedicated replica set is found by the demo's [[discover]] selector, and says why.
     assert!(
@@ -60,12 +66,12 @@ async fn demo_archives_and_verifies_without_any_account() {
     }
     assert_eq!(
         run.stdout.matches("valid tar.gz, ").count(),
-        9,
+        11,
         "each archive's validation is shown: {}",
         run.stdout
     );
     assert!(
-        run.stdout.contains("9 snapshots already archived"),
+        run.stdout.contains("11 snapshots already archived"),
         "{}",
         run.stdout
     );
@@ -81,7 +87,8 @@ async fn demo_archives_and_verifies_without_any_account() {
         .into_iter()
         .filter(|p| p.ends_with(".tar.gz"))
         .collect();
-    assert_eq!(files.len(), 9, "{files:?}");
+    // Nine archives, and four files for each of the sharded cluster's two snapshots.
+    assert_eq!(files.len(), 9 + 2 * 4, "{files:?}");
     let status = run_binary(
         &[
             "status",
@@ -98,9 +105,14 @@ async fn demo_archives_and_verifies_without_any_account() {
         .lines()
         .filter(|l| l.contains(" archived ") && l.ends_with(".tar.gz"))
         .count();
-    assert_eq!(archived_rows, 9, "{}", status.stdout);
-    // Two Flex clusters and a dedicated replica set, told apart by Atlas itself.
+    assert_eq!(archived_rows, 11, "{}", status.stdout);
+    // Two Flex clusters, a dedicated replica set and a sharded cluster, told apart by Atlas itself.
     assert!(status.stdout.contains("payments-m10"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("catalog-sharded"),
+        "{}",
+        status.stdout
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

@@ -330,3 +330,305 @@ async fn a_taken_download_slot_defers_the_cluster_to_a_later_run() {
         assert_eq!(w.sha256_of_object(key).await, snap.sha256());
     }
 }
+
+/// A sharded cluster (3 shards and a config server), `kind = "auto"`, whose snapshots Atlas
+/// lists on D3 and serves as one file per replica set.
+async fn sharded_world(test: &str, per_cluster: usize) -> World {
+    let mut clusters = scenario(PROJECT, &["shop-sharded"], per_cluster, &[(1 << 20) + 77]);
+    clusters[0].dedicated = true;
+    clusters[0].shards = 3;
+    World::new(test, clusters).await
+}
+
+/// The manifest of a snapshot, read from the bucket.
+async fn manifest_of(w: &World, snapshot_id: &str) -> serde_json::Value {
+    let keys = w.keys().await;
+    let key = keys
+        .keys()
+        .find(|k| k.contains(snapshot_id) && k.ends_with(".manifest.json"))
+        .unwrap_or_else(|| panic!("no manifest of {snapshot_id} in {keys:?}"));
+    let client = w.s3.client().await;
+    let body = client.get_small(key).await.unwrap().unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_cluster_is_archived_one_object_per_replica_set_and_restored_into_one_directory_each()
+ {
+    let w = sharded_world("sharded", 2).await;
+    let cfg = config(&w);
+    let run = w.run(&["once", "--config", &cfg, "--json"], &[]).await;
+    run.assert_code(0);
+    run.assert_no_secrets(&w.secrets());
+    let report = common::parse_json(&run.stdout);
+    assert_eq!(
+        report.to_string().matches("\"archived\"").count(),
+        2,
+        "{report}"
+    );
+    let cluster = w.sim.clusters()[0].clone();
+    let sets = cluster.replica_sets();
+    assert_eq!(sets.len(), 4, "three shards and the config server");
+    let keys = w.keys().await;
+    for snap in &cluster.snapshots {
+        // One object per replica set, byte for byte what Atlas served for it.
+        for rs in &sets {
+            let key = keys
+                .keys()
+                .find(|k| k.ends_with(&format!("/{}/{rs}.tar.gz", snap.id)))
+                .unwrap_or_else(|| panic!("no {rs} of {} in {keys:?}", snap.id));
+            assert_eq!(
+                w.sha256_of_object(key).await,
+                snap.component_sha256(rs),
+                "{key}"
+            );
+        }
+        // One manifest for the snapshot, listing every component with its size and SHA-256.
+        let m = manifest_of(&w, &snap.id).await;
+        let components = m["components"].as_array().unwrap();
+        let listed: Vec<&str> = components
+            .iter()
+            .map(|c| c["replica_set"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, sets.iter().map(String::as_str).collect::<Vec<_>>());
+        for c in components {
+            let rs = c["replica_set"].as_str().unwrap();
+            assert_eq!(c["sha256"], snap.component_sha256(rs).as_str());
+            assert_eq!(c["size_bytes"], snap.size);
+            assert!(c["content"]["tar_entries"].as_u64().unwrap() > 0, "{c}");
+        }
+        assert_eq!(m["size_bytes"], snap.size * 4);
+        // Nothing else: the components, the manifest, no archive under the snapshot's own key.
+        let of_snapshot = keys.keys().filter(|k| k.contains(&snap.id)).count();
+        assert_eq!(of_snapshot, 5, "{keys:?}");
+    }
+    assert!(w.open_uploads().await.is_empty());
+
+    // `list` shows the snapshot as one unit; `verify` reads every component back.
+    let target = format!("{PROJECT}/shop-sharded");
+    let list = w
+        .run(&["list", "--config", &cfg, "--target", &target], &[])
+        .await;
+    list.assert_code(0);
+    assert_eq!(
+        list.stdout.matches("(4 components: ").count(),
+        2,
+        "{}",
+        list.stdout
+    );
+    let verify = w.run(&["verify", "--config", &cfg, "--all"], &[]).await;
+    verify.assert_code(0);
+    assert!(!verify.stdout.contains("EXTRA"), "{}", verify.stdout);
+    assert_eq!(
+        verify.stdout.matches(".tar.gz").count(),
+        8,
+        "every component of both snapshots: {}",
+        verify.stdout
+    );
+
+    // `restore --to DIR` puts each replica set's files in DIR/<replica set>/.
+    let newest = cluster.snapshots.last().unwrap();
+    let dir = w.path("shop-restored");
+    let dir_text = dir.to_string_lossy().into_owned();
+    let to = w
+        .run(
+            &[
+                "restore", "--config", &cfg, "--target", &target, "--latest", "--to", &dir_text,
+            ],
+            &[],
+        )
+        .await;
+    to.assert_code(0);
+    let mut restored: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    restored.sort();
+    let mut expected = sets.clone();
+    expected.sort();
+    assert_eq!(restored, expected, "{}", to.stdout);
+    for rs in &sets {
+        assert!(
+            std::fs::read_dir(dir.join(rs)).unwrap().next().is_some(),
+            "{rs} holds its files"
+        );
+    }
+    // `--archive DIR` writes each component's verified .tar.gz.
+    let files = w.path("shop-archives");
+    let files_text = files.to_string_lossy().into_owned();
+    let archive = w
+        .run(
+            &[
+                "restore",
+                "--config",
+                &cfg,
+                "--target",
+                &target,
+                "--latest",
+                "--archive",
+                &files_text,
+            ],
+            &[],
+        )
+        .await;
+    archive.assert_code(0);
+    for rs in &sets {
+        let bytes = std::fs::read(files.join(format!("{rs}.tar.gz"))).unwrap();
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            newest.component_sha256(rs)
+        );
+    }
+
+    // A lost journal is rebuilt from the one manifest: both snapshots archived, none fetched again.
+    std::fs::remove_file(w.path("state/journal.sqlite")).unwrap();
+    let rebuilt = w.run(&["journal", "rebuild", "--config", &cfg], &[]).await;
+    rebuilt.assert_code(0);
+    let before = w.sim.observed().download_requests;
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    assert_eq!(
+        w.sim.observed().download_requests,
+        before,
+        "nothing downloaded again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_component_gets_a_new_job_and_one_that_keeps_failing_leaves_nothing_behind() {
+    let w = sharded_world("sharded-cut", 1).await;
+    let cfg = config(&w);
+    let snap = w.sim.clusters()[0].snapshots[0].clone();
+    let config_server = w.sim.clusters()[0].replica_sets().pop().unwrap();
+
+    // The config server's file is cut every time: after three attempts the snapshot is not
+    // archived, and the shards archived on the way are gone again.
+    w.sim.set_faults(|f| {
+        f.cut_component.insert(config_server.clone(), (300_000, 0));
+    });
+    let failed = w.run(&["once", "--config", &cfg], &[]).await;
+    assert_ne!(failed.code, 0, "{}", failed.stderr);
+    let left: Vec<String> = w
+        .keys()
+        .await
+        .into_keys()
+        .filter(|k| k.contains(&snap.id))
+        .collect();
+    assert!(left.is_empty(), "no orphan: {left:?}\n{}", failed.stderr);
+    assert!(w.open_uploads().await.is_empty());
+
+    // Cut once: the next attempt asks for a new job and fetches only the config server again.
+    w.sim.set_faults(|f| {
+        f.cut_component.insert(config_server.clone(), (300_000, 1));
+    });
+    let before = w.sim.observed();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    let after = w.sim.observed();
+    assert_eq!(
+        after.download_requests - before.download_requests,
+        2,
+        "the cut job and a new one: {}",
+        run.stderr
+    );
+    assert_eq!(
+        after.snapshot_downloads - before.snapshot_downloads,
+        5,
+        "four files, then the config server's again: {}",
+        run.stderr
+    );
+    let m = manifest_of(&w, &snap.id).await;
+    assert_eq!(m["components"].as_array().unwrap().len(), 4, "{m}");
+    for rs in w.sim.clusters()[0].replica_sets() {
+        let key = w
+            .keys()
+            .await
+            .into_keys()
+            .find(|k| k.ends_with(&format!("/{}/{rs}.tar.gz", snap.id)))
+            .unwrap();
+        assert_eq!(w.sha256_of_object(&key).await, snap.component_sha256(&rs));
+    }
+    assert!(w.open_uploads().await.is_empty());
+}
+
+/// `kill -9` between any two steps of a sharded snapshot (mid-component, after a component,
+/// before a component's Complete, after the manifest's PUT): the next run finishes it, the
+/// components already archived are kept, and nothing is left open or undescribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_anywhere_in_a_sharded_snapshot_is_finished_by_the_next_run() {
+    for (i, crash) in [
+        ("ATLAS_ARCHIVER_CRASH_AT_BYTE", "400000"),
+        ("ATLAS_ARCHIVER_CRASH_AT", "after-component"),
+        ("ATLAS_ARCHIVER_CRASH_AT", "before-component-complete"),
+        ("ATLAS_ARCHIVER_CRASH_AT", "after-manifest"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let w = sharded_world(&format!("sharded-crash-{i}"), 1).await;
+        let cfg = config(&w);
+        let snap = w.sim.clusters()[0].snapshots[0].clone();
+        let crashed = w.run(&["once", "--config", &cfg], &[crash]).await;
+        assert_ne!(crashed.code, 0, "{crash:?} crashed: {}", crashed.stderr);
+        assert!(
+            crashed.stderr.contains("fault injection: crashing"),
+            "{crash:?}: {}",
+            crashed.stderr
+        );
+        let run = w.run(&["once", "--config", &cfg], &[]).await;
+        run.assert_code(0);
+        let keys = w.keys().await;
+        for rs in w.sim.clusters()[0].replica_sets() {
+            let key = keys
+                .keys()
+                .find(|k| k.ends_with(&format!("/{}/{rs}.tar.gz", snap.id)))
+                .unwrap_or_else(|| panic!("{crash:?}: no {rs} in {keys:?}"));
+            assert_eq!(
+                w.sha256_of_object(key).await,
+                snap.component_sha256(&rs),
+                "{crash:?}"
+            );
+        }
+        assert_eq!(
+            keys.keys().filter(|k| k.contains(&snap.id)).count(),
+            5,
+            "{crash:?}: four components and one manifest: {keys:?}"
+        );
+        assert_eq!(
+            manifest_of(&w, &snap.id).await["components"]
+                .as_array()
+                .map(Vec::len),
+            Some(4),
+            "{crash:?}"
+        );
+        assert!(w.open_uploads().await.is_empty(), "{crash:?}");
+        let verify = w.run(&["verify", "--config", &cfg, "--all"], &[]).await;
+        verify.assert_code(0);
+    }
+}
+
+/// Retention counts a sharded snapshot once, and `prune` removes all of it: every component,
+/// then the manifest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_a_sharded_snapshot_as_one_unit() {
+    let w = sharded_world("sharded-prune", 3).await;
+    let path = w.write_config("", "part_size = \"5MiB\"");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("\n[retention]\nkeep_last = 1\nmin_keep = 1\n");
+    std::fs::write(&path, text).unwrap();
+    let cfg = path.to_string_lossy().into_owned();
+    w.run(&["once", "--config", &cfg], &[]).await.assert_code(0);
+    assert_eq!(
+        w.keys().await.len(),
+        3 * 5,
+        "three snapshots of four files and a manifest"
+    );
+    let pruned = w.run(&["prune", "--config", &cfg], &[]).await;
+    pruned.assert_code(0);
+    let newest = w.sim.clusters()[0].snapshots.last().unwrap().clone();
+    let left: Vec<String> = w.keys().await.into_keys().collect();
+    assert_eq!(left.len(), 5, "{left:?}\n{}", pruned.stdout);
+    assert!(left.iter().all(|k| k.contains(&newest.id)), "{left:?}");
+    let verify = w.run(&["verify", "--config", &cfg, "--all"], &[]).await;
+    verify.assert_code(0);
+    assert!(!verify.stdout.contains("EXTRA"), "{}", verify.stdout);
+}

@@ -125,31 +125,47 @@ tags = {{ env = "prod" }}
         .iter()
         .all(atlas_archiver_engine::pipeline::TargetReport::succeeded);
     outln!("\nverification: SHA-256 of each file on disk against the bytes Atlas served");
-    let expected: HashMap<String, String> = simulator
-        .clusters()
-        .iter()
-        .flat_map(|c| c.snapshots.iter().map(|s| (s.id.clone(), s.sha256())))
-        .collect();
+    // Each file Atlas served: a snapshot's archive, or one per replica set of a sharded
+    // cluster's snapshot.
+    let mut served: HashMap<String, Vec<(Option<String>, String, u64)>> = HashMap::new();
+    for c in simulator.clusters() {
+        let sets = c.replica_sets();
+        for s in &c.snapshots {
+            let files = if sets.is_empty() {
+                vec![(None, s.sha256(), s.size)]
+            } else {
+                sets.iter()
+                    .map(|rs| (Some(rs.clone()), s.component_sha256(rs), s.size))
+                    .collect()
+            };
+            served.insert(s.id.clone(), files);
+        }
+    }
     for outcome in reports.iter().flat_map(|r| r.snapshots.iter()) {
         if let SnapshotOutcome::Archived {
             snapshot_id,
             object_key,
-            size_bytes,
             ..
         } = outcome
         {
-            let path = store.path_of(DEMO_BUCKET, object_key);
-            let on_disk = sha256_file(&path)
-                .map_err(|e| runtime_error(&format!("cannot read {}", path.display()), &e))?;
-            let ok = expected.get(snapshot_id) == Some(&on_disk);
-            all_good &= ok;
-            outln!(
-                "  {}  {:>9}  {}  {}",
-                if ok { "ok      " } else { "MISMATCH" },
-                format_bytes(*size_bytes),
-                on_disk,
-                path.display()
-            );
+            for (replica_set, sha256, size) in served.get(snapshot_id).into_iter().flatten() {
+                let key = match replica_set {
+                    None => Some(object_key.clone()),
+                    Some(rs) => atlas_archiver_engine::keys::component_key(object_key, rs),
+                };
+                let path = store.path_of(DEMO_BUCKET, key.as_deref().unwrap_or_default());
+                let on_disk = sha256_file(&path)
+                    .map_err(|e| runtime_error(&format!("cannot read {}", path.display()), &e))?;
+                let ok = *sha256 == on_disk;
+                all_good &= ok;
+                outln!(
+                    "  {}  {:>9}  {}  {}",
+                    if ok { "ok      " } else { "MISMATCH" },
+                    format_bytes(*size),
+                    on_disk,
+                    path.display()
+                );
+            }
         }
     }
 

@@ -100,7 +100,7 @@ fn print_catalog(catalog: &Catalog, config: &Config, journal: bool) {
                     .map_or_else(|| "-".to_owned(), |c| c.tar_entries.to_string()),
                 m.mongodb_version.as_deref().unwrap_or("-"),
                 m.sha256.get(..16).unwrap_or(&m.sha256),
-                m.object_key
+                where_held(m)
             );
         }
         outln!();
@@ -180,7 +180,7 @@ pub(super) async fn restore(
     eprintln!(
         "restoring snapshot {} of {target} ({}, {}) to {} ({} ranged GETs at once, buffers up to {})",
         entry.manifest.snapshot_id,
-        entry.manifest.object_key,
+        where_held(&entry.manifest),
         format_bytes(entry.manifest.size_bytes),
         destination.path().display(),
         plan.parallel,
@@ -219,8 +219,29 @@ fn parse_before(text: &str) -> Result<DateTime<Utc>, Failure> {
     )))
 }
 
+/// The key of an archive, or, for a sharded cluster's snapshot, the folder of its components.
+fn where_held(m: &atlas_archiver_engine::restore::Manifest) -> String {
+    match m.components.first() {
+        None => m.object_key.clone(),
+        Some(c) => format!(
+            "{}/ ({} components: {})",
+            c.object_key.rsplit_once('/').map_or("", |(dir, _)| dir),
+            m.components.len(),
+            m.components
+                .iter()
+                .map(|c| c.replica_set.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 fn print_next_steps(r: &Restored) {
     let m = &r.snapshot.manifest;
+    if !m.components.is_empty() {
+        print_sharded_next_steps(r);
+        return;
+    }
     let rate = restore::mib_per_second(r.bytes, Duration::from_secs_f64(r.seconds));
     let entries = r
         .content
@@ -255,6 +276,47 @@ fn print_next_steps(r: &Restored) {
          \x20    mongodump --port 27017 --archive=dump.archive --gzip\n\
          \x20    mongorestore --uri 'mongodb+srv://USER@CLUSTER.mongodb.net' --archive=dump.archive --gzip\n\
          (docs/restore.md is the whole runbook.)"
+    );
+}
+
+/// A sharded cluster's snapshot: one directory (or `.tar.gz`) per replica set.
+fn print_sharded_next_steps(r: &Restored) {
+    let m = &r.snapshot.manifest;
+    let rate = restore::mib_per_second(r.bytes, Duration::from_secs_f64(r.seconds));
+    outln!(
+        "restored sharded snapshot {} of {}/{} to {} ({}, {} components, each checked against the manifest's SHA-256; {:.1}s, {rate:.1} MiB/s)",
+        m.snapshot_id,
+        m.project_id,
+        m.cluster,
+        r.destination.display(),
+        format_bytes(r.bytes),
+        m.components.len(),
+        r.seconds,
+    );
+    let suffix = if r.kind == "directory" {
+        "/"
+    } else {
+        ".tar.gz"
+    };
+    for c in &m.components {
+        outln!(
+            "  {}/{}{suffix}  {}  sha256 {}",
+            r.destination.display(),
+            c.replica_set,
+            format_bytes(c.size_bytes),
+            c.sha256
+        );
+    }
+    let version = m.mongodb_version.as_deref().unwrap_or("(not recorded)");
+    let rule = version_rule(m.mongodb_version.as_deref());
+    outln!(
+        "\nNext steps (MongoDB {version}; {rule}):\n\
+         1. Each directory holds one replica set's data files (a shard's, or the config server's).\n\
+         \x20  Look into one alone: mongod --dbpath {}/<replica set> --port 27017 --bind_ip 127.0.0.1\n\
+         2. To bring the whole cluster back, follow MongoDB's procedure for restoring a sharded\n\
+         \x20  cluster from snapshots (one mongod or replica set per shard directory, the config\n\
+         \x20  server from its own; docs/restore.md, \"Sharded clusters\").",
+        r.destination.display()
     );
 }
 

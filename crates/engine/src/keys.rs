@@ -113,6 +113,29 @@ pub fn target_prefix(template: &str, prefix: &str, project_id: &str, cluster: &s
     }
 }
 
+/// The key of one component (`replica_set`) of a sharded cluster's snapshot named `archive_key`:
+/// beside the manifest, in a folder named like the archive without its `.tar.gz`
+/// (`…/{snapshot_id}/{replica_set}.tar.gz`). `None` for a name that is not a plain replica set
+/// name (letters, digits, `-`, `_`, `.`, not starting with `.`), which Atlas never sends: a
+/// hostile name must not reach outside the snapshot's folder.
+pub fn component_key(archive_key: &str, replica_set: &str) -> Option<String> {
+    if !is_plain_name(replica_set) {
+        return None;
+    }
+    let stem = archive_key.strip_suffix(".tar.gz").unwrap_or(archive_key);
+    Some(format!("{stem}/{replica_set}.tar.gz"))
+}
+
+/// A name that is safe as one key segment and one file name: letters, digits, `-`, `_` and
+/// `.`, not empty and not starting with `.`.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// The manifest key for an archive key.
 pub fn manifest_key(archive_key: &str) -> String {
     format!("{archive_key}{MANIFEST_SUFFIX}")
@@ -144,6 +167,21 @@ mod tests {
             "atlas/32b6e34b3d91647abb20e7b8/orders-flex/2026-08-02/6a6f78e0cab84da5c4476b25.tar.gz"
         );
         assert_eq!(manifest_key(&key), format!("{key}.manifest.json"));
+    }
+
+    #[test]
+    fn a_component_sits_in_a_folder_named_after_the_snapshot() {
+        assert_eq!(
+            component_key("atlas/p/c/2026-08-02/6a6f.tar.gz", "atlas-c-shard-0").as_deref(),
+            Some("atlas/p/c/2026-08-02/6a6f/atlas-c-shard-0.tar.gz")
+        );
+        assert_eq!(
+            component_key("atlas/p/c/6a6f", "atlas-c-config-0").as_deref(),
+            Some("atlas/p/c/6a6f/atlas-c-config-0.tar.gz")
+        );
+        for hostile in ["", "..", "../x", "a/b", ".hidden", "a b", "shard\\0"] {
+            assert_eq!(component_key("k.tar.gz", hostile), None, "{hostile:?}");
+        }
     }
 
     #[test]

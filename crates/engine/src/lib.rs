@@ -35,7 +35,7 @@ pub mod config;
 pub mod discover;
 pub(crate) mod fault;
 pub mod journal;
-pub(crate) mod keys;
+pub mod keys;
 pub mod pipeline;
 pub mod progress;
 pub mod prune;

@@ -109,10 +109,13 @@ pub async fn prune(
     // cut short: it is removed whatever the policy says now, and takes no place in the policy
     // (restic applies its rules to the snapshots that still exist).
     let mut pruned_before = std::collections::HashSet::new();
+    // Snapshot id → key, of the same rows: a sharded snapshot's problem names a component.
+    let mut pruned_ids = std::collections::HashMap::new();
     for row in journal.snapshots(Some(target.clone())).await? {
         if row.state == SnapshotState::Pruned
             && let Some(key) = row.object_key
         {
+            pruned_ids.insert(row.snapshot_id, key.clone());
             pruned_before.insert(key);
         }
     }
@@ -177,16 +180,40 @@ pub async fn prune(
         .iter()
         .filter(|p| p.kind == ProblemKind::ManifestWithoutArchive)
     {
-        if !pruned_before.contains(&problem.key) {
-            continue;
-        }
-        let manifest = crate::keys::manifest_key(&problem.key);
+        let archive = match problem
+            .snapshot_id
+            .as_ref()
+            .and_then(|id| pruned_ids.get(id))
+        {
+            Some(key) => key.clone(),
+            None if pruned_before.contains(&problem.key) => problem.key.clone(),
+            None => continue,
+        };
+        let manifest = crate::keys::manifest_key(&archive);
         let finished = async {
-            if let Some(lock) = lock_now(store, &manifest).await? {
-                info!(key = %manifest, lock = %lock, "prune: the manifest of a pruned archive is locked; it goes once the lock expires");
-                return Ok(false);
+            // A sharded snapshot's prune may have stopped between two components: what its
+            // manifest still names goes first.
+            let named: Vec<String> = store
+                .get_small(&manifest)
+                .await?
+                .and_then(|b| {
+                    serde_json::from_slice::<crate::pipeline::manifest::Manifest>(&b).ok()
+                })
+                .filter(|m| m.is_sharded())
+                .map(|m| m.objects().iter().map(|o| o.key.to_owned()).collect())
+                .unwrap_or_default();
+            for key in named.iter().chain(std::iter::once(&manifest)) {
+                if let Some(lock) = lock_now(store, key).await? {
+                    info!(key = %key, lock = %lock, "prune: part of a pruned archive is locked; it goes once the lock expires");
+                    return Ok(false);
+                }
             }
             if !dry_run {
+                for key in &named {
+                    if store.head(key).await?.is_some() {
+                        delete(store, key).await?;
+                    }
+                }
                 delete(store, &manifest).await?;
                 info!(key = %manifest, "prune: finished removing the manifest of a pruned archive");
             }
@@ -251,7 +278,9 @@ async fn remove(
     dry_run: bool,
 ) -> Result<Removal, RemoveError> {
     let m = &entry.manifest;
-    for key in [&m.object_key, &entry.manifest_key] {
+    // The archive, or every component of a sharded cluster's snapshot, then the manifest.
+    let objects: Vec<String> = m.objects().iter().map(|o| o.key.to_owned()).collect();
+    for key in objects.iter().chain(std::iter::once(&entry.manifest_key)) {
         if let Some(lock) = lock_now(store, key).await? {
             return Ok(Removal::Locked(lock));
         }
@@ -275,8 +304,10 @@ async fn remove(
         )
         .await?;
     crate::fault::point("prune-recorded");
-    delete(store, &m.object_key).await?;
-    crate::fault::point("prune-archive-deleted");
+    for key in &objects {
+        delete(store, key).await?;
+        crate::fault::point("prune-archive-deleted");
+    }
     delete(store, &entry.manifest_key).await?;
     info!(snapshot = %m.snapshot_id, key = %m.object_key, "pruned");
     Ok(Removal::Removed)

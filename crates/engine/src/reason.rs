@@ -25,8 +25,6 @@ pub enum Reason {
     /// Atlas answered something its contract rules out (a job for another snapshot, a job
     /// without an id).
     AtlasContract,
-    /// The snapshot is a sharded cluster's, which this version cannot archive yet.
-    ShardedUnsupported,
     /// The snapshot URL is not an http(s) URL.
     BadSnapshotUrl,
     /// The snapshot URL answered an unexpected HTTP status.
@@ -92,7 +90,6 @@ impl Reason {
             Self::AtlasBadResponse => "ATLAS_BAD_RESPONSE",
             Self::RestoreJobFailed => "RESTORE_JOB_FAILED",
             Self::RestoreJobTimeout => "RESTORE_JOB_TIMEOUT",
-            Self::ShardedUnsupported => "SHARDED_UNSUPPORTED",
             Self::AtlasContract => "ATLAS_CONTRACT",
             Self::BadSnapshotUrl => "BAD_SNAPSHOT_URL",
             Self::DownloadHttpStatus => "DOWNLOAD_HTTP_STATUS",

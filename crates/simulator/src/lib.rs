@@ -171,9 +171,9 @@ pub struct Faults {
     /// live (not failed, not expired, its one-time URL not yet used), as Atlas does in some
     /// cases, with 400 `CANNOT_DOWNLOAD_SNAPSHOT_CONCURRENTLY`.
     pub one_download_per_cluster: bool,
-    /// Sharded clusters: the download of this component (replica set name) is cut after this
-    /// many bytes, every time.
-    pub cut_component: HashMap<String, u64>,
+    /// Sharded clusters: the download of this component (replica set name) is cut after
+    /// `.0` bytes, `.1` times (0: every time).
+    pub cut_component: HashMap<String, (u64, u32)>,
 }
 
 /// What the simulator saw, for assertions.
@@ -462,7 +462,7 @@ pub fn scenario(
 pub const DEMO_PROJECT_ID: &str = "32b6e34b3d91647abb20e7b8";
 
 /// The demo's clusters: two Flex clusters and a dedicated replica set, with three snapshots
-/// of a few MiB each.
+/// of a few MiB each, and a sharded cluster (three shards and a config server) with two.
 pub fn demo_clusters() -> Vec<SimCluster> {
     let mut clusters = scenario(
         DEMO_PROJECT_ID,
@@ -474,5 +474,17 @@ pub fn demo_clusters() -> Vec<SimCluster> {
         c.dedicated = true;
         c.tags = vec![("env".to_owned(), "prod".to_owned())];
     }
+    // A sharded cluster: three shards and a config server, a file of its own for each.
+    let mut sharded = scenario(DEMO_PROJECT_ID, &["catalog-sharded"], 2, &[1 << 20]);
+    for c in &mut sharded {
+        c.dedicated = true;
+        c.shards = 3;
+        c.tags = vec![("env".to_owned(), "prod".to_owned())];
+        for (i, snap) in c.snapshots.iter_mut().enumerate() {
+            // Ids of their own, apart from the other clusters'.
+            snap.id = format!("6b{:022x}", i + 1);
+        }
+    }
+    clusters.extend(sharded);
     clusters
 }

@@ -944,11 +944,19 @@ fn admit(
             s.faults.stall_after.remove(&snap.id);
         }
     }
-    if let Some(n) = component
-        .as_ref()
-        .and_then(|rs| s.faults.cut_component.get(rs))
+    if let Some(rs) = &component
+        && let Some((after, times)) = s.faults.cut_component.get(rs).copied()
     {
-        ending = Ending::Cut(*n);
+        ending = Ending::Cut(after);
+        match times {
+            0 => {}
+            1 => {
+                s.faults.cut_component.remove(rs);
+            }
+            n => {
+                s.faults.cut_component.insert(rs.clone(), (after, n - 1));
+            }
+        }
     }
     if ending.at().is_some_and(|c| c >= snap.size) {
         ending = Ending::Whole;

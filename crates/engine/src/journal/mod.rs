@@ -8,6 +8,7 @@
 //! `schema.rs` (migrations), `lock.rs` (the lock file).
 //! Must not: call Atlas or S3.
 
+mod components;
 mod lock;
 mod parts;
 mod runs;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use rusqlite::{Connection, OpenFlags};
 
+pub use components::{ComponentDone, ComponentRecord};
 pub use lock::JournalLock;
 pub use parts::PartRecord;
 pub use runs::{RunRecord, RunSummary, TargetHistory};

@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use super::{JournalError, sql_error};
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Migrations; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: [&str; 8] = [
+pub(super) const MIGRATIONS: [&str; 9] = [
     r"
 CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -177,6 +177,23 @@ CREATE TABLE target_kinds (
     kind TEXT NOT NULL CHECK (kind IN ('flex','dedicated')),
     detected_at TEXT NOT NULL,
     PRIMARY KEY (project_id, cluster)
+);
+",
+    // 8 → 9: a sharded cluster's snapshot is one file per replica set (`components.rs`).
+    r"
+CREATE TABLE snapshot_components (
+    project_id TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    snapshot_id TEXT NOT NULL,
+    replica_set TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    upload_id TEXT,
+    size_bytes INTEGER,
+    sha256 TEXT,
+    crc32c TEXT,
+    content TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (project_id, cluster, snapshot_id, replica_set)
 );
 ",
 ];

@@ -71,7 +71,7 @@ impl Archiver {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let e = match self.attempt(&key, &object_key).await {
+                let e = match self.attempt(&key, &object_key, &snapshot.replica_sets).await {
                     Ok(outcome) => return Ok(outcome),
                     Err(e @ ArchiveError::Journal(_)) => return Err(e),
                     Err(e) => e,
@@ -99,6 +99,10 @@ impl Archiver {
                 }
                 self.metrics.record_failure(target, &e.reason());
                 self.journal.fail(&key, &e.reason(), &e.to_string()).await?;
+                if !retry {
+                    // A sharded snapshot that gives up leaves no component behind.
+                    self.discard_components(&key).await?;
+                }
                 if matches!(&e, ArchiveError::SnapshotGone(_)) {
                     error!(error = %e, "snapshot LOST: Atlas no longer holds it and it was never archived");
                     self.metrics.record_lost(target);
@@ -132,12 +136,36 @@ impl Archiver {
         .await
     }
 
+    /// A store that accepted an upload's checksums and refused them later (on a part, or only
+    /// at Complete): the store stops being asked for them.
+    pub(super) fn note_checksum_refusal(
+        &self,
+        upload: &crate::store::MultipartUpload,
+        e: &crate::store::StoreError,
+    ) {
+        if upload.verifies_crc32c() && e.is_checksum_refusal() {
+            self.store.refuse_checksums(e);
+        }
+    }
+
+    /// A transfer slot (`storage.max_concurrent_transfers`). Waiting for Atlas holds none; the
+    /// transfer itself does. Waiting for a slot that another snapshot's transfer holds is not
+    /// a stall, and the wait ends at once on shutdown.
+    pub(super) async fn transfer_slot(
+        &self,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, ArchiveError> {
+        self.until_shutdown(crate::watchdog::exempt(self.transfers.acquire()))
+            .await?
+            .map_err(|_| ArchiveError::Internal("the transfer limiter was closed".into()))
+    }
+
     /// One attempt: job → URL → stream (fresh, or resumed) → record the result → complete →
     /// finish (HEAD, manifest, archived).
     pub(super) async fn attempt(
         &self,
         key: &SnapshotKey,
         object_key: &str,
+        members: &[String],
     ) -> Result<SnapshotOutcome, ArchiveError> {
         let record = self.row(key).await?;
         let job = self.obtain_job(key, &record).await?;
@@ -147,14 +175,19 @@ impl Archiver {
         let job = self
             .until_shutdown(self.backups(key)?.wait_for_url(job))
             .await??;
+        if !job.components.is_empty() {
+            // A sharded cluster's snapshot: one file per replica set (`sharded.rs`).
+            return self.attempt_sharded(key, object_key, &job, members).await;
+        }
+        if !members.is_empty() {
+            return Err(ArchiveError::AtlasContract(format!(
+                "the download job of a sharded cluster's snapshot ({} replica sets) lists no components",
+                members.len()
+            )));
+        }
         let url = SnapshotUrl::parse(job.snapshot_url.as_deref().unwrap_or_default())?;
         info!(url = %url, "download ready");
-        // Waiting for Atlas holds no slot; the transfer itself does.
-        // Waiting for a slot that another snapshot's transfer holds is not a stall.
-        let _slot = self
-            .until_shutdown(crate::watchdog::exempt(self.transfers.acquire()))
-            .await?
-            .map_err(|_| ArchiveError::Internal("the transfer limiter was closed".into()))?;
+        let _slot = self.transfer_slot().await?;
         let _in_flight = InFlight::new(&self.metrics);
 
         // Resume only an upload fed by this very download job: another job may serve other
@@ -229,9 +262,7 @@ impl Archiver {
         let whole_crc = u32::from_str_radix(&outcome.crc32c, 16).unwrap_or_default();
         if let Err(e) = upload.complete(&outcome.parts, whole_crc).await {
             // A store may accept checksums on the parts and refuse them only here.
-            if upload.verifies_crc32c() && e.is_checksum_refusal() {
-                self.store.refuse_checksums(&e);
-            }
+            self.note_checksum_refusal(&upload, &e);
             return Err(e.into());
         }
         crate::fault::point("after-complete");

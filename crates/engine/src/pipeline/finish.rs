@@ -10,13 +10,28 @@ use bytes::Bytes;
 use chrono::Utc;
 use tracing::{info, warn};
 
-use super::manifest::{MANIFEST_FORMAT, Manifest, ManifestEncryption, ManifestLock};
+use super::manifest::{
+    MANIFEST_FORMAT, Manifest, ManifestComponent, ManifestEncryption, ManifestLock,
+};
 use super::transfer::TransferError;
 use super::{ArchiveError, Archiver, SnapshotOutcome, validate};
 use crate::journal::{SnapshotKey, SnapshotRecord, SnapshotState};
 use crate::keys;
 use crate::retry::Backoff;
 use crate::store::StoreError;
+
+/// What differs between the manifest of a single archive and that of a sharded cluster's
+/// snapshot (the rest comes from the journal's row and the store's settings).
+pub(super) struct Described {
+    pub(super) object_key: String,
+    pub(super) size_bytes: u64,
+    pub(super) sha256: String,
+    pub(super) crc32c: String,
+    pub(super) restore_job_id: Option<String>,
+    pub(super) content: Option<validate::ContentFacts>,
+    pub(super) storage_class: Option<String>,
+    pub(super) components: Vec<ManifestComponent>,
+}
 
 impl Archiver {
     /// A previous attempt streamed everything and recorded the result, and the object is in the
@@ -73,13 +88,17 @@ impl Archiver {
                 manifest_key,
             });
         }
-        let Some(head) = self.store.head(object_key).await? else {
-            warn!(key = %object_key, "manifest without archive; archiving again");
-            return Ok(None);
-        };
-        if head.size != manifest.size_bytes {
-            warn!(key = %object_key, size = head.size, manifest_size = manifest.size_bytes, "archive size differs from its manifest; archiving again");
-            return Ok(None);
+        // Every object the manifest names (the archive, or each component of a sharded
+        // cluster's snapshot) must be there with its size.
+        for object in manifest.objects() {
+            let Some(head) = self.store.head(object.key).await? else {
+                warn!(key = %object.key, "manifest without archive; archiving again");
+                return Ok(None);
+            };
+            if head.size != object.size_bytes {
+                warn!(key = %object.key, size = head.size, manifest_size = object.size_bytes, "archive size differs from its manifest; archiving again");
+                return Ok(None);
+            }
         }
         // An upload this journal still holds for the snapshot is not needed any more: abort it
         // rather than forget it (audit L6). If the store refuses, adopting waits for a later run.
@@ -94,6 +113,8 @@ impl Archiver {
                 "adopted: the bucket already holds this snapshot with a matching manifest",
             )
             .await?;
+        // A sharded snapshot's manifest names its components from now on.
+        self.journal.forget_components(key).await?;
         info!(key = %object_key, "already in the bucket with a matching manifest; recorded without a new download");
         self.metrics.record_archived(
             &key.target(),
@@ -109,7 +130,7 @@ impl Archiver {
     /// HEAD of an object whose upload completed. Some stores (Ceph RGW multisite) publish an
     /// object's metadata a moment after Complete: a 404 is asked again a few times, over about
     /// seven seconds, before it counts as the store losing the object (audit S6).
-    async fn head_after_complete(
+    pub(super) async fn head_after_complete(
         &self,
         object_key: &str,
     ) -> Result<crate::store::ObjectInfo, ArchiveError> {
@@ -172,12 +193,55 @@ impl Archiver {
         };
         // Locked once it is known to be a valid archive (an invalid one was deleted above),
         // before its manifest says it is there: never an unlocked archive reported archived.
+        let storage_class = head
+            .storage_class
+            .clone()
+            .or_else(|| self.store.protection().storage_class.clone());
+        self.lock_and_describe(
+            key,
+            &record,
+            &[object_key],
+            Described {
+                object_key: object_key.to_owned(),
+                size_bytes: size,
+                sha256: sha256.clone(),
+                crc32c,
+                restore_job_id: record.restore_job_id.clone(),
+                content: content.clone(),
+                storage_class,
+                components: Vec::new(),
+            },
+        )
+        .await?;
+        let record = self.journal.archive(key).await?;
+        self.metrics
+            .record_archived(&key.target(), record.taken_unix(), size);
+        Ok(SnapshotOutcome::Archived {
+            snapshot_id: key.snapshot_id.clone(),
+            object_key: object_key.to_owned(),
+            size_bytes: size,
+            sha256,
+            tar_entries: content.map(|c| c.tar_entries),
+        })
+    }
+
+    /// Locks `objects` (each known to be a valid archive by now) and then writes the manifest
+    /// that says they are there, locked too: never an unlocked archive reported archived.
+    pub(super) async fn lock_and_describe(
+        &self,
+        key: &SnapshotKey,
+        record: &SnapshotRecord,
+        objects: &[&str],
+        described: Described,
+    ) -> Result<Manifest, ArchiveError> {
         let archived_at = Utc::now();
         let lock_until = self.store.lock_until(archived_at);
         let protection = self.store.protection();
         let object_lock = match (lock_until, protection.object_lock) {
             (Some(until), Some(lock)) => {
-                self.store.ensure_locked(object_key, until).await?;
+                for object in objects {
+                    self.store.ensure_locked(object, until).await?;
+                }
                 Some(ManifestLock {
                     mode: lock.mode,
                     retain_until: until,
@@ -194,25 +258,23 @@ impl Archiver {
             snapshot_scheduled_at: record.scheduled_at,
             snapshot_finished_at: record.finished_at,
             mongodb_version: record.mongodb_version.clone(),
-            object_key: object_key.to_owned(),
-            size_bytes: size,
-            sha256: sha256.clone(),
-            crc32c,
-            restore_job_id: record.restore_job_id.clone(),
-            content: content.clone(),
+            object_key: described.object_key,
+            size_bytes: described.size_bytes,
+            sha256: described.sha256,
+            crc32c: described.crc32c,
+            restore_job_id: described.restore_job_id,
+            content: described.content,
             archived_at,
             tool: "atlas-archiver".to_owned(),
             tool_version: env!("CARGO_PKG_VERSION").to_owned(),
-            storage_class: head
-                .storage_class
-                .clone()
-                .or_else(|| protection.storage_class.clone()),
+            storage_class: described.storage_class,
             encryption: ManifestEncryption::of(&protection.encryption),
             object_lock,
+            components: described.components,
         };
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| ArchiveError::Internal(format!("cannot encode the manifest: {e}")))?;
-        let manifest_key = keys::manifest_key(object_key);
+        let manifest_key = keys::manifest_key(&manifest.object_key);
         self.store
             .put_manifest(&manifest_key, Bytes::from(body), lock_until)
             .await?;
@@ -220,16 +282,7 @@ impl Archiver {
             self.store.ensure_locked(&manifest_key, until).await?;
         }
         crate::fault::point("after-manifest");
-        let record = self.journal.archive(key).await?;
-        self.metrics
-            .record_archived(&key.target(), record.taken_unix(), size);
-        Ok(SnapshotOutcome::Archived {
-            snapshot_id: key.snapshot_id.clone(),
-            object_key: object_key.to_owned(),
-            size_bytes: size,
-            sha256,
-            tar_entries: content.map(|c| c.tar_entries),
-        })
+        Ok(manifest)
     }
 
     /// Reads a completed object back from the store through the content validator. An object

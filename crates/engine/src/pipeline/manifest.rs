@@ -58,6 +58,55 @@ pub struct Manifest {
     /// The Object Lock on the archive and on this manifest (absent: not locked by us).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock: Option<ManifestLock>,
+    /// A sharded cluster's snapshot: one archive per replica set (the shards and the config
+    /// server), each at its own key. The snapshot is then these files: `object_key` names the
+    /// snapshot (no object is stored under it), `size_bytes` is their sum, `sha256` the SHA-256
+    /// of their listing in `sha256sum` format (`<sha256>  <replica set>.tar.gz\n` each, in this
+    /// order; [`components_digest`]), and `crc32c` is empty. Absent for a single archive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ManifestComponent>,
+}
+
+/// One file of a sharded cluster's snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestComponent {
+    /// The shard's or the config server's replica set (`members[].replicaSetName`).
+    pub replica_set: String,
+    /// Key of its archive.
+    pub object_key: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// SHA-256 of the archive, hex.
+    pub sha256: String,
+    /// CRC32C (Castagnoli) of the archive, hex.
+    pub crc32c: String,
+    /// What the content validation saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentFacts>,
+}
+
+/// The digest that stands for a sharded snapshot's files: the SHA-256 of their listing in
+/// `sha256sum` format, so `sha256sum -c` on that listing checks every file.
+pub fn components_digest(components: &[ManifestComponent]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for c in components {
+        h.update(format!("{}  {}.tar.gz\n", c.sha256, c.replica_set));
+    }
+    hex::encode(h.finalize())
+}
+
+/// One object a manifest describes: its key and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredObject<'a> {
+    /// Key.
+    pub key: &'a str,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// SHA-256, hex.
+    pub sha256: &'a str,
+    /// The replica set, for a sharded cluster's component.
+    pub replica_set: Option<&'a str>,
 }
 
 /// How the archive is encrypted at rest, as far as reading it back needs to know.
@@ -110,6 +159,32 @@ impl Manifest {
             crc32c: self.crc32c.clone(),
             restore_job_id: self.restore_job_id.clone(),
         }
+    }
+
+    /// Whether this is a sharded cluster's snapshot (several files).
+    pub fn is_sharded(&self) -> bool {
+        !self.components.is_empty()
+    }
+
+    /// The objects in the bucket that hold the snapshot: the archive, or every component.
+    pub fn objects(&self) -> Vec<StoredObject<'_>> {
+        if self.components.is_empty() {
+            return vec![StoredObject {
+                key: &self.object_key,
+                size_bytes: self.size_bytes,
+                sha256: &self.sha256,
+                replica_set: None,
+            }];
+        }
+        self.components
+            .iter()
+            .map(|c| StoredObject {
+                key: &c.object_key,
+                size_bytes: c.size_bytes,
+                sha256: &c.sha256,
+                replica_set: Some(&c.replica_set),
+            })
+            .collect()
     }
 
     /// Whether this manifest describes the given snapshot of the given target.

@@ -30,6 +30,7 @@ mod outcome;
 pub mod plan;
 pub mod rebuild;
 mod run;
+mod sharded;
 pub(crate) mod transfer;
 mod upload;
 pub mod validate;
@@ -111,11 +112,6 @@ pub enum ArchiveError {
         /// How long it had been idle.
         idle: Duration,
     },
-    /// A sharded cluster's snapshot (one file per shard): not archived by this version.
-    #[error(
-        "this is a sharded cluster's snapshot, which this version cannot archive yet (replica sets and Flex clusters only); it is not archived"
-    )]
-    Sharded,
     /// A bug of ours: an invariant did not hold.
     #[error("internal error (please report it): {0}")]
     Internal(String),
@@ -135,7 +131,6 @@ impl ArchiveError {
             Self::StoreContract(_) => Reason::StoreContract,
             Self::KeyCollision { .. } => Reason::KeyCollision,
             Self::Stalled { .. } => Reason::Stalled,
-            Self::Sharded => Reason::ShardedUnsupported,
             Self::Internal(_) => Reason::Internal,
         }
     }

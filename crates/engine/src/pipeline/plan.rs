@@ -93,10 +93,9 @@ pub async fn plan(
         let status = snapshot.status.clone().unwrap_or_default();
         let (id, action) = match Listed::of(snapshot, options) {
             Listed::NoId => continue,
-            Listed::BadId(id)
-            | Listed::UnknownStatus { id, .. }
-            | Listed::OtherType { id, .. }
-            | Listed::Sharded(id) => (id, PlannedAction::Skipped),
+            Listed::BadId(id) | Listed::UnknownStatus { id, .. } | Listed::OtherType { id, .. } => {
+                (id, PlannedAction::Skipped)
+            }
             Listed::NotCompleted { id, .. } => (id, PlannedAction::NotCompleted),
             Listed::Completed(id) => {
                 let row = match journal {

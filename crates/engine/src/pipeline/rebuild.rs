@@ -1,6 +1,7 @@
 //! `journal rebuild`: recovers the archived state from the manifests in the bucket, for when the
 //! journal was lost or damaged. Only snapshots whose manifest and archive (with the manifest's
-//! size) are both present are recorded as archived; everything else is left to the next run.
+//! size; for a sharded cluster's snapshot, every component) are present are recorded as
+//! archived; everything else is left to the next run.
 
 use tracing::warn;
 
@@ -49,13 +50,22 @@ pub async fn rebuild(
             report.skipped += 1;
             continue;
         };
-        match store.head(archive).await? {
-            Some(head) if head.size == m.size_bytes && m.object_key == archive => {}
-            _ => {
-                warn!(key = %archive, "archive missing or not the manifest's size; skipped (the next run archives it again if Atlas still holds it)");
-                report.skipped += 1;
-                continue;
+        // Every object it names (the archive, or each component of a sharded cluster's
+        // snapshot) must be there with the manifest's size.
+        let mut whole = m.object_key == archive;
+        for object in m.objects() {
+            if !whole {
+                break;
             }
+            whole = store
+                .head(object.key)
+                .await?
+                .is_some_and(|h| h.size == object.size_bytes);
+        }
+        if !whole {
+            warn!(key = %archive, "archive missing or not the manifest's size; skipped (the next run archives it again if Atlas still holds it)");
+            report.skipped += 1;
+            continue;
         }
         let snapshot = SnapshotKey {
             project_id: m.project_id.clone(),

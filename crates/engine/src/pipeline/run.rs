@@ -128,17 +128,6 @@ impl Archiver {
                         debug!(snapshot = %id, snapshot_type = %snapshot_type, "not a snapshot type this target archives (snapshot_types)");
                         continue;
                     }
-                    Listed::Sharded(id) => {
-                        let e = ArchiveError::Sharded;
-                        error!(snapshot = %id, error = %e, "snapshot not archived");
-                        self.metrics.record_failure(target, &e.reason());
-                        report.snapshots.push(SnapshotOutcome::Failed {
-                            snapshot_id: id,
-                            reason: e.reason().to_string(),
-                            error: e.to_string(),
-                        });
-                        continue;
-                    }
                     Listed::BadId(id) => {
                         warn!(snapshot = %id.escape_debug().to_string(), "Atlas listed a snapshot id that is not 24 lowercase hex digits; skipping it");
                         continue;
@@ -420,8 +409,6 @@ pub(super) enum Listed {
         /// Its `snapshotType`.
         snapshot_type: String,
     },
-    /// A sharded cluster's completed snapshot: not archived by this version, and said so.
-    Sharded(String),
 }
 
 impl Listed {
@@ -439,9 +426,6 @@ impl Listed {
                 id,
                 snapshot_type: t.clone(),
             };
-        }
-        if snapshot.sharded && snapshot.phase() == Phase::Completed {
-            return Self::Sharded(id);
         }
         match snapshot.phase() {
             Phase::Completed => Self::Completed(id),

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::manifest::Manifest;
+use super::manifest::{Manifest, StoredObject};
 use crate::journal::{Journal, JournalError, SnapshotState};
 use crate::keys::{MANIFEST_SUFFIX, manifest_key};
 use crate::progress::{Board, Ticket};
@@ -77,6 +77,8 @@ pub async fn verify(
     let selected = |project: &str, cluster: &str| crate::target::selects(targets, project, cluster);
     let mut findings = Vec::new();
     let mut known: HashSet<String> = HashSet::new();
+    // Snapshots of sharded clusters: their manifests name no object of their own key.
+    let mut sharded: HashSet<String> = HashSet::new();
     for row in rows
         .iter()
         .filter(|r| r.state == SnapshotState::Archived && selected(&r.project_id, &r.cluster))
@@ -91,66 +93,62 @@ pub async fn verify(
             verdict,
             detail,
         };
-        let Some(head) = store.head(&key).await? else {
-            findings.push(finding(
-                Verdict::Missing,
-                "the journal says archived; the bucket has no such object".into(),
-            ));
-            continue;
-        };
         let manifest: Option<Manifest> = store
             .get_small(&manifest_key(&key))
             .await?
             .and_then(|b| serde_json::from_slice(&b).ok());
         let Some(manifest) = manifest else {
-            findings.push(finding(
-                Verdict::ManifestMissing,
-                format!("{} is missing or unreadable", manifest_key(&key)),
-            ));
-            continue;
-        };
-        if head.thaw.blocks_reading() {
-            let class = head.storage_class.as_deref().unwrap_or("an archive tier");
-            findings.push(if head.size == manifest.size_bytes && Some(head.size) == row.size_bytes {
+            findings.push(if store.head(&key).await?.is_none() {
                 finding(
-                    Verdict::Cold,
-                    format!("in {class}, not read ({} bytes by HEAD): thaw it to verify its bytes (`atlas-archiver restore --thaw`, or `aws s3api restore-object`)", head.size),
+                    Verdict::Missing,
+                    "the journal says archived; the bucket has no such object".into(),
                 )
             } else {
                 finding(
-                    Verdict::Mismatch,
-                    format!("in {class}: HEAD says {} bytes, journal {:?}, manifest {}", head.size, row.size_bytes, manifest.size_bytes),
+                    Verdict::ManifestMissing,
+                    format!("{} is missing or unreadable", manifest_key(&key)),
                 )
             });
             continue;
-        }
-        let ticket = progress.start(key.clone(), Some(head.size), 0);
-        let (size, sha) = read_whole(store, &key, &ticket).await?;
-        drop(ticket);
-        let mut problems = Vec::new();
-        if size != head.size || Some(size) != row.size_bytes || size != manifest.size_bytes {
-            problems.push(format!(
-                "size: read {size}, HEAD {}, journal {:?}, manifest {}",
-                head.size, row.size_bytes, manifest.size_bytes
-            ));
-        }
-        if Some(&sha) != row.sha256.as_ref() || sha != manifest.sha256 {
-            problems.push(format!(
-                "sha256: read {sha}, journal {:?}, manifest {}",
-                row.sha256, manifest.sha256
-            ));
-        }
+        };
         if !manifest.describes(&row.project_id, &row.cluster, &row.snapshot_id) {
-            problems.push(format!(
-                "the manifest describes snapshot {} of {}/{}",
-                manifest.snapshot_id, manifest.project_id, manifest.cluster
+            findings.push(finding(
+                Verdict::Mismatch,
+                format!(
+                    "the manifest describes snapshot {} of {}/{}",
+                    manifest.snapshot_id, manifest.project_id, manifest.cluster
+                ),
             ));
+            continue;
         }
-        findings.push(if problems.is_empty() {
-            finding(Verdict::Ok, format!("{size} bytes, sha256 {sha}"))
-        } else {
-            finding(Verdict::Mismatch, problems.join("; "))
-        });
+        if manifest.is_sharded() {
+            sharded.insert(key.clone());
+            if row.size_bytes != Some(manifest.size_bytes)
+                || row.sha256.as_deref() != Some(manifest.sha256.as_str())
+            {
+                findings.push(finding(
+                    Verdict::Mismatch,
+                    format!(
+                        "journal: {:?} bytes, sha256 {:?}; manifest: {} bytes, sha256 {}",
+                        row.size_bytes, row.sha256, manifest.size_bytes, manifest.sha256
+                    ),
+                ));
+            }
+        }
+        for object in manifest.objects() {
+            known.insert(object.key.to_owned());
+            // A single archive is also checked against the journal's record of it; a
+            // component against its manifest entry (the journal records the snapshot).
+            let journal =
+                (!manifest.is_sharded()).then_some((row.size_bytes, row.sha256.as_deref()));
+            let found = verify_object(store, &object, journal, progress).await?;
+            findings.push(Finding {
+                key: object.key.to_owned(),
+                snapshot_id: Some(row.snapshot_id.clone()),
+                verdict: found.0,
+                detail: found.1,
+            });
+        }
     }
     if all {
         let listed = store.list_keys(prefix).await?;
@@ -164,7 +162,7 @@ pub async fn verify(
             .collect();
         for (key, _) in &listed {
             if let Some(archive) = key.strip_suffix(MANIFEST_SUFFIX) {
-                if !keys.contains(archive) {
+                if !keys.contains(archive) && !sharded.contains(archive) {
                     let detail = if pruned.contains(archive) {
                         "a manifest left by an interrupted prune (its archive was pruned): the next `prune` removes it"
                     } else {
@@ -188,6 +186,68 @@ pub async fn verify(
         }
     }
     Ok(findings)
+}
+
+/// One object a manifest names: HEAD, then (unless it is cold) a read of every byte, its size
+/// and SHA-256 compared with the manifest's and, given `journal`, the journal's.
+async fn verify_object(
+    store: &ObjectStore,
+    object: &StoredObject<'_>,
+    journal: Option<(Option<u64>, Option<&str>)>,
+    progress: &Board,
+) -> Result<(Verdict, String), StoreError> {
+    let key = object.key;
+    let Some(head) = store.head(key).await? else {
+        return Ok((
+            Verdict::Missing,
+            "the journal says archived; the bucket has no such object".into(),
+        ));
+    };
+    let (journal_size, journal_sha) =
+        journal.unwrap_or((Some(object.size_bytes), Some(object.sha256)));
+    if head.thaw.blocks_reading() {
+        let class = head.storage_class.as_deref().unwrap_or("an archive tier");
+        return Ok(
+            if head.size == object.size_bytes && Some(head.size) == journal_size {
+                (
+                    Verdict::Cold,
+                    format!(
+                        "in {class}, not read ({} bytes by HEAD): thaw it to verify its bytes (`atlas-archiver restore --thaw`, or `aws s3api restore-object`)",
+                        head.size
+                    ),
+                )
+            } else {
+                (
+                    Verdict::Mismatch,
+                    format!(
+                        "in {class}: HEAD says {} bytes, journal {journal_size:?}, manifest {}",
+                        head.size, object.size_bytes
+                    ),
+                )
+            },
+        );
+    }
+    let ticket = progress.start(key.to_owned(), Some(head.size), 0);
+    let (size, sha) = read_whole(store, key, &ticket).await?;
+    drop(ticket);
+    let mut problems = Vec::new();
+    if size != head.size || Some(size) != journal_size || size != object.size_bytes {
+        problems.push(format!(
+            "size: read {size}, HEAD {}, journal {journal_size:?}, manifest {}",
+            head.size, object.size_bytes
+        ));
+    }
+    if Some(sha.as_str()) != journal_sha || sha != object.sha256 {
+        problems.push(format!(
+            "sha256: read {sha}, journal {journal_sha:?}, manifest {}",
+            object.sha256
+        ));
+    }
+    Ok(if problems.is_empty() {
+        (Verdict::Ok, format!("{size} bytes, sha256 {sha}"))
+    } else {
+        (Verdict::Mismatch, problems.join("; "))
+    })
 }
 
 async fn read_whole(

@@ -29,6 +29,9 @@ pub struct CatalogEntry {
     /// The archive's ETag, as the listing gives it (pins the object a restore reads).
     #[serde(skip)]
     pub etag: Option<String>,
+    /// A sharded cluster's snapshot: each component's ETag, in the manifest's order.
+    #[serde(skip)]
+    pub component_etags: Vec<Option<String>>,
     /// What the target's retention policy says of it (`list`, when the config has one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::retention::Verdict>,
@@ -41,6 +44,37 @@ impl CatalogEntry {
             project_id: self.manifest.project_id.clone(),
             cluster: self.manifest.cluster.clone(),
         }
+    }
+
+    /// The archives that hold it, each as an entry of its own: itself, or, for a sharded
+    /// cluster's snapshot, one per component (its key, size, SHA-256, CRC32C and validation
+    /// facts) with the replica set's name.
+    pub fn parts(&self) -> Vec<(Option<String>, CatalogEntry)> {
+        if !self.manifest.is_sharded() {
+            return vec![(None, self.clone())];
+        }
+        self.manifest
+            .components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut manifest = self.manifest.clone();
+                manifest.object_key = c.object_key.clone();
+                manifest.size_bytes = c.size_bytes;
+                manifest.sha256 = c.sha256.clone();
+                manifest.crc32c = c.crc32c.clone();
+                manifest.content = c.content.clone();
+                manifest.components = Vec::new();
+                let entry = CatalogEntry {
+                    manifest_key: self.manifest_key.clone(),
+                    manifest,
+                    etag: self.component_etags.get(i).cloned().flatten(),
+                    component_etags: Vec::new(),
+                    retention: self.retention.clone(),
+                };
+                (Some(c.replica_set.clone()), entry)
+            })
+            .collect()
     }
 
     /// The time it is ordered by: the snapshot's finish time, else its scheduled time, else
@@ -94,6 +128,10 @@ pub struct Catalog {
     /// Every key the listing held (to compare the journal with).
     #[serde(skip)]
     listed: HashSet<String>,
+    /// The keys that name sharded clusters' snapshots (no object of their own; their
+    /// manifests name their components).
+    #[serde(skip)]
+    sharded: HashSet<String>,
 }
 
 /// Why the catalog could not be read.
@@ -165,6 +203,10 @@ impl Catalog {
                 continue;
             };
             described.insert(manifest.object_key.clone());
+            described.extend(manifest.objects().iter().map(|o| o.key.to_owned()));
+            if manifest.is_sharded() && manifest_key(&manifest.object_key) == key {
+                catalog.sharded.insert(manifest.object_key.clone());
+            }
             if !selects(targets, &manifest.project_id, &manifest.cluster) {
                 continue;
             }
@@ -181,25 +223,47 @@ impl Catalog {
                 );
                 continue;
             }
-            match objects.get(manifest.object_key.as_str()) {
-                None => catalog.problem(
-                    ProblemKind::ManifestWithoutArchive,
-                    &manifest.object_key,
-                    snapshot,
-                    format!("{key} describes this archive; the bucket has no such object"),
-                ),
-                Some((size, _)) if *size != manifest.size_bytes => catalog.problem(
-                    ProblemKind::SizeMismatch,
-                    &manifest.object_key,
-                    snapshot,
-                    format!(
-                        "the object is {size} bytes; its manifest says {}",
-                        manifest.size_bytes
-                    ),
-                ),
-                Some((_, etag)) => catalog.snapshots.push(CatalogEntry {
+            // Every object the manifest names (the archive, or each component of a sharded
+            // cluster's snapshot) must be there with its size.
+            let mut etags = Vec::new();
+            let mut trouble = None;
+            for object in manifest.objects() {
+                match objects.get(object.key) {
+                    None => {
+                        trouble = Some((
+                            ProblemKind::ManifestWithoutArchive,
+                            object.key.to_owned(),
+                            format!("{key} describes this archive; the bucket has no such object"),
+                        ));
+                        break;
+                    }
+                    Some((size, _)) if *size != object.size_bytes => {
+                        trouble = Some((
+                            ProblemKind::SizeMismatch,
+                            object.key.to_owned(),
+                            format!(
+                                "the object is {size} bytes; its manifest says {}",
+                                object.size_bytes
+                            ),
+                        ));
+                        break;
+                    }
+                    Some((_, etag)) => etags.push(etag.map(str::to_owned)),
+                }
+            }
+            match trouble {
+                Some((kind, object, detail)) => catalog.problem(kind, &object, snapshot, detail),
+                None if manifest.is_sharded() => catalog.snapshots.push(CatalogEntry {
                     manifest_key: key.to_owned(),
-                    etag: etag.map(str::to_owned),
+                    etag: None,
+                    component_etags: etags,
+                    manifest,
+                    retention: None,
+                }),
+                None => catalog.snapshots.push(CatalogEntry {
+                    manifest_key: key.to_owned(),
+                    etag: etags.pop().flatten(),
+                    component_etags: Vec::new(),
                     manifest,
                     retention: None,
                 }),
@@ -251,8 +315,10 @@ impl Catalog {
             .collect();
         let mut missing = Vec::new();
         for row in &archived {
+            // A sharded cluster's snapshot is named by its manifest: no object has its key.
             if let Some(key) = &row.object_key
                 && !self.listed.contains(key.as_str())
+                && !self.sharded.contains(key.as_str())
             {
                 missing.push(Problem {
                     kind: ProblemKind::JournalWithoutObject,

@@ -24,15 +24,14 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+pub use crate::pipeline::manifest::{Manifest, ManifestComponent};
 use crate::pipeline::validate::{ChannelReader, ContentFacts, Validator};
 use crate::store::ObjectStore;
 use crate::target::Target;
 pub use catalog::{Catalog, CatalogEntry, CatalogError, Problem, ProblemKind};
 pub use error::RestoreError;
 pub use fetch::FetchPlan;
-use place::{
-    EarlySync, Hashing, io_error, parent_of, prepare_directory, sync_dir, sync_directories,
-};
+use place::{EarlySync, Hashing, Staged, io_error, parent_of, sync_dir};
 pub use thaw::{ThawPlan, make_readable};
 
 /// Ranges queued between the fetch and the consumer.
@@ -151,6 +150,9 @@ pub async fn restore(
 ) -> Result<Restored, RestoreError> {
     let started = Instant::now();
     let (content, sha256, bytes) = match destination {
+        _ if entry.manifest.is_sharded() => {
+            to_components(store, entry, destination, plan, progress).await?
+        }
         Destination::Directory(dir) => to_directory(store, entry, dir, plan, progress).await?,
         Destination::Archive(file) => to_archive(store, entry, file, plan, progress).await?,
     };
@@ -170,6 +172,43 @@ pub async fn restore(
 
 type Checked = (Option<ContentFacts>, String, u64);
 
+/// A sharded cluster's snapshot: every component restored as its own archive, into
+/// `DIR/{replicaSet}/` (unpacked) or, for `--archive DIR`, as `DIR/{replicaSet}.tar.gz`, each
+/// checked like a single archive, inside one staging directory that is put in place only
+/// when every component has passed. The reported digest is the manifest's listing digest.
+async fn to_components(
+    store: &ObjectStore,
+    entry: &CatalogEntry,
+    destination: &Destination,
+    plan: FetchPlan,
+    progress: &AtomicU64,
+) -> Result<Checked, RestoreError> {
+    let staged = Staged::new(destination.path())?;
+    let mut bytes = 0;
+    for (replica_set, part) in entry.parts() {
+        // The names come from a manifest in the bucket: only a plain name becomes a path.
+        let name = replica_set
+            .filter(|rs| crate::keys::is_plain_name(rs))
+            .ok_or_else(|| RestoreError::ContentMismatch {
+                key: entry.manifest_key.clone(),
+                detail: "a component's replica set name is not a plain name; nothing was restored"
+                    .into(),
+            })?;
+        let (_, _, size) = match destination {
+            Destination::Directory(_) => {
+                to_directory(store, &part, &staged.path().join(&name), plan, progress).await?
+            }
+            Destination::Archive(_) => {
+                let file = staged.path().join(format!("{name}.tar.gz"));
+                to_archive(store, &part, &file, plan, progress).await?
+            }
+        };
+        bytes += size;
+    }
+    staged.put_in_place()?;
+    Ok((None, entry.manifest.sha256.clone(), bytes))
+}
+
 async fn to_directory(
     store: &ObjectStore,
     entry: &CatalogEntry,
@@ -177,24 +216,7 @@ async fn to_directory(
     plan: FetchPlan,
     progress: &AtomicU64,
 ) -> Result<Checked, RestoreError> {
-    let parent = prepare_directory(dir)?;
-    // A new directory is staged beside it and renamed into place; an existing (empty) one,
-    // which may be a mount point of its own file system (or `.`), is staged inside it and the
-    // entries moved up at the end, so the data never lands on the parent's file system.
-    let existing = dir.is_dir();
-    let (stage_in, prefix) = if existing {
-        (dir.to_path_buf(), ".restoring-".to_owned())
-    } else {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "restore".into());
-        (parent.clone(), format!(".{name}.restoring-"))
-    };
-    let staging = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempdir_in(&stage_in)
-        .map_err(|e| io_error(&stage_in, &e))?;
+    let staging = Staged::new(dir)?;
     let limit = inflate_limit(entry);
     let (tx, mut ranges) = mpsc::channel::<Vec<Bytes>>(QUEUE);
     // The decoder reads chunk by chunk; a range is handed on as its chunks.
@@ -228,20 +250,7 @@ async fn to_directory(
     check_digest(entry, &sha, size)?;
     let facts = facts?;
     check_facts(entry, &facts)?;
-    sync_directories(staging.path())?;
-    if existing {
-        place::move_entries_up(staging.path(), dir)?;
-        drop(staging);
-        sync_dir(dir)?;
-    } else {
-        // The staging directory is the complete restore: one rename puts it in place.
-        let staged = staging.keep();
-        std::fs::rename(&staged, dir).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&staged);
-            io_error(dir, &e)
-        })?;
-        sync_dir(&parent)?;
-    }
+    staging.put_in_place()?;
     Ok((Some(facts), sha, size))
 }
 

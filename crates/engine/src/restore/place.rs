@@ -1,6 +1,8 @@
-//! The file-system side of a restore: checking the destination, syncing what was written, and
-//! hashing the bytes as they are read.
-//! Must not: rename anything into place (that is the last step of `restore`, once all checks passed).
+//! The file-system side of a restore: checking the destination, the staging directory a
+//! directory restore is written into ([`Staged`]), syncing what was written, and hashing the
+//! bytes as they are read.
+//! Must not: put anything in place on its own: `restore` calls [`Staged::put_in_place`] only
+//! once every check has passed.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -231,5 +233,64 @@ impl<R: Read> Read for Hashing<R> {
         self.hasher.update(&out[..n]);
         self.size += n as u64;
         Ok(n)
+    }
+}
+
+/// A directory restore in the making: nothing shows at `dir` until [`Staged::put_in_place`].
+pub(super) struct Staged {
+    dir: PathBuf,
+    parent: PathBuf,
+    existing: bool,
+    staging: tempfile::TempDir,
+}
+
+impl Staged {
+    /// A new directory is staged beside `dir` and renamed into place; an existing (empty) one,
+    /// which may be a mount point of its own file system (or `.`), is staged inside it and the
+    /// entries moved up at the end, so the data never lands on the parent's file system.
+    pub(super) fn new(dir: &Path) -> Result<Self, RestoreError> {
+        let parent = prepare_directory(dir)?;
+        let existing = dir.is_dir();
+        let (stage_in, prefix) = if existing {
+            (dir.to_path_buf(), ".restoring-".to_owned())
+        } else {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "restore".into());
+            (parent.clone(), format!(".{name}.restoring-"))
+        };
+        let staging = tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempdir_in(&stage_in)
+            .map_err(|e| io_error(&stage_in, &e))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            parent,
+            existing,
+            staging,
+        })
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        self.staging.path()
+    }
+
+    /// Every check has passed: make the restore visible at `dir`, durably.
+    pub(super) fn put_in_place(self) -> Result<(), RestoreError> {
+        sync_directories(self.staging.path())?;
+        if self.existing {
+            move_entries_up(self.staging.path(), &self.dir)?;
+            drop(self.staging);
+            sync_dir(&self.dir)
+        } else {
+            // The staging directory is the complete restore: one rename puts it in place.
+            let staged = self.staging.keep();
+            std::fs::rename(&staged, &self.dir).map_err(|e| {
+                let _ = std::fs::remove_dir_all(&staged);
+                io_error(&self.dir, &e)
+            })?;
+            sync_dir(&self.parent)
+        }
     }
 }

@@ -26,6 +26,19 @@ pub async fn make_readable(
     thaw: Option<ThawPlan>,
     mut on_wait: impl FnMut(&str),
 ) -> Result<(), RestoreError> {
+    // A sharded cluster's snapshot: every component.
+    for (_, part) in entry.parts() {
+        make_part_readable(store, &part, thaw, &mut on_wait).await?;
+    }
+    Ok(())
+}
+
+async fn make_part_readable(
+    store: &ObjectStore,
+    entry: &CatalogEntry,
+    thaw: Option<ThawPlan>,
+    on_wait: &mut impl FnMut(&str),
+) -> Result<(), RestoreError> {
     let key = &entry.manifest.object_key;
     if let Some(wanted) = entry
         .manifest

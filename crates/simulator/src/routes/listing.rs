@@ -136,16 +136,20 @@ async fn clusters(
     cluster_page(&app, &group, (&q, &uri), true, |group, c| {
         let region = json!({"providerName": "AWS", "regionName": "EU_WEST_1", "priority": 7,
             "electableSpecs": {"instanceSize": "M10", "nodeCount": 3}});
+        // One `replicationSpecs` entry per shard; a replica set has one.
+        let specs: Vec<Value> = (0..c.shards.max(1))
+            .map(|i| json!({"id": format!("6a70000000000000000000{i:02x}"), "zoneName": "Zone 1", "regionConfigs": [region.clone()]}))
+            .collect();
         json!({
             "id": format!("{:024x}", c.name.len() as u64 + 0x6c00_0000_0000),
             "groupId": group,
             "name": c.name,
-            "clusterType": "REPLICASET",
+            "clusterType": if c.shards > 0 { "SHARDED" } else { "REPLICASET" },
             "stateName": "IDLE",
             "paused": false,
             "backupEnabled": !c.backups_off,
             "mongoDBVersion": "8.0.29",
-            "replicationSpecs": [{"id": "6a70000000000000000000aa", "zoneName": "Zone 1", "regionConfigs": [region]}],
+            "replicationSpecs": specs,
             "tags": tags(c),
             "createDate": "2026-01-05T10:00:00Z",
         })
