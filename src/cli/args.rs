@@ -129,10 +129,10 @@ pub enum Command {
         /// The newest snapshot taken before this time (RFC 3339, e.g. 2026-11-20T06:00:00Z, or a date: before that day begins, UTC).
         #[arg(long, value_name = "TIME")]
         before: Option<String>,
-        /// Unpack into this directory (created; it must not exist or must be empty).
+        /// Unpack into this directory (created; it must not exist or must be empty); a sharded cluster's snapshot into DIR/<replica set>/.
         #[arg(long, value_name = "DIR")]
         to: Option<PathBuf>,
-        /// Write the verified .tar.gz to this file (it must not exist).
+        /// Write the verified .tar.gz to this file (it must not exist); a sharded cluster's snapshot as FILE/<replica set>.tar.gz, FILE then being a new or empty directory.
         #[arg(long, value_name = "FILE")]
         archive: Option<PathBuf>,
         /// Ranged GETs in flight (8 MiB each: memory is about 8 MiB × (N + 4)).
