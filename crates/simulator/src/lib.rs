@@ -239,6 +239,15 @@ pub(crate) struct SimState {
 }
 
 impl SimState {
+    /// The replica sets of a job's cluster, each a file of its download (none unless sharded).
+    pub(crate) fn replica_sets_of(&self, job: &SimJob) -> Vec<String> {
+        self.clusters
+            .iter()
+            .find(|c| c.project_id == job.project_id && c.name == job.cluster)
+            .map(SimCluster::replica_sets)
+            .unwrap_or_default()
+    }
+
     pub(crate) fn new_id(&mut self) -> String {
         self.next_id += 1;
         format!("{:024x}", 0x5e00_0000_0000_0000_u64 + self.next_id)

@@ -859,12 +859,7 @@ fn admit(
     let job = s.jobs[index].clone();
     // A sharded cluster's job serves one file per replica set:
     // `…/<token>/<replicaSetName>-restore-<snapshotId>.tar.gz`.
-    let replica_sets = s
-        .clusters
-        .iter()
-        .find(|c| c.project_id == job.project_id && c.name == job.cluster)
-        .map(SimCluster::replica_sets)
-        .unwrap_or_default();
+    let replica_sets = s.replica_sets_of(&job);
     let component = replica_sets
         .iter()
         .find(|rs| file == format!("{rs}-restore-{}.tar.gz", job.snapshot_id))

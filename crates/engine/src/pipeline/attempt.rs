@@ -230,11 +230,7 @@ impl Archiver {
         let outcome = transfer::pump(
             source,
             &upload,
-            transfer::PumpOptions {
-                part_size,
-                parts_in_flight: self.settings.parts_in_flight,
-                validate: self.settings.validate_archives,
-            },
+            self.pump_options(part_size),
             &self.shutdown.abort,
             &log,
             resume,

@@ -21,7 +21,7 @@ use super::{ARCHIVE_CONTENT_TYPE, ArchiveError, Archiver, SnapshotOutcome};
 use crate::atlas::models::{JobComponent, RestoreJob};
 use crate::journal::{ComponentDone, ComponentRecord, PartRecord, SnapshotKey};
 use crate::keys;
-use crate::store::{StoreError, plan_part_size};
+use crate::store::StoreError;
 use crate::telemetry::Metrics;
 
 /// A component's parts are not journalled (it never resumes); only the bytes are counted.
@@ -136,12 +136,7 @@ impl Archiver {
         let url = SnapshotUrl::parse(&component.url)?;
         info!(url = %url, "component download ready");
         let source = transfer::open(&self.download, &url).await?;
-        let part_size = plan_part_size(self.settings.part_size, source.total_length);
-        if let Some(len) = source.total_length
-            && len.div_ceil(part_size) > crate::store::MAX_PARTS
-        {
-            return Err(TransferError::Store(StoreError::TooManyParts { part_size }).into());
-        }
+        let part_size = self.part_size_for(&source)?;
         // Intent before the store is asked, the id after: a crash in between leaves a key the
         // start-up cleanup may abort uploads on.
         self.journal
@@ -165,11 +160,7 @@ impl Archiver {
         let pumped = transfer::pump(
             source,
             &upload,
-            transfer::PumpOptions {
-                part_size,
-                parts_in_flight: self.settings.parts_in_flight,
-                validate: self.settings.validate_archives,
-            },
+            self.pump_options(part_size),
             &self.shutdown.abort,
             &CountedParts(&self.metrics),
             None,

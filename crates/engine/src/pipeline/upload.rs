@@ -39,6 +39,27 @@ impl Archiver {
         Ok(None)
     }
 
+    /// The part size for a download (`storage.part_size`, from its length when `auto`), or the
+    /// error a store's part limit makes of it.
+    pub(super) fn part_size_for(&self, source: &transfer::Source) -> Result<u64, ArchiveError> {
+        let part_size = plan_part_size(self.settings.part_size, source.total_length);
+        if let Some(len) = source.total_length
+            && len.div_ceil(part_size) > crate::store::MAX_PARTS
+        {
+            return Err(TransferError::Store(StoreError::TooManyParts { part_size }).into());
+        }
+        Ok(part_size)
+    }
+
+    /// How a transfer with `part_size` streams: the configured parts in flight and validation.
+    pub(super) fn pump_options(&self, part_size: u64) -> transfer::PumpOptions {
+        transfer::PumpOptions {
+            part_size,
+            parts_in_flight: self.settings.parts_in_flight,
+            validate: self.settings.validate_archives,
+        }
+    }
+
     /// Opens the download from the start and creates a new multipart upload, recording intent
     /// and outcome around the creation.
     pub(super) async fn start_upload(
@@ -48,12 +69,7 @@ impl Archiver {
         url: &SnapshotUrl,
     ) -> Result<(crate::store::MultipartUpload, transfer::Source, u64), ArchiveError> {
         let source = transfer::open(&self.download, url).await?;
-        let part_size = plan_part_size(self.settings.part_size, source.total_length);
-        if let Some(len) = source.total_length
-            && len.div_ceil(part_size) > crate::store::MAX_PARTS
-        {
-            return Err(TransferError::Store(StoreError::TooManyParts { part_size }).into());
-        }
+        let part_size = self.part_size_for(&source)?;
         let plan = UploadPlan {
             object_key: object_key.to_owned(),
             part_size,

@@ -145,19 +145,7 @@ async fn get_sharded_snapshot(
     State(app): State<App>,
     Path((group, name, id)): Path<(String, String, String)>,
 ) -> Response {
-    let s = app.lock();
-    let c = match cluster(&s, &group, &name) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match c.snapshots.iter().find(|x| x.id == id && c.shards > 0) {
-        Some(snap) => ok_json_as(&sharded_json(&s, c, snap), DEDICATED_MEDIA_TYPE),
-        None => envelope(
-            StatusCode::NOT_FOUND,
-            "RESOURCE_NOT_FOUND",
-            &format!("Cannot find resource snapshot {id}."),
-        ),
-    }
+    one_snapshot(&app, (&group, &name, &id), true)
 }
 
 async fn list_snapshots(
@@ -193,12 +181,22 @@ async fn get_snapshot(
     State(app): State<App>,
     Path((group, name, id)): Path<(String, String, String)>,
 ) -> Response {
+    one_snapshot(&app, (&group, &name, &id), false)
+}
+
+/// D2 (`sharded = false`, a replica set's snapshot) or D4 (a sharded cluster's).
+fn one_snapshot(app: &App, (group, name, id): (&str, &str, &str), sharded: bool) -> Response {
     let s = app.lock();
-    let c = match cluster(&s, &group, &name) {
+    let c = match cluster(&s, group, name) {
         Ok(c) => c,
         Err(r) => return r,
     };
-    match c.snapshots.iter().find(|x| x.id == id && c.shards == 0) {
+    match c
+        .snapshots
+        .iter()
+        .find(|x| x.id == id && (c.shards > 0) == sharded)
+    {
+        Some(snap) if sharded => ok_json_as(&sharded_json(&s, c, snap), DEDICATED_MEDIA_TYPE),
         Some(snap) => ok_json_as(&snapshot_json(&s, c, snap), DEDICATED_MEDIA_TYPE),
         None => envelope(
             StatusCode::NOT_FOUND,
@@ -221,12 +219,7 @@ fn job_json(app: &App, s: &SimState, job: &SimJob) -> Value {
         "timestamp": time(job.created),
         "links": [],
     });
-    let replica_sets = s
-        .clusters
-        .iter()
-        .find(|c| c.project_id == job.project_id && c.name == job.cluster)
-        .map(SimCluster::replica_sets)
-        .unwrap_or_default();
+    let replica_sets = s.replica_sets_of(job);
     if phase == "COMPLETED" && !replica_sets.is_empty() {
         // A sharded cluster's download: one file per replica set, each in `components` and
         // all of them in `deliveryUrl`.
