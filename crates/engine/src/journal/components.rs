@@ -8,7 +8,7 @@
 
 use rusqlite::params;
 
-use super::{Journal, JournalError, SnapshotKey, now, query_all, sql_error};
+use super::{Journal, JournalError, SnapshotKey, int, now, query_all, sql_error};
 
 /// One component as the journal records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,10 +34,6 @@ pub struct ComponentDone {
     pub crc32c: String,
     /// The validation's facts, as the manifest writes them.
     pub content: Option<String>,
-}
-
-fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl Journal {

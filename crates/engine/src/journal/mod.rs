@@ -231,6 +231,11 @@ fn query_all<T>(
         .map_err(|e| sql_error(p, &e))
 }
 
+/// A byte count as SQLite's integer.
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn now() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

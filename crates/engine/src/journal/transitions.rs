@@ -15,7 +15,7 @@ use rusqlite::{ToSql, params};
 use super::snapshots::{fetch, log_event};
 use super::{
     ArchivedObject, Journal, JournalError, SnapshotFacts, SnapshotKey, SnapshotRecord,
-    SnapshotState, StreamResult, UploadPlan, now, sql_error,
+    SnapshotState, StreamResult, UploadPlan, int, now, sql_error,
 };
 use crate::reason::Reason;
 use SnapshotState::{Archived, Discovered, DownloadRequested, Failed, Pruned, Uploaded, Uploading};
@@ -65,11 +65,6 @@ impl Step {
         self.forget_parts = true;
         self
     }
-}
-
-/// A byte count as SQLite's integer.
-fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl Journal {
