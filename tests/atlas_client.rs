@@ -36,6 +36,7 @@ fn config(sim: &Simulator, credentials: AtlasCredentials) -> AtlasConfig {
         },
         request_timeout: Duration::from_secs(10),
         download_read_timeout: Duration::from_secs(10),
+        download_connections: 1,
     }
 }
 

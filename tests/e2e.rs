@@ -601,6 +601,145 @@ async fn a_cut_download_starts_over_when_the_source_ignores_ranges() {
     cut_once_then_resume(false).await;
 }
 
+/// Issue 15: `atlas.download_connections = 3` spreads one snapshot over ranged GETs (the
+/// opening `bytes=0-`, then 8 MiB ranges), in order into the hash, the validator and the parts.
+/// `cut_range` cuts the ranged GET that holds that byte once, after the opening GET was let
+/// go: the attempt fails as interrupted and the next one resumes after the journalled parts,
+/// over ranged GETs again. A source that ignores ranges (`ranges` false) answers the opening
+/// GET with a 200: one GET, read as such.
+async fn spread_download(name: &str, ranges: bool, cut_range: Option<u64>) {
+    let size = (30 << 20) + 123;
+    let w = World::new(name, scenario(PROJECT, &["wide-flex"], 1, &[size])).await;
+    let snap = w.sim.clusters()[0].snapshots[0].clone();
+    w.sim.set_faults(|f| {
+        f.range_support = ranges;
+        f.cut_bounded_range = cut_range.map(|at| (at, 1));
+    });
+    let cfg = w
+        .write_config("download_connections = 3", "part_size = \"8MiB\"")
+        .to_string_lossy()
+        .into_owned();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    run.assert_no_secrets(&w.secrets());
+    let seen = w.sim.observed();
+    let key = w
+        .keys()
+        .await
+        .into_keys()
+        .find(|k| k.ends_with(".tar.gz"))
+        .unwrap_or_default();
+    assert_eq!(
+        w.sha256_of_object(&key).await,
+        snap.sha256(),
+        "the object is the snapshot, byte for byte\n{}",
+        run.stderr
+    );
+    assert!(w.open_uploads().await.is_empty());
+    match cut_range {
+        None if !ranges => {
+            assert_eq!(
+                (
+                    seen.snapshot_downloads,
+                    seen.ranged_downloads,
+                    seen.bounded_ranges
+                ),
+                (1, 0, 0),
+                "{seen:?}\n{}",
+                run.stderr
+            );
+        }
+        None => {
+            // The opening GET serves 0..8 MiB, three ranges the rest: 8, 16, 24..30 MiB.
+            assert_eq!(
+                (
+                    seen.snapshot_downloads,
+                    seen.ranged_downloads,
+                    seen.bounded_ranges
+                ),
+                (4, 4, 3),
+                "{seen:?}\n{}",
+                run.stderr
+            );
+            assert!(!run.stderr.contains("attempt failed"), "{}", run.stderr);
+        }
+        Some(_) => {
+            assert!(
+                run.stderr.contains("resuming the interrupted upload"),
+                "{}",
+                run.stderr
+            );
+            // The resumed attempt opened at the first part not journalled (`bytes=N-`) and
+            // spread again.
+            assert!(
+                seen.ranged_downloads > seen.bounded_ranges + 1 && seen.bounded_ranges >= 4,
+                "{seen:?}\n{}",
+                run.stderr
+            );
+            assert_eq!(seen.download_requests, 1, "the same job: {seen:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_over_three_connections_is_the_snapshot_byte_for_byte() {
+    spread_download("spread", true, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_range_of_a_spread_download_resumes_after_the_journalled_parts() {
+    spread_download("spread-cut", true, Some(20 << 20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spread_download_is_one_get_where_the_source_ignores_ranges() {
+    spread_download("spread-noranges", false, None).await;
+}
+
+/// Issue 15: a one-time URL (a dedicated cluster's) with `download_connections = 4` refuses
+/// the second GET; the download goes on over the opening one, and the object is whole. A
+/// source that ignores ranges answers the opening GET with a 200, read as a single GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spread_download_falls_back_to_one_get_where_the_url_allows_one() {
+    let size = (20 << 20) + 5;
+    let mut clusters = scenario(PROJECT, &["once-m10", "plain-flex"], 1, &[size]);
+    clusters[0].dedicated = true;
+    let w = World::new("spread-fallback", clusters).await;
+    w.sim.set_faults(|f| f.range_support = true);
+    let cfg = w
+        .write_config("download_connections = 4", "part_size = \"8MiB\"")
+        .to_string_lossy()
+        .into_owned();
+    let run = w.run(&["once", "--config", &cfg], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("the download goes on over one connection"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("attempt failed"), "{}", run.stderr);
+    let seen = w.sim.observed();
+    // Dedicated: one job, its opening GET, refused second GETs (410, not a range served).
+    // Flex: spread as usual (0..8 MiB opening, then 8 and 16..20 MiB).
+    assert_eq!(seen.download_requests, 2, "{seen:?}\n{}", run.stderr);
+    assert_eq!(seen.bounded_ranges, 2, "{seen:?}\n{}", run.stderr);
+    let keys = w.keys().await;
+    for cluster in w.sim.clusters() {
+        let snap = &cluster.snapshots[0];
+        let key = keys
+            .keys()
+            .find(|k| k.ends_with(&format!("{}.tar.gz", snap.id)))
+            .unwrap();
+        assert_eq!(
+            w.sha256_of_object(key).await,
+            snap.sha256(),
+            "{}",
+            cluster.name
+        );
+    }
+}
+
 /// Audit H1: the start-up cleanup aborts only uploads the journal proves are its own (the
 /// crash between CreateMultipartUpload and recording its id is covered by the reliability
 /// suite's `after-create-upload` scenario). Another writer's uploads, under our prefix or

@@ -123,7 +123,8 @@ pub struct Faults {
     pub short_body_at: HashMap<String, u64>,
     /// Downloads of these snapshots stop sending after N bytes and hang.
     pub stall_after: HashMap<String, u64>,
-    /// Honour `Range: bytes=N-` (with `If-Range`) with a 206, as a resumable server does.
+    /// Honour `Range: bytes=N-` and `bytes=N-M` (with `If-Range`) with a 206, as a resumable
+    /// server does.
     pub range_support: bool,
     /// How many downloads a cut, short body or stall applies to (0 = every one).
     pub cut_times: u32,
@@ -174,6 +175,9 @@ pub struct Faults {
     /// Sharded clusters: the download of this component (replica set name) is cut after
     /// `.0` bytes, `.1` times (0: every time).
     pub cut_component: HashMap<String, (u64, u32)>,
+    /// A bounded range (`bytes=N-M`, a parallel download's) that holds byte `.0` is cut
+    /// there, `.1` times; other GETs are served whole.
+    pub cut_bounded_range: Option<(u64, u32)>,
 }
 
 /// What the simulator saw, for assertions.
@@ -189,8 +193,10 @@ pub struct Observed {
     pub download_requests: u32,
     /// GETs of snapshot URLs.
     pub snapshot_downloads: u32,
-    /// GETs of snapshot URLs answered with a 206 (a resumed download).
+    /// GETs of snapshot URLs answered with a 206 (a resumed download, or a parallel one's).
     pub ranged_downloads: u32,
+    /// Of those, the ones for a bounded range (`bytes=N-M`: a parallel download's ranges).
+    pub bounded_ranges: u32,
     /// Snapshot URL requests that carried an `Authorization` header (must stay 0).
     pub credentials_sent_to_snapshot_url: u32,
     /// API requests that lacked the versioned `Accept` header.

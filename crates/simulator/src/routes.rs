@@ -97,6 +97,7 @@ async fn observed(State(app): State<App>) -> Response {
             "download_requests": o.download_requests,
             "snapshot_downloads": o.snapshot_downloads,
             "ranged_downloads": o.ranged_downloads,
+            "bounded_ranges": o.bounded_ranges,
             "throttled": o.throttled,
             "credentials_sent_to_snapshot_url": o.credentials_sent_to_snapshot_url,
         }),
@@ -803,16 +804,22 @@ fn snapshot_etag(snapshot_id: &str, size: u64) -> String {
     format!("\"{snapshot_id}-{size:x}\"")
 }
 
-/// `bytes=N-` (the only form the archiver sends).
-fn range_start(headers: &HeaderMap) -> Option<u64> {
-    headers
+/// `bytes=N-` (a resume, or the opening GET of a parallel download) or `bytes=N-M` (a range
+/// of a parallel download; `M` inclusive, clamped to the object as RFC 9110 says). Any other
+/// form (suffix ranges, several ranges) is ignored, as a server may: the whole body is served.
+fn range_of(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let spec = headers
         .get(header::RANGE)?
         .to_str()
         .ok()?
-        .strip_prefix("bytes=")?
-        .strip_suffix('-')?
-        .parse()
-        .ok()
+        .strip_prefix("bytes=")?;
+    let (start, end) = spec.split_once('-')?;
+    let start = start.parse().ok()?;
+    if end.is_empty() {
+        return Some((start, None));
+    }
+    let end: u64 = end.parse().ok()?;
+    (end >= start).then_some((start, Some(end)))
 }
 
 /// What a snapshot URL serves, once admitted.
@@ -985,7 +992,7 @@ async fn download(
         size,
         snapshot_id,
         seed,
-        ending,
+        mut ending,
         chunked,
         throttle,
         ranges,
@@ -999,12 +1006,27 @@ async fn download(
         .get(header::IF_RANGE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v == etag);
-    let start = range_start(&headers).filter(|n| ranges && if_range_ok && *n < size);
+    let range = range_of(&headers).filter(|(n, _)| ranges && if_range_ok && *n < size);
+    let start = range.map(|(n, _)| n);
     let offset = start.unwrap_or(0);
+    // Exclusive end of what this response serves.
+    let stop = range
+        .and_then(|(_, end)| end)
+        .map_or(size, |e| e.saturating_add(1).min(size));
     let mut generator = SnapshotBytes::new(&seed, size);
     generator.skip(offset);
-    if start.is_some() {
-        app.lock().observed.ranged_downloads += 1;
+    if let Some((_, end)) = range {
+        let mut app = app.lock();
+        app.observed.ranged_downloads += 1;
+        if end.is_some() {
+            app.observed.bounded_ranges += 1;
+            if let Some((at, times)) = app.faults.cut_bounded_range
+                && (offset..stop).contains(&at)
+            {
+                ending = Ending::Cut(at);
+                app.faults.cut_bounded_range = (times > 1).then(|| (at, times - 1));
+            }
+        }
     }
     // State: (generator, absolute offset sent so far, finished).
     let stream = futures_util::stream::unfold(
@@ -1032,10 +1054,10 @@ async fn download(
                     Ending::Short(_) | Ending::Whole => return None,
                 }
             }
-            if generator.remaining() == 0 {
+            if generator.remaining() == 0 || sent >= stop {
                 return None;
             }
-            let mut buf = vec![0u8; CHUNK];
+            let mut buf = vec![0u8; CHUNK.min(usize::try_from(stop - sent).unwrap_or(CHUNK))];
             let mut n = generator.fill(&mut buf);
             if let Some(limit) = ending.at() {
                 // Serve exactly the bytes before the fault's offset.
@@ -1066,11 +1088,11 @@ async fn download(
     }
     if start.is_some() {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {offset}-{}/{size}", size - 1)) {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {offset}-{}/{size}", stop - 1)) {
             response.headers_mut().insert(header::CONTENT_RANGE, v);
         }
     }
-    if !chunked && let Ok(v) = HeaderValue::from_str(&(size - offset).to_string()) {
+    if !chunked && let Ok(v) = HeaderValue::from_str(&(stop - offset).to_string()) {
         response.headers_mut().insert(header::CONTENT_LENGTH, v);
     }
     response

@@ -284,6 +284,8 @@ pub struct AtlasConfig {
     pub request_timeout: Duration,
     /// Stall timeout of the snapshot download.
     pub download_read_timeout: Duration,
+    /// GETs of one snapshot URL at once (ranged, when the URL allows it).
+    pub download_connections: usize,
 }
 
 /// When the AWS SDK computes request checksums.

@@ -113,6 +113,9 @@ pub struct RawAtlas {
     pub request_timeout: Option<String>,
     /// A snapshot download fails when no byte arrives for this long (default `120s`).
     pub download_read_timeout: Option<String>,
+    /// GETs of one snapshot URL at once, each for an 8 MiB range (default 1: one plain GET).
+    /// For links whose round trip caps a single stream; a URL that allows one GET is read over one.
+    pub download_connections: Option<u32>,
 }
 
 /// `[storage]`

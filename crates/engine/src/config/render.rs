@@ -81,6 +81,7 @@ impl Config {
             retry_max_delay: Some(duration(a.retry.max_delay)),
             request_timeout: Some(duration(a.request_timeout)),
             download_read_timeout: Some(duration(a.download_read_timeout)),
+            download_connections: Some(u32::try_from(a.download_connections).unwrap_or(u32::MAX)),
         };
         let s = &self.storage;
         let storage = RawStorage {

@@ -347,6 +347,13 @@ impl Validator<'_> {
                 format!("{max_attempts} is out of range: use 1 to 100"),
             ));
         }
+        let download_connections = a.download_connections.unwrap_or(1);
+        if !(1..=16).contains(&download_connections) {
+            return Err(self.invalid(
+                "atlas.download_connections",
+                format!("{download_connections} is out of range: use 1 (one GET) to 16"),
+            ));
+        }
         let positive = |key: &str, d: Duration| {
             if d.is_zero() {
                 Err(self.invalid(key, "must be longer than zero"))
@@ -410,6 +417,7 @@ impl Validator<'_> {
                     Duration::from_secs(120),
                 )?,
             )?,
+            download_connections: usize::try_from(download_connections).unwrap_or(1),
         })
     }
 

@@ -28,6 +28,7 @@ pub(crate) mod manifest;
 mod orphans;
 mod outcome;
 pub mod plan;
+mod ranged;
 pub mod rebuild;
 mod run;
 mod sharded;
@@ -180,6 +181,7 @@ impl PipelineSettings {
             max_concurrent_transfers: config.storage.max_concurrent_transfers,
             download: DownloadSettings {
                 read_timeout: config.atlas.download_read_timeout,
+                connections: config.atlas.download_connections,
             },
             validate_archives: config.storage.validate_archives,
             stall_timeout: config.schedule.stall_timeout,
@@ -230,7 +232,7 @@ pub struct Archiver {
     store: ObjectStore,
     journal: Journal,
     settings: Arc<PipelineSettings>,
-    download: reqwest::Client,
+    download: transfer::Downloader,
     shutdown: Shutdown,
     metrics: Metrics,
     /// Bounds snapshot transfers across all targets, so one long archive cannot starve the

@@ -19,6 +19,7 @@ use url::Url;
 use async_trait::async_trait;
 
 use super::digest::ResumableSha256;
+use super::ranged::{Next, Ranged};
 use super::validate::{self, ContentError, ContentFacts, Validator};
 use crate::journal::PartRecord;
 use crate::progress::Ticket;
@@ -203,13 +204,22 @@ impl TransferError {
 pub struct DownloadSettings {
     /// A stall longer than this fails the download.
     pub read_timeout: Duration,
+    /// GETs of one snapshot URL at once (`atlas.download_connections`); 1 is one plain GET.
+    pub connections: usize,
+}
+
+/// The client for snapshot URLs, and how many connections one download may use.
+#[derive(Clone)]
+pub struct Downloader {
+    client: reqwest::Client,
+    connections: usize,
 }
 
 /// Builds the HTTP client for snapshot URLs: it never carries Atlas credentials (no default
 /// headers, no cookies), has no total timeout (snapshots take hours) but a stall timeout, and
 /// no content decoding (byte counts must match what the server sent).
-pub fn download_client(settings: DownloadSettings) -> Result<reqwest::Client, TransferError> {
-    reqwest::Client::builder()
+pub fn download_client(settings: DownloadSettings) -> Result<Downloader, TransferError> {
+    let client = reqwest::Client::builder()
         .user_agent(concat!("atlas-archiver/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
         .read_timeout(settings.read_timeout)
@@ -219,13 +229,16 @@ pub fn download_client(settings: DownloadSettings) -> Result<reqwest::Client, Tr
         .map_err(|e| TransferError::Download {
             kind: DownloadFailure::ClientSetup,
             message: e.to_string(),
-        })
+        })?;
+    Ok(Downloader {
+        client,
+        connections: settings.connections.max(1),
+    })
 }
 
 /// An open download, before the upload starts.
 pub struct Source {
-    /// `None` when there is nothing left to read (a resume with every byte already uploaded).
-    response: Option<reqwest::Response>,
+    body: Body,
     /// Length of the whole object, when the server said (`Content-Length` of a 200, or the total
     /// of a 206's `Content-Range`).
     pub total_length: Option<u64>,
@@ -233,37 +246,69 @@ pub struct Source {
     pub etag: Option<String>,
 }
 
-/// GETs the snapshot URL (no credentials) and checks the status.
-pub async fn open(client: &reqwest::Client, url: &SnapshotUrl) -> Result<Source, TransferError> {
-    let response = send(client, url, None).await?;
+/// Where the bytes come from.
+enum Body {
+    /// One GET, and bytes already read from it but not yet handed on.
+    Single {
+        response: reqwest::Response,
+        pending: Option<Bytes>,
+    },
+    /// Several ranged GETs (`ranged.rs`).
+    Ranged(Box<Ranged>),
+    /// Nothing left to read (a resume with every byte already uploaded).
+    Exhausted,
+}
+
+/// GETs the snapshot URL (no credentials) and checks the status. With more than one connection
+/// the GET asks for `bytes=0-`: a 206 says the URL honours ranges, and the download is spread
+/// over ranged GETs; a 200 is the whole body, read as one GET.
+pub async fn open(download: &Downloader, url: &SnapshotUrl) -> Result<Source, TransferError> {
+    let spread = download.connections > 1;
+    let response = match spread {
+        true => send_range(&download.client, url, 0, None, None).await?,
+        false => request(download.client.get(url.0.clone()), url).await?,
+    };
     check_status(url, response.status())?;
     check_content_type(&response)?;
+    if spread && response.status() == StatusCode::PARTIAL_CONTENT {
+        let total = continues_at(&response, 0, None)?;
+        return Ok(Source::spread(download, url, response, 0, total));
+    }
     if response.status() != StatusCode::OK {
         return Err(TransferError::Download {
             kind: DownloadFailure::HttpStatus,
             message: format!("{url} answered HTTP {} to a plain GET", response.status()),
         });
     }
-    Ok(Source {
-        total_length: response.content_length(),
-        etag: etag_of(&response),
-        response: Some(response),
-    })
+    Ok(Source::single(response))
 }
 
 /// GETs the rest of the snapshot from `offset` (`Range`, with `If-Range` when the first response
 /// had an ETag). Only a 206 whose `Content-Range` starts at `offset` and whose total matches the
 /// known length is accepted; anything else means the upload must start over.
 pub async fn open_from(
-    client: &reqwest::Client,
+    download: &Downloader,
     url: &SnapshotUrl,
     offset: u64,
     etag: Option<&str>,
     total: Option<u64>,
 ) -> Result<Source, TransferError> {
-    let response = send(client, url, Some((offset, etag))).await?;
+    let response = send_range(&download.client, url, offset, None, etag).await?;
     check_status(url, response.status())?;
     check_content_type(&response)?;
+    let whole = continues_at(&response, offset, total)?;
+    let mut source = Source::spread(download, url, response, offset, whole);
+    source.etag = source.etag.or_else(|| etag.map(str::to_owned));
+    Ok(source)
+}
+
+/// The total length of a 206 that serves `offset` to the end (of `total`, when known); any
+/// other answer means the URL does not resume there.
+fn continues_at(
+    response: &reqwest::Response,
+    offset: u64,
+    total: Option<u64>,
+) -> Result<u64, TransferError> {
     let refused = |detail: String| TransferError::RangeRefused { offset, detail };
     if response.status() != StatusCode::PARTIAL_CONTENT {
         return Err(refused(format!(
@@ -278,19 +323,16 @@ pub async fn open_from(
         .ok_or_else(|| refused("206 without Content-Range".into()))?;
     let (start, end, whole) = parse_content_range(range)
         .ok_or_else(|| refused(format!("unreadable Content-Range {range:?}")))?;
-    if start != offset
-        || whole.is_none_or(|w| end.checked_add(1) != Some(w))
-        || (total.is_some() && whole != total)
-    {
-        return Err(refused(format!(
+    match whole {
+        Some(w)
+            if start == offset && end.checked_add(1) == Some(w) && total.is_none_or(|t| t == w) =>
+        {
+            Ok(w)
+        }
+        _ => Err(refused(format!(
             "Content-Range {range:?} does not continue at {offset} of {total:?}"
-        )));
+        ))),
     }
-    Ok(Source {
-        total_length: whole,
-        etag: etag_of(&response).or_else(|| etag.map(str::to_owned)),
-        response: Some(response),
-    })
 }
 
 impl Source {
@@ -299,39 +341,128 @@ impl Source {
     /// request is made; the pump completes the upload from the parts it is given.
     pub fn exhausted(total: u64, etag: Option<String>) -> Self {
         Self {
-            response: None,
+            body: Body::Exhausted,
             total_length: Some(total),
             etag,
         }
     }
 
-    async fn chunk(&mut self) -> Result<Option<Bytes>, reqwest::Error> {
-        match &mut self.response {
-            Some(response) => response.chunk().await,
-            None => Ok(None),
+    /// One plain GET (a 200).
+    fn single(response: reqwest::Response) -> Self {
+        Self {
+            total_length: response.content_length(),
+            etag: etag_of(&response),
+            body: Body::Single {
+                response,
+                pending: None,
+            },
+        }
+    }
+
+    /// A 206 from `offset` to the end of `total` bytes: spread over ranged GETs when the
+    /// download may use several connections and the rest is longer than one range.
+    fn spread(
+        download: &Downloader,
+        url: &SnapshotUrl,
+        response: reqwest::Response,
+        offset: u64,
+        total: u64,
+    ) -> Self {
+        let etag = etag_of(&response);
+        let body = if Ranged::worth_it(offset, total, download.connections) {
+            Body::Ranged(Box::new(Ranged::start(
+                &download.client,
+                url,
+                response,
+                offset,
+                total,
+                etag.clone(),
+                download.connections,
+            )))
+        } else {
+            Body::Single {
+                response,
+                pending: None,
+            }
+        };
+        Self {
+            body,
+            total_length: Some(total),
+            etag,
+        }
+    }
+
+    /// The next bytes; `received` (the bytes so far) is for messages.
+    async fn chunk(&mut self, received: u64) -> Result<Option<Bytes>, TransferError> {
+        loop {
+            match &mut self.body {
+                Body::Exhausted => return Ok(None),
+                Body::Single { response, pending } => {
+                    if let Some(bytes) = pending.take() {
+                        return Ok(Some(bytes));
+                    }
+                    return response.chunk().await.map_err(|e| body_error(e, received));
+                }
+                Body::Ranged(ranged) => match ranged.next(received).await? {
+                    Next::Chunk(bytes) => return Ok(Some(bytes)),
+                    Next::End => return Ok(None),
+                    Next::Single { response, surplus } => {
+                        self.body = Body::Single {
+                            response,
+                            pending: surplus,
+                        };
+                    }
+                },
+            }
         }
     }
 }
 
-async fn send(
+/// A body that broke off (or stalled) after `received` bytes.
+pub(super) fn body_error(e: reqwest::Error, received: u64) -> TransferError {
+    TransferError::Download {
+        kind: if e.is_timeout() {
+            DownloadFailure::Stalled
+        } else {
+            DownloadFailure::Interrupted
+        },
+        message: format!("after {received} bytes: {}", error_chain(&e.without_url())),
+    }
+}
+
+/// GETs `bytes=START-` (`last: None`) or `bytes=START-LAST`, with `If-Range` when a strong
+/// validator is known.
+pub(super) async fn send_range(
     client: &reqwest::Client,
     url: &SnapshotUrl,
-    range: Option<(u64, Option<&str>)>,
+    start: u64,
+    last: Option<u64>,
+    etag: Option<&str>,
 ) -> Result<reqwest::Response, TransferError> {
-    let mut request = client.get(url.0.clone());
-    if let Some((offset, etag)) = range {
-        request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
-        if let Some(tag) = etag.filter(|t| !t.starts_with("W/")) {
-            request = request.header(reqwest::header::IF_RANGE, tag);
-        }
+    let spec = match last {
+        Some(last) => format!("bytes={start}-{last}"),
+        None => format!("bytes={start}-"),
+    };
+    let mut request = client
+        .get(url.0.clone())
+        .header(reqwest::header::RANGE, spec);
+    if let Some(tag) = etag.filter(|t| !t.starts_with("W/")) {
+        request = request.header(reqwest::header::IF_RANGE, tag);
     }
+    self::request(request, url).await
+}
+
+async fn request(
+    request: reqwest::RequestBuilder,
+    url: &SnapshotUrl,
+) -> Result<reqwest::Response, TransferError> {
     request.send().await.map_err(|e| TransferError::Download {
         kind: DownloadFailure::Connect,
         message: format!("cannot reach {url}: {}", error_chain(&e.without_url())),
     })
 }
 
-fn check_status(url: &SnapshotUrl, status: StatusCode) -> Result<(), TransferError> {
+pub(super) fn check_status(url: &SnapshotUrl, status: StatusCode) -> Result<(), TransferError> {
     if matches!(
         status,
         StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE | StatusCode::UNAUTHORIZED
@@ -528,18 +659,7 @@ impl PumpState {
         log: &dyn PartLog,
         progress: &Ticket,
     ) -> Result<TransferOutcome, TransferError> {
-        while let Some(chunk) = source.chunk().await.map_err(|e| TransferError::Download {
-            kind: if e.is_timeout() {
-                DownloadFailure::Stalled
-            } else {
-                DownloadFailure::Interrupted
-            },
-            message: format!(
-                "after {} bytes: {}",
-                self.bytes,
-                error_chain(&e.without_url())
-            ),
-        })? {
+        while let Some(chunk) = source.chunk(self.bytes).await? {
             if let Some(validator) = &mut self.validator {
                 validator.feed(chunk.clone()).await?;
             }
@@ -553,7 +673,7 @@ impl PumpState {
                 let take = (self.part_size - self.buffer.len()).min(rest.len());
                 let piece = &rest[..take];
                 self.sha.update(piece);
-                self.crc = crc32c::crc32c_append(self.crc, piece);
+                // One CRC32C pass, of the part: the object's is combined from the parts'.
                 self.part_crc = crc32c::crc32c_append(self.part_crc, piece);
                 self.bytes += take as u64;
                 self.buffer.extend_from_slice(piece);
@@ -631,6 +751,7 @@ impl PumpState {
         let upload = upload.clone();
         let number = self.next_part;
         let part_crc = std::mem::take(&mut self.part_crc);
+        self.crc = crc32c::crc32c_combine(self.crc, part_crc, body.len());
         let sha256_state = self.sha.checkpoint().unwrap_or_default();
         let (crc32c_after, bytes_after) = (self.crc, self.bytes);
         self.in_flight.spawn(async move {
