@@ -13,6 +13,11 @@
 # Usage: bench/run.sh [SIZE_GIB ...]            default: 1 8
 #   ROUNDS=2                rounds per size
 #   RSS_SIZES="1 8 32"      extra atlas-archiver-only runs to show that peak RSS stays flat
+#   LATENCY="20 80"         latency runs (after the others; LATENCY_ONLY=1 for them alone): the
+#                           snapshot URL behind examples/latency_proxy.rs at each RTT in ms (a
+#                           WINDOW-byte window per connection, 4 MiB by default), `once` with
+#                           atlas.download_connections = each of CONNECTIONS ("1 4 8"), and curl
+#                           through the proxy (the one-connection ceiling), at the first size
 #   QUICK=1                 CI mode: 1 GiB, atlas-archiver only (archive and restore); fails only if an object or file is wrong
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +26,9 @@ W="${BENCH_WORKDIR:-/tmp/atlas-archiver-bench}"
 mkdir -p "$W"
 QUICK="${QUICK:-0}"
 ROUNDS="${ROUNDS:-2}"
-if [ "$QUICK" = 1 ]; then SIZES=(1); ROUNDS=1; RSS_SIZES=""; else SIZES=("${@:-1 8}"); SIZES=(${SIZES[*]}); RSS_SIZES="${RSS_SIZES-1 8 32}"; fi
+LATENCY="${LATENCY:-}"; CONNECTIONS="${CONNECTIONS:-1 4 8}"; WINDOW="${WINDOW:-4194304}"
+PROXY_PORT="${PROXY_PORT:-18090}"
+if [ "$QUICK" = 1 ]; then SIZES=(1); ROUNDS=1; RSS_SIZES=""; LATENCY=""; else SIZES=("${@:-1 8}"); SIZES=(${SIZES[*]}); RSS_SIZES="${RSS_SIZES-1 8 32}"; fi
 SIM_PORT="${SIM_PORT:-18089}"
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -37,18 +44,20 @@ if [ "$QUICK" != 1 ]; then
 fi
 
 echo "== building (release)" >&2
-cargo build --release --locked --bin atlas-archiver --example upload_ceiling >&2
+cargo build --release --locked --bin atlas-archiver --example upload_ceiling --example latency_proxy >&2
 BIN="$ROOT/target/release/atlas-archiver"
 CEILING="$ROOT/target/release/examples/upload_ceiling"
+PROXY="$ROOT/target/release/examples/latency_proxy"
 
 echo "== starting Garage" >&2
 eval "$(scripts/start-garage.sh)"
 GARAGE_PID=$ATLAS_ARCHIVER_TEST_S3_PID
 STARTED_GARAGE=$ATLAS_ARCHIVER_TEST_S3_STARTED
 EP=$ATLAS_ARCHIVER_TEST_S3_ENDPOINT AK=$ATLAS_ARCHIVER_TEST_S3_ACCESS_KEY SK=$ATLAS_ARCHIVER_TEST_S3_SECRET_KEY B=$ATLAS_ARCHIVER_TEST_S3_BUCKET
-SIM_PID=""
+SIM_PID="" PROXY_PID=""
 cleanup() {
   [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null || true
+  [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null || true
   [ "$STARTED_GARAGE" = 1 ] && kill "$GARAGE_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -63,9 +72,11 @@ delete_prefix() {
   done
 }
 
+# start_sim SIZE [SIMULATE_ARGS...]
 start_sim() {
   [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null || true
-  "$BIN" --log-level warn simulate --listen "127.0.0.1:$SIM_PORT" --snapshot-size "$1GiB" --snapshots 1 >"$W/sim.log" 2>&1 &
+  local size=$1; shift
+  "$BIN" --log-level warn simulate --listen "127.0.0.1:$SIM_PORT" --snapshot-size "${size}GiB" --snapshots 1 "$@" >"$W/sim.log" 2>&1 &
   SIM_PID=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$SIM_PORT/" && break; sleep 0.1; done
 }
@@ -86,15 +97,17 @@ measure() {
 
 # run_archiver SIZE ROUND [VARIANT]: `once` through the simulator with default settings, or with
 # VARIANT "transfer only" (storage.validate_archives = false: the transfer path alone, the
-# content validation being reported as the difference between the two rows).
+# content validation being reported as the difference between the two rows), or
+# "N connections" (atlas.download_connections = N, validation on).
 write_config() {
-  local dir=$1 prefix=$2 validate=${3:-true}
+  local dir=$1 prefix=$2 validate=${3:-true} connections=${4:-1}
   cat >"$dir/config.toml" <<EOF
 [atlas]
 base_url = "http://127.0.0.1:$SIM_PORT"
 client_id = "mdb_sa_id_simulator"
 client_secret = "mdb_sa_sk_simulator-secret"
 poll_interval = "100ms"
+download_connections = $connections
 [storage]
 bucket = "$B"
 endpoint = "$EP"
@@ -113,10 +126,14 @@ EOF
 
 run_archiver() {
   local size=$1 round=$2 variant=${3:-} prefix="bench/archiver-$1-$2-$RANDOM/"
-  local name=atlas-archiver validate=true
-  [ -n "$variant" ] && name="atlas-archiver ($variant)" && validate=false
+  local name=atlas-archiver validate=true connections=1
+  case "$variant" in
+    "") ;;
+    *connection*) name="atlas-archiver ($variant)"; connections=${variant%% *} ;;
+    *) name="atlas-archiver ($variant)"; validate=false ;;
+  esac
   local dir="$W/run-$size-$round"; rm -rf "$dir"; mkdir -p "$dir"
-  write_config "$dir" "$prefix" "$validate"
+  write_config "$dir" "$prefix" "$validate" "$connections"
   measure "$name" "$size" "$BIN" --log-level warn once --config "$dir/config.toml"
   local key; key=$(list_keys "$prefix" | grep '\.tar\.gz$')
   check "$key" atlas-archiver
@@ -162,7 +179,9 @@ check() {
   if [ "$got" != "$EXPECTED" ]; then echo "WRONG OBJECT from $2: $1 has sha256 $got, the source $EXPECTED" >&2; exit 1; fi
 }
 
-for size in "${SIZES[@]}"; do
+SIZES_MAIN=("${SIZES[@]}")
+[ "${LATENCY_ONLY:-0}" = 1 ] && SIZES_MAIN=() && RSS_SIZES=""
+for size in "${SIZES_MAIN[@]}"; do
   echo "== $size GiB" >&2
   start_sim "$size"
   url=$(fresh_url)
@@ -194,6 +213,34 @@ for size in $RSS_SIZES; do
   EXPECTED=$(curl -s "$(fresh_url)" | sha256sum | cut -d' ' -f1)
   run_archiver "$size" rss
 done
+
+# The latency runs: the same snapshot, its URL behind the latency proxy (API calls stay direct).
+LAT_RESULTS="$W/latency.tsv"; : >"$LAT_RESULTS"
+MAIN_RESULTS=$RESULTS RESULTS="$W/latency-one.tsv"
+for rtt in $LATENCY; do
+  size=${SIZES[0]}
+  echo "== latency: RTT $rtt ms, window $WINDOW bytes per connection, $size GiB" >&2
+  start_sim "$size"
+  EXPECTED=$(curl -s "$(fresh_url)" | sha256sum | cut -d' ' -f1)
+  [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null && wait "$PROXY_PID" 2>/dev/null || true
+  "$PROXY" "127.0.0.1:$PROXY_PORT" "127.0.0.1:$SIM_PORT" "$rtt" "$WINDOW" >"$W/proxy.log" 2>&1 &
+  PROXY_PID=$!
+  start_sim "$size" --range --download-via "127.0.0.1:$PROXY_PORT"
+  for _ in $(seq 100); do grep -q listening "$W/proxy.log" && break; sleep 0.1; done
+  : >"$RESULTS"
+  measure "curl (1 connection)" "$size" curl -s -o /dev/null "$(fresh_url)"
+  for c in $CONNECTIONS; do
+    run_archiver "$size" "rtt$rtt" "$c connection$([ "$c" = 1 ] || echo s)"
+  done
+  sed "s/^/$rtt\t/" "$RESULTS" >>"$LAT_RESULTS"
+done
+RESULTS=$MAIN_RESULTS
+if [ -n "$LATENCY" ]; then
+  echo "| RTT | size | tool | wall s | MiB/s | peak RSS MiB | CPU s/GiB |"
+  echo "|---|---|---|---|---|---|---|"
+  awk -F'\t' '{ printf "| %s ms | %s GiB | %s | %.2f | %.0f | %.0f | %.2f |\n", $1, $3, $2, $4, $3 * 1024 / $4, $5 / 1024, $6 / $3 }' "$LAT_RESULTS"
+  [ "${LATENCY_ONLY:-0}" = 1 ] && exit 0
+fi
 
 python3 - "$RESULTS" <<'EOF'
 import statistics, sys, collections

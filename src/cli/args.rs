@@ -219,6 +219,9 @@ pub enum Command {
         /// Honour Range requests on snapshot URLs (unknown for real Atlas; off by default).
         #[arg(long)]
         range: bool,
+        /// Snapshot URLs point at this HOST:PORT instead (a proxy in front of the downloads, e.g. bench/latency_proxy.py).
+        #[arg(long, value_name = "HOST:PORT")]
+        download_via: Option<String>,
     },
 }
 

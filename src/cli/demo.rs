@@ -251,6 +251,7 @@ pub(super) async fn simulate(
     snapshots: usize,
     clusters: usize,
     range: bool,
+    download_via: Option<String>,
 ) -> Result<ExitCode, Failure> {
     let clusters = match snapshot_size {
         None => demo_clusters(),
@@ -281,7 +282,10 @@ pub(super) async fn simulate(
     let simulator = Simulator::start(listen, clusters)
         .await
         .map_err(|e| Failure::Runtime(format!("cannot listen on {listen}: {e}")))?;
-    simulator.set_faults(|f| f.range_support = range);
+    simulator.set_faults(|f| {
+        f.range_support = range;
+        f.download_via = download_via;
+    });
     outln!("Atlas simulator listening on {}", simulator.base_url());
     outln!("\nPut this in your config to archive its snapshots into your own bucket:\n");
     outln!(

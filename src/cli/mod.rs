@@ -317,7 +317,18 @@ async fn dispatch(
             snapshots,
             clusters,
             range,
-        } => demo::simulate(listen, snapshot_size.as_deref(), snapshots, clusters, range).await,
+            download_via,
+        } => {
+            demo::simulate(
+                listen,
+                snapshot_size.as_deref(),
+                snapshots,
+                clusters,
+                range,
+                download_via,
+            )
+            .await
+        }
     }
 }
 

@@ -178,6 +178,9 @@ pub struct Faults {
     /// A bounded range (`bytes=N-M`, a parallel download's) that holds byte `.0` is cut
     /// there, `.1` times; other GETs are served whole.
     pub cut_bounded_range: Option<(u64, u32)>,
+    /// Snapshot URLs name this `host:port` instead of the simulator's own address: a proxy
+    /// in front of the downloads (the benchmark's latency proxy).
+    pub download_via: Option<String>,
 }
 
 /// What the simulator saw, for assertions.

@@ -547,6 +547,15 @@ fn job_phase(s: &SimState, job: &SimJob) -> &'static str {
     }
 }
 
+/// Where snapshot URLs point: the simulator itself, or the address `download_via` names (a
+/// proxy in front of the downloads, as a CDN or a far-away region would be).
+fn download_origin(app: &App, s: &SimState) -> String {
+    match &s.faults.download_via {
+        Some(host) => format!("http://{host}"),
+        None => format!("http://{}", app.addr),
+    }
+}
+
 fn job_json(app: &App, s: &SimState, job: &SimJob) -> Value {
     let phase = job_phase(s, job);
     let mut v = json!({
@@ -562,8 +571,11 @@ fn job_json(app: &App, s: &SimState, job: &SimJob) -> Value {
     });
     if phase == "COMPLETED" {
         v["snapshotUrl"] = json!(format!(
-            "http://{}/backup/download/{}/{}.tar.gz?sig={}",
-            app.addr, job.token, job.snapshot_id, job.token
+            "{}/backup/download/{}/{}.tar.gz?sig={}",
+            download_origin(app, s),
+            job.token,
+            job.snapshot_id,
+            job.token
         ));
         v["restoreFinishedDate"] = json!(time(Utc::now()));
     }

@@ -227,8 +227,10 @@ fn job_json(app: &App, s: &SimState, job: &SimJob) -> Value {
             .iter()
             .map(|rs| {
                 format!(
-                    "http://{}/restore/{}/{rs}-restore-{}.tar.gz",
-                    app.addr, job.token, job.snapshot_id
+                    "{}/restore/{}/{rs}-restore-{}.tar.gz",
+                    super::download_origin(app, s),
+                    job.token,
+                    job.snapshot_id
                 )
             })
             .collect();
@@ -242,8 +244,10 @@ fn job_json(app: &App, s: &SimState, job: &SimJob) -> Value {
         v["finishedAt"] = json!(time(Utc::now()));
     } else if phase == "COMPLETED" {
         let url = format!(
-            "http://{}/restore/{}/restore-{}.tar.gz",
-            app.addr, job.token, job.snapshot_id
+            "{}/restore/{}/restore-{}.tar.gz",
+            super::download_origin(app, s),
+            job.token,
+            job.snapshot_id
         );
         // Atlas may list the same file more than once.
         v["deliveryUrl"] = json!([url, url]);
