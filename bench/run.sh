@@ -87,6 +87,9 @@ delete_prefix bench/   # leftovers of an interrupted run
 # measure TOOL SIZE CMD...: records wall, peak RSS (KiB), CPU seconds.
 measure() {
   local tool=$1 size=$2; shift 2
+  # Each tool starts with nothing dirty in the page cache: the write-back of what the previous
+  # step wrote (Garage's data, a restored file) would otherwise be charged to whoever runs next.
+  sync
   /usr/bin/time -f '%e %M %U %S' -o "$W/time.txt" "$@" >"$W/out.txt" 2>"$W/err.txt" || { echo "$tool failed:" >&2; tail -5 "$W/err.txt" >&2; return 1; }
   read -r wall rss user sys <"$W/time.txt"
   local cpu; cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')
@@ -188,9 +191,12 @@ for size in "${SIZES_MAIN[@]}"; do
   EXPECTED=$(curl -s "$url" | sha256sum | cut -d' ' -f1)
   echo "  source sha256 $EXPECTED" >&2
   for round in $(seq "$ROUNDS"); do
+    # The two atlas-archiver rows swap places every round: the first measurement of a round
+    # runs slower on this machine (Garage's background work after the previous deletions).
+    [ $((round % 2)) = 0 ] && [ "$QUICK" != 1 ] && run_archiver "$size" "$round" "transfer only"
     run_archiver "$size" "$round"
     [ "$QUICK" = 1 ] && continue
-    run_archiver "$size" "$round" "transfer only"
+    [ $((round % 2)) = 1 ] && run_archiver "$size" "$round" "transfer only"
     key="bench/rclone-$size-$round"
     measure rclone "$size" env -u AWS_CA_BUNDLE RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other \
       RCLONE_CONFIG_G_ENDPOINT="$EP" RCLONE_CONFIG_G_ACCESS_KEY_ID="$AK" RCLONE_CONFIG_G_SECRET_ACCESS_KEY="$SK" \

@@ -561,18 +561,7 @@ async fn cut_once_then_resume_through(range_support: bool, bare_etags: bool) {
             run.stderr
         );
     }
-    let key = w
-        .keys()
-        .await
-        .into_keys()
-        .find(|k| k.ends_with(".tar.gz"))
-        .unwrap_or_default();
-    assert_eq!(
-        w.sha256_of_object(&key).await,
-        snap.sha256(),
-        "the resumed object is the whole snapshot"
-    );
-    assert!(w.open_uploads().await.is_empty());
+    w.assert_sole_archive_is(&snap, &run.stderr).await;
     assert_eq!(w.keys().await.len(), 2);
     if bare_etags {
         assert!(
@@ -623,19 +612,7 @@ async fn spread_download(name: &str, ranges: bool, cut_range: Option<u64>) {
     run.assert_code(0);
     run.assert_no_secrets(&w.secrets());
     let seen = w.sim.observed();
-    let key = w
-        .keys()
-        .await
-        .into_keys()
-        .find(|k| k.ends_with(".tar.gz"))
-        .unwrap_or_default();
-    assert_eq!(
-        w.sha256_of_object(&key).await,
-        snap.sha256(),
-        "the object is the snapshot, byte for byte\n{}",
-        run.stderr
-    );
-    assert!(w.open_uploads().await.is_empty());
+    w.assert_sole_archive_is(&snap, &run.stderr).await;
     match cut_range {
         None if !ranges => {
             assert_eq!(

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use atlas_archiver::config::{ChecksumCalculation, PartSize, StorageConfig};
 use atlas_archiver::embedded_store::{self, EmbeddedStore};
-use atlas_archiver::simulator::{SIM_CLIENT_ID, SIM_CLIENT_SECRET, SimCluster, Simulator};
+use atlas_archiver::simulator::{
+    SIM_CLIENT_ID, SIM_CLIENT_SECRET, SimCluster, SimSnapshot, Simulator,
+};
 use atlas_archiver::store::ObjectStore;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
@@ -241,6 +243,25 @@ path = "state/journal.sqlite"
     }
 
     /// Multipart uploads still open under this test's prefix (empty when the server cannot list them).
+    /// Asserts that the one archive under the prefix is `snapshot`, byte for byte, and that
+    /// no upload is left open; `context` (the run's stderr) goes into the failure message.
+    #[allow(dead_code)]
+    pub async fn assert_sole_archive_is(&self, snapshot: &SimSnapshot, context: &str) {
+        let archives: Vec<String> = self
+            .keys()
+            .await
+            .into_keys()
+            .filter(|k| k.ends_with(".tar.gz"))
+            .collect();
+        assert_eq!(archives.len(), 1, "{archives:?}\n{context}");
+        assert_eq!(
+            self.sha256_of_object(&archives[0]).await,
+            snapshot.sha256(),
+            "the object is the snapshot, byte for byte\n{context}"
+        );
+        assert!(self.open_uploads().await.is_empty(), "{context}");
+    }
+
     pub async fn open_uploads(&self) -> Vec<(String, String)> {
         if !self.s3.lists_uploads() {
             return Vec::new();
