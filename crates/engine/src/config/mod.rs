@@ -6,6 +6,7 @@
 //! `storage.rs` (the storage section), `protection.rs` (its Object Lock, storage class and
 //! encryption), `render.rs` (`check-config`'s output), `units.rs`.
 
+mod atlas;
 mod clusters;
 mod discover;
 mod notify;
