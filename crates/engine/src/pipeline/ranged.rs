@@ -12,8 +12,9 @@
 //!
 //! Must not: retry a range (a range that fails after the opening GET is gone ends the transfer
 //! as interrupted, and the pipeline resumes after the journalled parts, like a single GET that
-//! breaks), hold more than `connections × RANGE_BYTES` of data, or send anything but the
-//! range headers to the URL (no credentials: the client is the download client).
+//! breaks), hold more than `connections` ranges (their chunks keep the buffers they were read
+//! into: about 8-15 MiB per connection measured), or send anything but the range headers to
+//! the URL (no credentials: the client is the download client).
 
 use std::collections::VecDeque;
 

@@ -272,7 +272,7 @@ pub async fn open(download: &Downloader, url: &SnapshotUrl) -> Result<Source, Tr
     check_content_type(&response)?;
     if spread && response.status() == StatusCode::PARTIAL_CONTENT {
         let total = continues_at(&response, 0, None)?;
-        return Ok(Source::spread(download, url, response, 0, total));
+        return Ok(Source::spread(download, url, response, 0, total, None));
     }
     if response.status() != StatusCode::OK {
         return Err(TransferError::Download {
@@ -297,9 +297,7 @@ pub async fn open_from(
     check_status(url, response.status())?;
     check_content_type(&response)?;
     let whole = continues_at(&response, offset, total)?;
-    let mut source = Source::spread(download, url, response, offset, whole);
-    source.etag = source.etag.or_else(|| etag.map(str::to_owned));
-    Ok(source)
+    Ok(Source::spread(download, url, response, offset, whole, etag))
 }
 
 /// The total length of a 206 that serves `offset` to the end (of `total`, when known); any
@@ -360,15 +358,18 @@ impl Source {
     }
 
     /// A 206 from `offset` to the end of `total` bytes: spread over ranged GETs when the
-    /// download may use several connections and the rest is longer than one range.
+    /// download may use several connections and the rest is longer than one range. `known`
+    /// is the validator recorded before (a resume's), for a response that sends none: the
+    /// ranged GETs carry it in `If-Range` as the opening one did.
     fn spread(
         download: &Downloader,
         url: &SnapshotUrl,
         response: reqwest::Response,
         offset: u64,
         total: u64,
+        known: Option<&str>,
     ) -> Self {
-        let etag = etag_of(&response);
+        let etag = etag_of(&response).or_else(|| known.map(str::to_owned));
         let body = if Ranged::worth_it(offset, total, download.connections) {
             Body::Ranged(Box::new(Ranged::start(
                 &download.client,
