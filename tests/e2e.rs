@@ -527,13 +527,7 @@ async fn cut_once_then_resume_through(range_support: bool, bare_etags: bool) {
         f.cut_times = 1;
         f.range_support = range_support;
     });
-    let cfg = w
-        .write_config("", "part_size = \"5MiB\"")
-        .to_string_lossy()
-        .into_owned();
-    let run = w.run(&["once", "--config", &cfg], &[]).await;
-    run.assert_code(0);
-    run.assert_no_secrets(&w.secrets());
+    let run = w.once("", "part_size = \"5MiB\"", 0).await;
     let seen = w.sim.observed();
     if range_support {
         assert_eq!(
@@ -604,13 +598,9 @@ async fn spread_download(name: &str, ranges: bool, cut_range: Option<u64>) {
         f.range_support = ranges;
         f.cut_bounded_range = cut_range.map(|at| (at, 1));
     });
-    let cfg = w
-        .write_config("download_connections = 3", "part_size = \"8MiB\"")
-        .to_string_lossy()
-        .into_owned();
-    let run = w.run(&["once", "--config", &cfg], &[]).await;
-    run.assert_code(0);
-    run.assert_no_secrets(&w.secrets());
+    let run = w
+        .once("download_connections = 3", "part_size = \"8MiB\"", 0)
+        .await;
     let seen = w.sim.observed();
     w.assert_sole_archive_is(&snap, &run.stderr).await;
     match cut_range {

@@ -215,6 +215,18 @@ path = "state/journal.sqlite"
         run_binary(args, env, self.dir.path()).await
     }
 
+    /// Writes the config (`write_config`'s extra lines) and runs `once` with it; asserts the
+    /// exit code and that no secret appears in the output.
+    #[allow(dead_code)]
+    pub async fn once(&self, extra_atlas: &str, extra_storage: &str, code: i32) -> Run {
+        let cfg = self.write_config(extra_atlas, extra_storage);
+        let cfg = cfg.to_string_lossy();
+        let run = self.run(&["once", "--config", &cfg], &[]).await;
+        run.assert_code(code);
+        run.assert_no_secrets(&self.secrets());
+        run
+    }
+
     /// Runs another program (a terminal emulator around ours, say) the same way.
     pub async fn run_program(&self, program: &str, args: &[&str]) -> Run {
         run_program(program, args, &[], self.dir.path()).await

@@ -45,27 +45,13 @@ impl Validator<'_> {
                 "must not be shorter than atlas.retry_base_delay",
             ));
         }
-        let max_attempts = a.max_attempts.unwrap_or(6);
-        if !(1..=100).contains(&max_attempts) {
-            return Err(self.invalid(
-                "atlas.max_attempts",
-                format!("{max_attempts} is out of range: use 1 to 100"),
-            ));
-        }
-        let download_connections = a.download_connections.unwrap_or(1);
-        if !(1..=16).contains(&download_connections) {
-            return Err(self.invalid(
-                "atlas.download_connections",
-                format!("{download_connections} is out of range: use 1 (one GET) to 16"),
-            ));
-        }
-        let positive = |key: &str, d: Duration| {
-            if d.is_zero() {
-                Err(self.invalid(key, "must be longer than zero"))
-            } else {
-                Ok(d)
-            }
-        };
+        let max_attempts = self.in_range("atlas.max_attempts", a.max_attempts, 6, 1..=100)?;
+        let download_connections = self.in_range(
+            "atlas.download_connections",
+            a.download_connections,
+            1,
+            1..=16,
+        )?;
         let secret_expires_at = match a.client_secret_expires_at.as_deref() {
             None => None,
             Some(_) if matches!(credentials, AtlasCredentials::ApiKey { .. }) => {
@@ -85,42 +71,30 @@ impl Validator<'_> {
             base_url,
             credentials,
             secret_expires_at,
-            poll_interval: positive(
+            poll_interval: self.positive_duration(
                 "atlas.poll_interval",
-                self.duration(
-                    "atlas.poll_interval",
-                    a.poll_interval.as_ref(),
-                    Duration::from_secs(5),
-                )?,
+                a.poll_interval.as_ref(),
+                Duration::from_secs(5),
             )?,
-            restore_timeout: positive(
+            restore_timeout: self.positive_duration(
                 "atlas.restore_timeout",
-                self.duration(
-                    "atlas.restore_timeout",
-                    a.restore_timeout.as_ref(),
-                    Duration::from_secs(1800),
-                )?,
+                a.restore_timeout.as_ref(),
+                Duration::from_secs(1800),
             )?,
             retry: RetryConfig {
                 max_attempts,
                 base_delay: retry_base,
                 max_delay: retry_max,
             },
-            request_timeout: positive(
+            request_timeout: self.positive_duration(
                 "atlas.request_timeout",
-                self.duration(
-                    "atlas.request_timeout",
-                    a.request_timeout.as_ref(),
-                    Duration::from_secs(60),
-                )?,
+                a.request_timeout.as_ref(),
+                Duration::from_secs(60),
             )?,
-            download_read_timeout: positive(
+            download_read_timeout: self.positive_duration(
                 "atlas.download_read_timeout",
-                self.duration(
-                    "atlas.download_read_timeout",
-                    a.download_read_timeout.as_ref(),
-                    Duration::from_secs(120),
-                )?,
+                a.download_read_timeout.as_ref(),
+                Duration::from_secs(120),
             )?,
             download_connections: usize::try_from(download_connections).unwrap_or(1),
         })

@@ -93,13 +93,8 @@ impl Validator<'_> {
                 PartSize::Fixed(bytes)
             }
         };
-        let parts_in_flight = s.parts_in_flight.unwrap_or(3);
-        if !(1..=64).contains(&parts_in_flight) {
-            return Err(self.invalid(
-                "storage.parts_in_flight",
-                format!("{parts_in_flight} is out of range: use 1 to 64"),
-            ));
-        }
+        let parts_in_flight =
+            self.in_range("storage.parts_in_flight", s.parts_in_flight, 3, 1..=64)?;
         let checksum_calculation = match s.request_checksum_calculation.as_deref() {
             None | Some("auto") => {
                 if endpoint.is_some() {
@@ -142,13 +137,12 @@ impl Validator<'_> {
                 ));
             }
         };
-        let max_concurrent_transfers = s.max_concurrent_transfers.unwrap_or(2);
-        if !(1..=64).contains(&max_concurrent_transfers) {
-            return Err(self.invalid(
-                "storage.max_concurrent_transfers",
-                format!("{max_concurrent_transfers} is out of range: use 1 to 64"),
-            ));
-        }
+        let max_concurrent_transfers = self.in_range(
+            "storage.max_concurrent_transfers",
+            s.max_concurrent_transfers,
+            2,
+            1..=64,
+        )?;
         let request_timeout = self.duration(
             "storage.request_timeout",
             s.request_timeout.as_ref(),

@@ -895,3 +895,48 @@ fn the_secret_expiry_is_a_date_of_a_service_account() {
         "{e}"
     );
 }
+
+/// Counts and durations out of range name their key and the range that would be valid.
+#[test]
+fn numbers_out_of_range_and_zero_durations_are_refused_by_key() {
+    let c = Case::new();
+    let atlas = |line: &str| GOOD.replace("[atlas]\n", &format!("[atlas]\n{line}\n"));
+    let storage = |line: &str| GOOD.replace("[storage]\n", &format!("[storage]\n{line}\n"));
+    for (text, key, valid) in [
+        (
+            atlas("download_connections = 0"),
+            "atlas.download_connections",
+            "use 1 to 16",
+        ),
+        (
+            atlas("download_connections = 17"),
+            "atlas.download_connections",
+            "use 1 to 16",
+        ),
+        (
+            atlas("max_attempts = 101"),
+            "atlas.max_attempts",
+            "use 1 to 100",
+        ),
+        (
+            storage("parts_in_flight = 0"),
+            "storage.parts_in_flight",
+            "use 1 to 64",
+        ),
+        (
+            storage("max_concurrent_transfers = 65"),
+            "storage.max_concurrent_transfers",
+            "use 1 to 64",
+        ),
+        (
+            atlas("poll_interval = \"0s\""),
+            "atlas.poll_interval",
+            "longer than zero",
+        ),
+    ] {
+        let e = c.error(&text, &[]);
+        assert!(e.contains(&format!("`{key}`")) && e.contains(valid), "{e}");
+    }
+    let ok = c.load(&atlas("download_connections = 16"), &[]).unwrap();
+    assert_eq!(ok.atlas.download_connections, 16);
+}

@@ -50,6 +50,42 @@ impl Validator<'_> {
         }
     }
 
+    /// `duration`, refusing zero.
+    pub(super) fn positive_duration(
+        &self,
+        key: &str,
+        value: Option<&String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(key, value, default)?;
+        if d.is_zero() {
+            return Err(self.invalid(key, "must be longer than zero"));
+        }
+        Ok(d)
+    }
+
+    /// `value` (or `default` when unset) if it lies in `range`.
+    pub(super) fn in_range(
+        &self,
+        key: &str,
+        value: Option<u32>,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<u32, ConfigError> {
+        let v = value.unwrap_or(default);
+        if !range.contains(&v) {
+            return Err(self.invalid(
+                key,
+                format!(
+                    "{v} is out of range: use {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
+        Ok(v)
+    }
+
     pub(super) fn env_var(&self, name: &str) -> Option<String> {
         self.env.get(name).filter(|v| !v.trim().is_empty()).cloned()
     }
