@@ -586,24 +586,40 @@ async fn a_cut_download_starts_over_when_the_source_ignores_ranges() {
 
 /// Issue 15: `atlas.download_connections = 3` spreads one snapshot over ranged GETs (the
 /// opening `bytes=0-`, then 8 MiB ranges), in order into the hash, the validator and the parts.
-/// `cut_range` cuts the ranged GET that holds that byte once, after the opening GET was let
-/// go: the attempt fails as interrupted and the next one resumes after the journalled parts,
+/// `fault` cuts (or stalls: it stops sending and hangs) the ranged GET that holds that byte
+/// once, after the opening GET was let go: the attempt fails as interrupted (or, after
+/// `download_read_timeout`, as stalled) and the next one resumes after the journalled parts,
 /// over ranged GETs again. A source that ignores ranges (`ranges` false) answers the opening
 /// GET with a 200: one GET, read as such.
-async fn spread_download(name: &str, ranges: bool, cut_range: Option<u64>) {
+async fn spread_download(name: &str, ranges: bool, fault: Option<RangeFault>) {
     let size = (30 << 20) + 123;
     let w = World::new(name, scenario(PROJECT, &["wide-flex"], 1, &[size])).await;
     let snap = w.sim.clusters()[0].snapshots[0].clone();
     w.sim.set_faults(|f| {
         f.range_support = ranges;
-        f.cut_bounded_range = cut_range.map(|at| (at, 1));
+        match fault {
+            Some(RangeFault::Cut(at)) => f.cut_bounded_range = Some((at, 1)),
+            Some(RangeFault::Stall(at)) => f.stall_bounded_range = Some((at, 1)),
+            None => {}
+        }
     });
     let run = w
-        .once("download_connections = 3", "part_size = \"8MiB\"", 0)
+        .once(
+            "download_connections = 3\ndownload_read_timeout = \"1s\"",
+            "part_size = \"8MiB\"",
+            0,
+        )
         .await;
     let seen = w.sim.observed();
     w.assert_sole_archive_is(&snap, &run.stderr).await;
-    match cut_range {
+    if let Some(RangeFault::Stall(_)) = fault {
+        assert!(
+            run.stderr.contains("DOWNLOAD_STALLED"),
+            "the hung range ended the attempt as stalled: {}",
+            run.stderr
+        );
+    }
+    match fault {
         None if !ranges => {
             assert_eq!(
                 (
@@ -655,7 +671,21 @@ async fn a_download_over_three_connections_is_the_snapshot_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_range_of_a_spread_download_resumes_after_the_journalled_parts() {
-    spread_download("spread-cut", true, Some(20 << 20)).await;
+    spread_download("spread-cut", true, Some(RangeFault::Cut(20 << 20))).await;
+}
+
+/// A black-holed range (the server stops sending and keeps the connection open) ends the
+/// attempt after `download_read_timeout`, and the next resumes after the journalled parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_range_of_a_spread_download_resumes_after_the_journalled_parts() {
+    spread_download("spread-stall", true, Some(RangeFault::Stall(20 << 20))).await;
+}
+
+/// What happens to the ranged GET that holds a byte.
+#[derive(Clone, Copy)]
+enum RangeFault {
+    Cut(u64),
+    Stall(u64),
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

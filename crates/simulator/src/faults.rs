@@ -83,6 +83,8 @@ pub struct Faults {
     /// A bounded range (`bytes=N-M`, a parallel download's) that holds byte `.0` is cut
     /// there, `.1` times; other GETs are served whole.
     pub cut_bounded_range: Option<(u64, u32)>,
+    /// The same, but the range stops sending at byte `.0` and hangs (a black-holed connection).
+    pub stall_bounded_range: Option<(u64, u32)>,
     /// Snapshot URLs name this `host:port` instead of the simulator's own address: a proxy
     /// in front of the downloads (the benchmark's latency proxy).
     pub download_via: Option<String>,

@@ -802,6 +802,16 @@ enum Ending {
     Stall(u64),
 }
 
+/// Takes one use of a bounded-range fault (`(at, times)`) when `served` holds its byte.
+fn range_fault(fault: &mut Option<(u64, u32)>, served: std::ops::Range<u64>) -> Option<u64> {
+    let (at, times) = (*fault)?;
+    if !served.contains(&at) {
+        return None;
+    }
+    *fault = (times > 1).then(|| (at, times - 1));
+    Some(at)
+}
+
 impl Ending {
     fn at(self) -> Option<u64> {
         match self {
@@ -1032,11 +1042,14 @@ async fn download(
         app.observed.ranged_downloads += 1;
         if end.is_some() {
             app.observed.bounded_ranges += 1;
-            if let Some((at, times)) = app.faults.cut_bounded_range
-                && (offset..stop).contains(&at)
+            let faults = &mut app.faults;
+            if let Some(fault) = range_fault(&mut faults.cut_bounded_range, offset..stop)
+                .map(Ending::Cut)
+                .or_else(|| {
+                    range_fault(&mut faults.stall_bounded_range, offset..stop).map(Ending::Stall)
+                })
             {
-                ending = Ending::Cut(at);
-                app.faults.cut_bounded_range = (times > 1).then(|| (at, times - 1));
+                ending = fault;
             }
         }
     }
