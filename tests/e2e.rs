@@ -5,7 +5,9 @@
 
 mod common;
 
-use atlas_archiver::simulator::{SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, SimSnapshot, scenario};
+use atlas_archiver::simulator::{
+    RangeFault, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, SimSnapshot, scenario,
+};
 use common::{World, parse_json};
 
 const PROJECT: &str = "5f0a1b2c3d4e5f60718293a4";
@@ -597,11 +599,7 @@ async fn spread_download(name: &str, ranges: bool, fault: Option<RangeFault>) {
     let snap = w.sim.clusters()[0].snapshots[0].clone();
     w.sim.set_faults(|f| {
         f.range_support = ranges;
-        match fault {
-            Some(RangeFault::Cut(at)) => f.cut_bounded_range = Some((at, 1)),
-            Some(RangeFault::Stall(at)) => f.stall_bounded_range = Some((at, 1)),
-            None => {}
-        }
+        f.bounded_range = fault.map(|fault| (fault, 1));
     });
     let run = w
         .once(
@@ -679,13 +677,6 @@ async fn a_cut_range_of_a_spread_download_resumes_after_the_journalled_parts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_range_of_a_spread_download_resumes_after_the_journalled_parts() {
     spread_download("spread-stall", true, Some(RangeFault::Stall(20 << 20))).await;
-}
-
-/// What happens to the ranged GET that holds a byte.
-#[derive(Clone, Copy)]
-enum RangeFault {
-    Cut(u64),
-    Stall(u64),
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

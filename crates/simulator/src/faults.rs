@@ -80,11 +80,9 @@ pub struct Faults {
     /// Sharded clusters: the download of this component (replica set name) is cut after
     /// `.0` bytes, `.1` times (0: every time).
     pub cut_component: HashMap<String, (u64, u32)>,
-    /// A bounded range (`bytes=N-M`, a parallel download's) that holds byte `.0` is cut
-    /// there, `.1` times; other GETs are served whole.
-    pub cut_bounded_range: Option<(u64, u32)>,
-    /// The same, but the range stops sending at byte `.0` and hangs (a black-holed connection).
-    pub stall_bounded_range: Option<(u64, u32)>,
+    /// A bounded range (`bytes=N-M`, a parallel download's) that holds the fault's byte meets
+    /// the fault there, `.1` times; other GETs are served whole.
+    pub bounded_range: Option<(RangeFault, u32)>,
     /// Snapshot URLs name this `host:port` instead of the simulator's own address: a proxy
     /// in front of the downloads (the benchmark's latency proxy).
     pub download_via: Option<String>,
@@ -117,4 +115,13 @@ pub struct Observed {
     pub digest_ok: u32,
     /// Digest requests refused as stale (a replayed or out-of-order `nc`).
     pub stale_digests: u32,
+}
+
+/// What happens to a bounded range at a byte it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeFault {
+    /// The connection is reset at this absolute offset.
+    Cut(u64),
+    /// The range stops sending at this offset and hangs (a black-holed connection).
+    Stall(u64),
 }

@@ -22,7 +22,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use faults::{Faults, Observed};
+pub use faults::{Faults, Observed, RangeFault};
 
 /// Service-account id the simulator accepts.
 pub const SIM_CLIENT_ID: &str = "mdb_sa_id_simulator";

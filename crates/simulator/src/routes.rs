@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 use super::content::SnapshotBytes;
 use super::digest;
 use super::{
-    SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, SimCluster, SimJob, SimState,
+    RangeFault, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY, SimCluster,
+    SimJob, SimState,
 };
 
 mod dedicated;
@@ -802,14 +803,21 @@ enum Ending {
     Stall(u64),
 }
 
-/// Takes one use of a bounded-range fault (`(at, times)`) when `served` holds its byte.
-fn range_fault(fault: &mut Option<(u64, u32)>, served: std::ops::Range<u64>) -> Option<u64> {
-    let (at, times) = (*fault)?;
-    if !served.contains(&at) {
+/// Takes one use of the bounded-range fault when `served` holds its byte.
+fn range_fault(
+    fault: &mut Option<(RangeFault, u32)>,
+    served: std::ops::Range<u64>,
+) -> Option<Ending> {
+    let (kind, times) = (*fault)?;
+    let ending = match kind {
+        RangeFault::Cut(at) => Ending::Cut(at),
+        RangeFault::Stall(at) => Ending::Stall(at),
+    };
+    if !ending.at().is_some_and(|at| served.contains(&at)) {
         return None;
     }
-    *fault = (times > 1).then(|| (at, times - 1));
-    Some(at)
+    *fault = (times > 1).then(|| (kind, times - 1));
+    Some(ending)
 }
 
 impl Ending {
@@ -1042,13 +1050,7 @@ async fn download(
         app.observed.ranged_downloads += 1;
         if end.is_some() {
             app.observed.bounded_ranges += 1;
-            let faults = &mut app.faults;
-            if let Some(fault) = range_fault(&mut faults.cut_bounded_range, offset..stop)
-                .map(Ending::Cut)
-                .or_else(|| {
-                    range_fault(&mut faults.stall_bounded_range, offset..stop).map(Ending::Stall)
-                })
-            {
+            if let Some(fault) = range_fault(&mut app.faults.bounded_range, offset..stop) {
                 ending = fault;
             }
         }
